@@ -1,0 +1,129 @@
+//! Access rules, compiled at load: first matching rule wins, `access.default` when none
+//! matches. Pure and synchronous. `mode = "report"` logs would-be denials and allows.
+
+pub mod glob;
+
+use std::net::IpAddr;
+
+use http::Method;
+use ipnet::IpNet;
+
+use crate::auth::{AuthKind, Principal};
+use crate::config::{AccessConfig, AccessMode, Effect, RuleConfig};
+use glob::Glob;
+
+/// What the policy sees of a request.
+pub struct Subject<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub principal: Option<&'a Principal>,
+    pub jira_user: Option<&'a str>,
+    pub client_ip: IpAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// What the rules say.
+    pub effect: Effect,
+    /// The rule that decided, `None` for the default.
+    pub rule: Option<String>,
+    /// False in report mode: a `Deny` is logged, not enforced.
+    pub enforced: bool,
+}
+
+impl Decision {
+    pub fn denies(&self) -> bool {
+        self.effect == Effect::Deny && self.enforced
+    }
+}
+
+struct Rule {
+    name: String,
+    effect: Effect,
+    methods: Vec<Method>,
+    paths: Vec<Glob>,
+    auth: Vec<AuthKind>,
+    users: Vec<String>,
+    users_not: Vec<String>,
+    groups: Vec<String>,
+    groups_not: Vec<String>,
+    source: Vec<IpNet>,
+    anonymous: Option<bool>,
+    authenticated: Option<bool>,
+}
+
+pub struct Policy {
+    default: Effect,
+    mode: AccessMode,
+    rules: Vec<Rule>,
+}
+
+fn lower(v: &[String]) -> Vec<String> {
+    v.iter().map(|s| s.to_lowercase()).collect()
+}
+
+impl Policy {
+    pub fn compile(cfg: &AccessConfig) -> Result<Policy, String> {
+        let rules = cfg.rules.iter().map(compile_rule).collect::<Result<_, _>>()?;
+        Ok(Policy { default: cfg.default, mode: cfg.mode, rules })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn decide(&self, s: &Subject<'_>) -> Decision {
+        let enforced = self.mode == AccessMode::Enforce;
+        for r in &self.rules {
+            if r.matches(s) {
+                return Decision { effect: r.effect, rule: Some(r.name.clone()), enforced };
+            }
+        }
+        Decision { effect: self.default, rule: None, enforced }
+    }
+}
+
+fn compile_rule(r: &RuleConfig) -> Result<Rule, String> {
+    let paths = r.paths.iter().map(|p| Glob::compile(p)).collect::<Result<_, _>>()?;
+    Ok(Rule {
+        name: r.name.clone(),
+        effect: r.effect,
+        methods: r.methods.clone(),
+        paths,
+        auth: r.auth.clone(),
+        users: lower(&r.users),
+        users_not: lower(&r.users_not),
+        groups: lower(&r.groups),
+        groups_not: lower(&r.groups_not),
+        source: r.source.clone(),
+        anonymous: r.anonymous,
+        authenticated: r.authenticated,
+    })
+}
+
+impl Rule {
+    fn matches(&self, s: &Subject<'_>) -> bool {
+        let authed = s.principal.is_some();
+        let user = s.jira_user.map(str::to_lowercase);
+        let groups: Vec<String> = s.principal.map(|p| lower(p.groups())).unwrap_or_default();
+        let in_groups = |list: &[String]| list.iter().any(|g| groups.contains(g));
+        let is_user = |list: &[String]| user.as_ref().is_some_and(|u| list.contains(u));
+        (self.methods.is_empty() || self.methods.contains(s.method))
+            && (self.paths.is_empty() || self.paths.iter().any(|g| g.matches(s.path)))
+            && (self.auth.is_empty() || s.principal.is_some_and(|p| self.auth.contains(&p.kind())))
+            && (self.users.is_empty() || is_user(&self.users))
+            && (self.users_not.is_empty() || !is_user(&self.users_not))
+            && (self.groups.is_empty() || in_groups(&self.groups))
+            && (self.groups_not.is_empty() || !in_groups(&self.groups_not))
+            && (self.source.is_empty() || self.source.iter().any(|n| n.contains(&s.client_ip)))
+            && self.anonymous.is_none_or(|a| a == !authed)
+            && self.authenticated.is_none_or(|a| a == authed)
+    }
+}
+
+#[cfg(test)]
+mod tests;

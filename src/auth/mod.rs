@@ -1,0 +1,183 @@
+//! Authentication: the [`Authenticator`] trait, the [`Principal`] only authenticators can
+//! make, and the [`Chain`] that runs the configured members in order.
+//!
+//! Chain semantics: the first `Authenticated` wins; the first `Rejected` stops with 401
+//! and is never rescued by a later member; a dependency error stops with 503 (fail
+//! closed); when every member answers `NotPresent` the caller is anonymous.
+
+pub mod basic;
+pub mod cache;
+pub mod password;
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use http::HeaderValue;
+use http::request::Parts;
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthKind {
+    Basic,
+    ApiKey,
+    OAuth1,
+    Jwt,
+    Introspection,
+    Session,
+}
+
+impl AuthKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthKind::Basic => "basic",
+            AuthKind::ApiKey => "api_key",
+            AuthKind::OAuth1 => "oauth1",
+            AuthKind::Jwt => "jwt",
+            AuthKind::Introspection => "introspection",
+            AuthKind::Session => "session",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AuthKind> {
+        [
+            AuthKind::Basic,
+            AuthKind::ApiKey,
+            AuthKind::OAuth1,
+            AuthKind::Jwt,
+            AuthKind::Introspection,
+            AuthKind::Session,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// A verified caller. Fields are private and the constructor is visible only inside
+/// `auth`, so the forwarding code cannot be handed an identity nobody verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    kind: AuthKind,
+    subject: String,
+    groups: Vec<String>,
+    scopes: Vec<String>,
+    credential_id: Option<String>,
+}
+
+impl Principal {
+    pub(in crate::auth) fn new(kind: AuthKind, subject: String, groups: Vec<String>) -> Self {
+        Principal { kind, subject, groups, scopes: Vec::new(), credential_id: None }
+    }
+
+    /// For unit tests elsewhere in the crate only.
+    #[cfg(test)]
+    pub(crate) fn for_tests(kind: AuthKind, subject: &str, groups: &[&str]) -> Self {
+        Principal::new(kind, subject.into(), groups.iter().map(|g| g.to_string()).collect())
+    }
+
+    pub fn kind(&self) -> AuthKind {
+        self.kind
+    }
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+    pub fn credential_id(&self) -> Option<&str> {
+        self.credential_id.as_deref()
+    }
+}
+
+/// Why a presented credential was refused. `code` goes to the audit log and metrics
+/// (bounded set of values); the client only ever sees a generic 401 (or 429).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectReason {
+    pub code: &'static str,
+    /// Set when the caller should wait (lockout): answered as 429 with Retry-After.
+    pub retry_after: Option<Duration>,
+}
+
+impl RejectReason {
+    pub fn new(code: &'static str) -> Self {
+        RejectReason { code, retry_after: None }
+    }
+}
+
+pub enum Outcome {
+    NotPresent,
+    Authenticated(Principal),
+    Rejected(RejectReason),
+}
+
+/// A dependency the authenticator needs failed; the request fails closed (503).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("credential check failed: {0}")]
+    Internal(String),
+}
+
+/// What an authenticator sees: the request head (already admitted), the client address,
+/// (later: small form bodies for OAuth 1.0a) and the time.
+pub struct AuthRequest<'a> {
+    pub parts: &'a Parts,
+    pub client_ip: IpAddr,
+    pub now: SystemTime,
+}
+
+#[async_trait]
+pub trait Authenticator: Send + Sync {
+    fn kind(&self) -> AuthKind;
+    /// This scheme's `WWW-Authenticate` challenge, sent on every 401.
+    fn challenge(&self) -> Option<HeaderValue>;
+    async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError>;
+}
+
+/// The chain's verdict for one request.
+pub enum Verdict {
+    Anonymous,
+    Authenticated(Principal),
+    Rejected(AuthKind, RejectReason),
+    Failed(AuthKind, AuthError),
+}
+
+pub struct Chain {
+    members: Vec<Box<dyn Authenticator>>,
+    challenges: Vec<HeaderValue>,
+}
+
+impl Chain {
+    pub fn new(members: Vec<Box<dyn Authenticator>>) -> Self {
+        let challenges = members.iter().filter_map(|m| m.challenge()).collect();
+        Chain { members, challenges }
+    }
+
+    pub fn challenges(&self) -> &[HeaderValue] {
+        &self.challenges
+    }
+
+    pub fn kinds(&self) -> Vec<AuthKind> {
+        self.members.iter().map(|m| m.kind()).collect()
+    }
+
+    pub async fn authenticate(&self, req: &AuthRequest<'_>) -> Verdict {
+        for m in &self.members {
+            match m.authenticate(req).await {
+                Ok(Outcome::NotPresent) => continue,
+                Ok(Outcome::Authenticated(p)) => return Verdict::Authenticated(p),
+                Ok(Outcome::Rejected(r)) => return Verdict::Rejected(m.kind(), r),
+                Err(e) => return Verdict::Failed(m.kind(), e),
+            }
+        }
+        Verdict::Anonymous
+    }
+}
+
+#[cfg(test)]
+mod tests;

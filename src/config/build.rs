@@ -1,0 +1,626 @@
+//! Raw TOML → typed `Config`, collecting every error with its TOML path.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::uri::Scheme;
+use http::{HeaderName, Method, Uri};
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+use super::raw;
+use super::*;
+use crate::auth::AuthKind;
+
+struct Ctx<'a> {
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+    base: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Deserialises one section or array element, recording the error with its path.
+    fn take<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let full = match inner.as_str() {
+                    "" | "." | "?" => path.to_string(),
+                    _ => format!("{path}.{inner}"),
+                };
+                let message = e.into_inner().to_string();
+                self.err(full, message.trim().to_string());
+                None
+            }
+        }
+    }
+
+    fn section<T: DeserializeOwned + Default>(&mut self, root: &mut Table, key: &str) -> T {
+        match root.remove(key) {
+            None => T::default(),
+            Some(v) => self.take(v, key).unwrap_or_default(),
+        }
+    }
+
+    /// An array of tables, each element deserialised on its own.
+    fn array<T: DeserializeOwned>(&mut self, value: Option<Value>, path: &str) -> Vec<T> {
+        match value {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, v)| self.take(v, &format!("{path}[{i}]")))
+                .collect(),
+            Some(_) => {
+                self.err(path, "must be an array of tables ([[...]])");
+                Vec::new()
+            }
+        }
+    }
+
+    fn duration(&mut self, v: Option<&str>, path: &str, default: Duration) -> Duration {
+        match v.map(parse_duration) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.err(path, e);
+                default
+            }
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.base.join(p)
+    }
+}
+
+pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
+    let mut root: Table = toml::from_str(text)
+        .map_err(|e| ConfigErrors::one("", format!("not valid TOML: {}", e.to_string().trim())))?;
+    let mut cx = Ctx {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        base,
+    };
+    match root.remove("version") {
+        Some(Value::Integer(1)) => {}
+        Some(other) => cx.err("version", format!("unsupported version {other}; this proxy reads version = 1")),
+        None => cx.err("version", "missing; start the file with version = 1"),
+    }
+    let server_raw: raw::Server = cx.section(&mut root, "server");
+    let admin_raw: Option<raw::Admin> = root.remove("admin").and_then(|v| cx.take(v, "admin"));
+    let upstream_raw: raw::Upstream = cx.section(&mut root, "upstream");
+    let state_raw: raw::State = cx.section(&mut root, "state");
+    let audit_raw: raw::Audit = cx.section(&mut root, "audit");
+    let identity_raw: raw::IdentityRules = cx.section(&mut root, "identity");
+    let chain_raw: Vec<raw::AuthMember> = match root.remove("auth") {
+        None => Vec::new(),
+        Some(Value::Table(mut t)) => {
+            let chain = t.remove("chain");
+            for k in t.keys() {
+                cx.err(format!("auth.{k}"), "unknown key (expected [[auth.chain]])");
+            }
+            cx.array(chain, "auth.chain")
+        }
+        Some(_) => {
+            cx.err("auth", "must be a table with [[auth.chain]] entries");
+            Vec::new()
+        }
+    };
+    let users_raw: Vec<raw::User> = cx.array(root.remove("users"), "users");
+    let (access_raw, rules_raw): (raw::Access, Vec<raw::Rule>) = match root.remove("access") {
+        None => (raw::Access::default(), Vec::new()),
+        Some(Value::Table(mut t)) => {
+            let rules = t.remove("rules");
+            let access = cx.take(Value::Table(t), "access").unwrap_or_default();
+            (access, cx.array(rules, "access.rules"))
+        }
+        Some(_) => {
+            cx.err("access", "must be a table");
+            (raw::Access::default(), Vec::new())
+        }
+    };
+    for k in root.keys() {
+        cx.err(k.clone(), "unknown section");
+    }
+
+    let server = server(&mut cx, server_raw);
+    let admin = admin_raw.and_then(|a| admin(&mut cx, a));
+    let upstream = upstream(&mut cx, upstream_raw);
+    let state = state(&mut cx, state_raw);
+    let audit = audit(&mut cx, audit_raw);
+    let chain = chain(&mut cx, chain_raw);
+    let users = users(&mut cx, users_raw);
+    let identity = identity(&mut cx, identity_raw);
+    let access = access(&mut cx, access_raw, rules_raw, &chain);
+    if chain.iter().any(|m| matches!(m, AuthMember::Basic(_))) && users.is_empty() {
+        cx.warnings
+            .push("auth.chain has a basic member but no [[users]] are configured".into());
+    }
+    if server.tls.is_none() && !server.listen.ip().is_loopback() {
+        cx.warnings.push(format!(
+            "server.listen {} is not loopback and [server.tls] is not set: credentials \
+             travel in clear unless a TLS-terminating balancer sits in front",
+            server.listen
+        ));
+    }
+
+    if !cx.errors.is_empty() {
+        return Err(ConfigErrors(cx.errors));
+    }
+    let (upstream, server) = (upstream.unwrap_or_else(dummy_upstream), server);
+    Ok(Config {
+        base_dir: base.to_path_buf(),
+        server,
+        admin,
+        upstream,
+        state,
+        audit,
+        chain,
+        users,
+        identity,
+        access,
+        warnings: cx.warnings,
+    })
+}
+
+/// Only used when errors were already recorded (the value is then discarded).
+fn dummy_upstream() -> UpstreamConfig {
+    UpstreamConfig {
+        scheme: Scheme::HTTP,
+        authority: http::uri::Authority::from_static("127.0.0.1"),
+        connect_timeout: Duration::ZERO,
+        response_timeout: Duration::ZERO,
+        ca_file: None,
+        pool_idle_timeout: Duration::ZERO,
+        pool_max_idle: 0,
+        preserve_host: true,
+        identity: IdentityMode::Passthrough,
+    }
+}
+
+fn socket_addr(cx: &mut Ctx, v: Option<&str>, path: &str) -> Option<SocketAddr> {
+    match v {
+        None => {
+            cx.err(path, "missing; e.g. \"0.0.0.0:8443\"");
+            None
+        }
+        Some(s) => match s.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                cx.err(path, format!("not an address:port: {s:?}"));
+                None
+            }
+        },
+    }
+}
+
+fn cidr(s: &str) -> Option<IpNet> {
+    IpNet::from_str(s)
+        .ok()
+        .or_else(|| std::net::IpAddr::from_str(s).ok().map(IpNet::from))
+}
+
+fn cidrs(cx: &mut Ctx, list: &[String], path: &str) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        match cidr(s) {
+            Some(n) => out.push(n),
+            None => cx.err(format!("{path}[{i}]"), format!("not an IP address or CIDR: {s:?}")),
+        }
+    }
+    out
+}
+
+fn server(cx: &mut Ctx, r: raw::Server) -> ServerConfig {
+    let listen = socket_addr(cx, r.listen.as_deref(), "server.listen")
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let public_url = r.public_url.as_deref().and_then(|s| {
+        match Uri::from_str(s) {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.authority().is_some()
+                    && u.query().is_none() =>
+            {
+                Some(u)
+            }
+            _ => {
+                cx.err("server.public_url", format!("not an absolute http(s) URL without query: {s:?}"));
+                None
+            }
+        }
+    });
+    let trusted_proxies = cidrs(cx, &r.trusted_proxies, "server.trusted_proxies");
+    let tls = r.tls.map(|t| TlsFiles {
+        cert: cx.path(&t.cert),
+        key: cx.path(&t.key),
+    });
+    let max_header_bytes = r.max_header_bytes.unwrap_or(32 * 1024);
+    if max_header_bytes < 8192 {
+        cx.err("server.max_header_bytes", "must be at least 8192");
+    }
+    let max_headers = r.max_headers.unwrap_or(100);
+    if max_headers == 0 {
+        cx.err("server.max_headers", "must be at least 1");
+    }
+    let realm = r.realm.unwrap_or_else(|| "Jira".into());
+    if realm.contains(['"', '\\']) || realm.chars().any(char::is_control) {
+        cx.err("server.realm", "must not contain quotes, backslashes or control characters");
+    }
+    ServerConfig {
+        listen,
+        public_url,
+        trusted_proxies,
+        tls,
+        realm,
+        header_read_timeout: cx.duration(
+            r.header_read_timeout.as_deref(),
+            "server.header_read_timeout",
+            Duration::from_secs(10),
+        ),
+        max_header_bytes,
+        max_headers,
+        shutdown_grace: cx.duration(
+            r.shutdown_grace.as_deref(),
+            "server.shutdown_grace",
+            Duration::from_secs(30),
+        ),
+    }
+}
+
+fn admin(cx: &mut Ctx, r: raw::Admin) -> Option<AdminConfig> {
+    let listen = socket_addr(cx, r.listen.as_deref(), "admin.listen")?;
+    Some(AdminConfig { listen })
+}
+
+fn upstream(cx: &mut Ctx, r: raw::Upstream) -> Option<UpstreamConfig> {
+    let (scheme, authority) = match r.url.as_deref() {
+        None => {
+            cx.err("upstream.url", "missing; Jira's base URL, e.g. \"http://127.0.0.1:8080\"");
+            (None, None)
+        }
+        Some(s) => match Uri::from_str(s) {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {
+                if u.authority().is_some_and(|a| a.as_str().contains('@')) {
+                    cx.err("upstream.url", "must not contain credentials");
+                }
+                if !matches!(u.path(), "" | "/") || u.query().is_some() {
+                    cx.err(
+                        "upstream.url",
+                        "must be scheme://host[:port] only; Jira's context path is kept from the request",
+                    );
+                }
+                (u.scheme().cloned(), u.authority().cloned())
+            }
+            _ => {
+                cx.err("upstream.url", format!("not an absolute http(s) URL: {s:?}"));
+                (None, None)
+            }
+        },
+    };
+    let ca_file = r.ca_file.as_deref().map(|p| cx.path(p));
+    if ca_file.is_some() && scheme.as_ref() != Some(&Scheme::HTTPS) {
+        cx.warnings.push("upstream.ca_file is set but upstream.url is not https".into());
+    }
+    let identity = identity_mode(cx, r.identity);
+    let cfg = UpstreamConfig {
+        scheme: scheme.unwrap_or(Scheme::HTTP),
+        authority: authority?,
+        connect_timeout: cx.duration(
+            r.connect_timeout.as_deref(),
+            "upstream.connect_timeout",
+            Duration::from_secs(5),
+        ),
+        response_timeout: cx.duration(
+            r.response_timeout.as_deref(),
+            "upstream.response_timeout",
+            Duration::from_secs(120),
+        ),
+        ca_file,
+        pool_idle_timeout: cx.duration(
+            r.pool_idle_timeout.as_deref(),
+            "upstream.pool_idle_timeout",
+            Duration::from_secs(90),
+        ),
+        pool_max_idle: r.pool_max_idle.unwrap_or(64),
+        preserve_host: r.preserve_host.unwrap_or(true),
+        identity: identity?,
+    };
+    Some(cfg)
+}
+
+/// Header names that must never carry the identity (they mean something else to Jira
+/// or to HTTP itself).
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-request-id",
+];
+
+fn header_name(cx: &mut Ctx, s: &str, path: &str) -> Option<HeaderName> {
+    match HeaderName::from_str(s) {
+        Ok(h) if !RESERVED_HEADERS.contains(&h.as_str()) => Some(h),
+        Ok(_) => {
+            cx.err(path, format!("{s} is reserved and cannot carry the identity"));
+            None
+        }
+        Err(_) => {
+            cx.err(path, format!("not a valid header name: {s:?}"));
+            None
+        }
+    }
+}
+
+fn identity_mode(cx: &mut Ctx, r: Option<raw::Identity>) -> Option<IdentityMode> {
+    let Some(r) = r else {
+        return Some(IdentityMode::Header {
+            name: HeaderName::from_static("x-forwarded-user"),
+            secret: None,
+        });
+    };
+    match r.mode.as_str() {
+        "header" => {
+            let name = header_name(
+                cx,
+                r.header.as_deref().unwrap_or("X-Forwarded-User"),
+                "upstream.identity.header",
+            )?;
+            let secret = match (r.secret_header, r.secret) {
+                (None, None) => None,
+                (Some(h), Some(s)) => {
+                    let h = header_name(cx, &h, "upstream.identity.secret_header")?;
+                    if h == name {
+                        cx.err("upstream.identity.secret_header", "must differ from upstream.identity.header");
+                    }
+                    match Secret::resolve(&s, cx.base) {
+                        Ok(secret) if !secret.expose().is_empty() => Some((h, secret)),
+                        Ok(_) => {
+                            cx.err("upstream.identity.secret", "is empty");
+                            return None;
+                        }
+                        Err(e) => {
+                            cx.err("upstream.identity.secret", e);
+                            return None;
+                        }
+                    }
+                }
+                _ => {
+                    cx.err("upstream.identity", "secret_header and secret go together: set both or neither");
+                    return None;
+                }
+            };
+            Some(IdentityMode::Header { name, secret })
+        }
+        "passthrough" => {
+            if r.header.is_some() || r.secret.is_some() || r.secret_header.is_some() {
+                cx.err("upstream.identity", "header/secret apply to mode = \"header\" only");
+            }
+            Some(IdentityMode::Passthrough)
+        }
+        "oauth1" => {
+            cx.err("upstream.identity.mode", "\"oauth1\" is not available in this version; use \"header\" or \"passthrough\"");
+            None
+        }
+        other => {
+            cx.err("upstream.identity.mode", format!("unknown mode {other:?}; expected \"header\" or \"passthrough\""));
+            None
+        }
+    }
+}
+
+fn state(cx: &mut Ctx, r: raw::State) -> StateConfig {
+    match r.backend.as_deref() {
+        None | Some("memory") => {}
+        Some("redis") => cx.err("state.backend", "\"redis\" is not available in this version; use \"memory\""),
+        Some(other) => cx.err("state.backend", format!("unknown backend {other:?}; expected \"memory\"")),
+    }
+    StateConfig {
+        max_entries: r.max_entries.unwrap_or(1_000_000),
+    }
+}
+
+fn audit(cx: &mut Ctx, r: raw::Audit) -> AuditTarget {
+    match r.to.as_deref() {
+        None | Some("stdout") => AuditTarget::Stdout,
+        Some("off") => AuditTarget::Off,
+        Some("") => {
+            cx.err("audit.to", "empty; use \"stdout\", \"off\" or a file path");
+            AuditTarget::Off
+        }
+        Some(p) => AuditTarget::File(cx.path(p)),
+    }
+}
+
+fn chain(cx: &mut Ctx, members: Vec<raw::AuthMember>) -> Vec<AuthMember> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, m) in members.into_iter().enumerate() {
+        let path = format!("auth.chain[{i}]");
+        let member = match m {
+            raw::AuthMember::Basic(b) => basic(cx, b, &path).map(AuthMember::Basic),
+        };
+        if let Some(member) = member {
+            if !seen.insert(member.kind()) {
+                cx.err(&path, format!("a second {} member; each scheme appears once", member.kind().as_str()));
+            }
+            out.push(member);
+        }
+    }
+    out
+}
+
+fn basic(cx: &mut Ctx, b: raw::Basic, path: &str) -> Option<BasicConfig> {
+    match b.backend.as_deref() {
+        None | Some("local") => {}
+        Some("jira") => {
+            cx.err(format!("{path}.backend"), "\"jira\" is not available in this version; use \"local\"");
+            return None;
+        }
+        Some(other) => {
+            cx.err(format!("{path}.backend"), format!("unknown backend {other:?}; expected \"local\""));
+            return None;
+        }
+    }
+    let cache_ttl = cx.duration(b.cache_ttl.as_deref(), &format!("{path}.cache_ttl"), Duration::from_secs(300));
+    let lockout = match b.lockout {
+        None => Some(LockoutConfig { max_failures: 5, window: Duration::from_secs(900) }),
+        Some(l) if l.max_failures == 0 => None,
+        Some(l) => {
+            let window = cx.duration(Some(&l.window), &format!("{path}.lockout.window"), Duration::from_secs(900));
+            if window.is_zero() {
+                cx.err(format!("{path}.lockout.window"), "must be longer than 0s");
+            }
+            Some(LockoutConfig { max_failures: l.max_failures, window })
+        }
+    };
+    Some(BasicConfig {
+        cache_ttl,
+        cache_max_entries: b.cache_max_entries.unwrap_or(100_000),
+        lockout,
+    })
+}
+
+fn users(cx: &mut Ctx, users: Vec<raw::User>) -> Vec<LocalUser> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, u) in users.into_iter().enumerate() {
+        let path = format!("users[{i}]");
+        if u.name.is_empty() || u.name.contains(':') || u.name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            cx.err(format!("{path}.name"), "must be non-empty, without ':', whitespace or control characters");
+        }
+        if !seen.insert(u.name.to_lowercase()) {
+            cx.err(format!("{path}.name"), format!("duplicate user {:?} (names are case-insensitive)", u.name));
+        }
+        if let Err(e) = crate::auth::password::check_phc(&u.password_hash) {
+            cx.err(format!("{path}.password_hash"), e);
+        }
+        out.push(LocalUser { name: u.name, password_hash: u.password_hash, groups: u.groups });
+    }
+    out
+}
+
+fn identity(cx: &mut Ctx, r: raw::IdentityRules) -> IdentityRules {
+    let strip_domains = match r.strip_domain {
+        None => Vec::new(),
+        Some(raw::StringOrList::One(d)) => vec![d],
+        Some(raw::StringOrList::Many(v)) => v,
+    };
+    for (i, d) in strip_domains.iter().enumerate() {
+        if d.is_empty() || d.contains('@') {
+            cx.err(format!("identity.strip_domain[{i}]"), "a domain such as \"example.com\", without '@'");
+        }
+    }
+    let map: HashMap<String, String> = r
+        .map
+        .into_iter()
+        .map(|(k, v)| (if r.lowercase { k.to_lowercase() } else { k }, v))
+        .collect();
+    IdentityRules {
+        lowercase: r.lowercase,
+        strip_domains: strip_domains.into_iter().map(|d| d.to_lowercase()).collect(),
+        map,
+    }
+}
+
+fn effect(cx: &mut Ctx, s: &str, path: &str) -> Effect {
+    match s {
+        "allow" => Effect::Allow,
+        "deny" => Effect::Deny,
+        other => {
+            cx.err(path, format!("expected \"allow\" or \"deny\", not {other:?}"));
+            Effect::Deny
+        }
+    }
+}
+
+fn access(cx: &mut Ctx, r: raw::Access, rules: Vec<raw::Rule>, chain: &[AuthMember]) -> AccessConfig {
+    let default = effect(cx, r.default.as_deref().unwrap_or("deny"), "access.default");
+    let mode = match r.mode.as_deref() {
+        None | Some("enforce") => AccessMode::Enforce,
+        Some("report") => AccessMode::Report,
+        Some(other) => {
+            cx.err("access.mode", format!("expected \"enforce\" or \"report\", not {other:?}"));
+            AccessMode::Enforce
+        }
+    };
+    let mut names = HashSet::new();
+    let rules = rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| rule(cx, r, &format!("access.rules[{i}]"), &mut names, chain))
+        .collect();
+    AccessConfig { default, mode, rules }
+}
+
+fn rule(cx: &mut Ctx, r: raw::Rule, path: &str, names: &mut HashSet<String>, chain: &[AuthMember]) -> RuleConfig {
+    if r.name.trim().is_empty() {
+        cx.err(format!("{path}.name"), "must not be empty");
+    } else if !names.insert(r.name.clone()) {
+        cx.err(format!("{path}.name"), format!("duplicate rule name {:?}", r.name));
+    }
+    let effect = effect(cx, &r.effect, &format!("{path}.effect"));
+    let mut methods = Vec::new();
+    for (i, m) in r.methods.iter().enumerate() {
+        match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => methods.push(m),
+            Err(_) => cx.err(format!("{path}.methods[{i}]"), format!("not an HTTP method: {m:?}")),
+        }
+    }
+    for (i, p) in r.paths.iter().enumerate() {
+        if let Err(e) = crate::access::glob::check(p) {
+            cx.err(format!("{path}.paths[{i}]"), e);
+        }
+    }
+    let mut auth = Vec::new();
+    for (i, a) in r.auth.iter().enumerate() {
+        match AuthKind::parse(a) {
+            Some(k) => {
+                if !chain.iter().any(|m| m.kind() == k) {
+                    cx.warnings.push(format!("{path}.auth[{i}]: no {a} member in auth.chain, so this never matches"));
+                }
+                auth.push(k)
+            }
+            None => cx.err(format!("{path}.auth[{i}]"), format!("unknown auth kind {a:?}")),
+        }
+    }
+    if r.anonymous == Some(true) && r.authenticated == Some(true) {
+        cx.err(path.to_string(), "anonymous = true and authenticated = true can never both hold");
+    }
+    let source = cidrs(cx, &r.source, &format!("{path}.source"));
+    RuleConfig {
+        name: r.name,
+        effect,
+        methods,
+        paths: r.paths,
+        auth,
+        users: r.users,
+        users_not: r.users_not,
+        groups: r.groups,
+        groups_not: r.groups_not,
+        source,
+        anonymous: r.anonymous,
+        authenticated: r.authenticated,
+    }
+}

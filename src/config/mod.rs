@@ -1,0 +1,248 @@
+//! Configuration: one TOML file (`version = 1`) parsed into the typed [`Config`].
+//!
+//! `raw.rs` mirrors the file with serde (`deny_unknown_fields`); `build.rs` turns it into
+//! typed values and reports EVERY error at once, each with its TOML path
+//! (`auth.chain[1].cache_ttl: unknown unit "x"`). Nothing here panics on input.
+
+mod build;
+mod raw;
+pub mod values;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, Method, Uri};
+use ipnet::IpNet;
+
+use crate::auth::AuthKind;
+pub use values::{Secret, parse_duration};
+
+/// One problem in a config file, located by its TOML path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if e.path.is_empty() {
+                write!(f, "{}", e.message)?;
+            } else {
+                write!(f, "{}: {}", e.path, e.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    pub fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+/// The whole, validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The folder relative paths in the file are resolved against.
+    pub base_dir: PathBuf,
+    pub server: ServerConfig,
+    pub admin: Option<AdminConfig>,
+    pub upstream: UpstreamConfig,
+    pub state: StateConfig,
+    pub audit: AuditTarget,
+    pub chain: Vec<AuthMember>,
+    pub users: Vec<LocalUser>,
+    pub identity: IdentityRules,
+    pub access: AccessConfig,
+    /// Things that are legal but probably not what the admin meant.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub public_url: Option<Uri>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub tls: Option<TlsFiles>,
+    pub realm: String,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+    pub preserve_host: bool,
+    pub identity: IdentityMode,
+}
+
+/// How Jira learns who the caller is.
+#[derive(Debug, Clone)]
+pub enum IdentityMode {
+    /// A trusted header carries the Jira username; optionally a shared-secret header
+    /// lets Jira's header authenticator prove the request came through the proxy.
+    Header {
+        name: HeaderName,
+        secret: Option<(HeaderName, Secret)>,
+    },
+    /// The caller's own `Authorization` goes to Jira unchanged.
+    Passthrough,
+}
+
+impl IdentityMode {
+    pub fn describe(&self) -> String {
+        match self {
+            IdentityMode::Header { name, secret } => match secret {
+                Some((s, _)) => format!("header {name} (with shared secret in {s})"),
+                None => format!("header {name}"),
+            },
+            IdentityMode::Passthrough => "passthrough".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub max_entries: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stdout,
+    File(PathBuf),
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub enum AuthMember {
+    Basic(BasicConfig),
+}
+
+impl AuthMember {
+    pub fn kind(&self) -> AuthKind {
+        match self {
+            AuthMember::Basic(_) => AuthKind::Basic,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BasicConfig {
+    pub cache_ttl: Duration,
+    pub cache_max_entries: usize,
+    pub lockout: Option<LockoutConfig>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutConfig {
+    pub max_failures: u32,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalUser {
+    pub name: String,
+    pub password_hash: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IdentityRules {
+    pub lowercase: bool,
+    pub strip_domains: Vec<String>,
+    pub map: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMode {
+    Enforce,
+    Report,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    pub default: Effect,
+    pub mode: AccessMode,
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    pub name: String,
+    pub effect: Effect,
+    pub methods: Vec<Method>,
+    pub paths: Vec<String>,
+    pub auth: Vec<AuthKind>,
+    pub users: Vec<String>,
+    pub users_not: Vec<String>,
+    pub groups: Vec<String>,
+    pub groups_not: Vec<String>,
+    pub source: Vec<IpNet>,
+    pub anonymous: Option<bool>,
+    pub authenticated: Option<bool>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::one("", format!("cannot read {}: {e}", path.display())))?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Config::parse(&text, base)
+    }
+
+    /// Validates config text; relative paths in it are resolved against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        build::build(text, base_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,107 @@
+//! The ONE place errors become HTTP responses. Bodies use Jira's error shape
+//! `{"errorMessages":[...],"errors":{}}` so REST clients report them as they would
+//! Jira's own. Messages are fixed strings: nothing from the request (and so no secret)
+//! is echoed back.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+/// The body type of every response the proxy sends.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// A body held in memory.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Malformed or ambiguous request (client error).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// No credentials, and the rules do not admit anonymous callers.
+    #[error("authentication required")]
+    AuthRequired { challenges: Vec<HeaderValue> },
+    /// Credentials were presented and refused.
+    #[error("authentication failed")]
+    AuthFailed { challenges: Vec<HeaderValue> },
+    /// Too many failed attempts for this account.
+    #[error("locked out")]
+    LockedOut { retry_after: Duration },
+    /// Authenticated, but the rules deny the request.
+    #[error("forbidden")]
+    Forbidden,
+    /// Jira could not be reached or broke the connection.
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    /// Jira did not answer within `upstream.response_timeout`.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// A dependency of a decision (state store, verifier) failed: fail closed.
+    #[error("dependency unavailable: {0}")]
+    Dependency(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::AuthRequired { .. } | ProxyError::AuthFailed { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Dependency(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn message(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(m) => m,
+            ProxyError::AuthRequired { .. } | ProxyError::AuthFailed { .. } => {
+                "You are not authenticated. Authentication required to perform this operation."
+            }
+            ProxyError::LockedOut { .. } => "Too many failed login attempts for this account. Try again later.",
+            ProxyError::Forbidden => "You do not have permission to perform this operation.",
+            ProxyError::UpstreamUnreachable(_) => "Jira could not be reached. Try again later.",
+            ProxyError::UpstreamTimeout => "Jira did not answer in time.",
+            ProxyError::Dependency(_) => "Authentication is temporarily unavailable. Try again later.",
+            ProxyError::Internal(_) => "Internal error in the authentication proxy.",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut resp = jira_error(self.status(), self.message());
+        let headers = resp.headers_mut();
+        match self {
+            ProxyError::AuthRequired { challenges } | ProxyError::AuthFailed { challenges } => {
+                for c in challenges {
+                    headers.append(WWW_AUTHENTICATE, c);
+                }
+            }
+            ProxyError::LockedOut { retry_after } => {
+                let secs = retry_after.as_secs().max(1);
+                headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// A Jira-shaped JSON error response.
+pub fn jira_error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "errorMessages": [message], "errors": {} }).to_string();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json;charset=UTF-8"));
+    resp
+}

@@ -1,0 +1,152 @@
+//! The `jira-auth-proxy` command line: serve | check | hash-password | demo.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use jira_auth_proxy::config::Config;
+use jira_auth_proxy::runtime::Runtime;
+use jira_auth_proxy::{auth, demo, server};
+
+/// Authenticating reverse proxy for Jira Server / Data Center.
+#[derive(Parser)]
+#[command(name = "jira-auth-proxy", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file: print every error with its TOML path, or a summary.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Hash a password (argon2id) for a [[users]] entry. Reads the password from stdin,
+    /// or prompts without echo when stdin is a terminal.
+    HashPassword,
+    /// Start a stand-in Jira and the proxy in front of it, and print curl commands to try.
+    Demo {
+        /// Where the demo proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::HashPassword => hash_password(),
+        Command::Serve { config } => run_async(serve(config)),
+        Command::Demo { listen } => run_async(demo::run(listen)),
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let cfg = Config::load(&path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let running = server::start(cfg).await?;
+    server::shutdown_signal().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let built = Config::load(path).and_then(|cfg| Runtime::build(&cfg).map(|rt| (cfg, rt)));
+    match built {
+        Err(errors) => {
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+        Ok((cfg, rt)) => {
+            let chain: Vec<&str> = rt.chain.kinds().iter().map(|k| k.as_str()).collect();
+            println!("{}: OK", path.display());
+            println!("listen:    {}{}", cfg.server.listen, if cfg.server.tls.is_some() { " (TLS)" } else { "" });
+            println!("upstream:  {}://{}", cfg.upstream.scheme, cfg.upstream.authority);
+            println!("chain:     {}", if chain.is_empty() { "(none: anonymous only)".into() } else { chain.join(" -> ") });
+            println!("identity:  {}", rt.identity_mode);
+            println!("rules:     {} (default {:?}, mode {:?})", rt.policy.len(), cfg.access.default, cfg.access.mode);
+            println!("users:     {}", cfg.users.len());
+            for w in &cfg.warnings {
+                println!("warning:   {w}");
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ");
+        let second = rpassword::prompt_password("Again: ");
+        match (first, second) {
+            (Ok(a), Ok(b)) if a == b => a,
+            (Ok(_), Ok(_)) => {
+                eprintln!("error: the two passwords differ");
+                return ExitCode::FAILURE;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("error: cannot read the password: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let mut s = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut s) {
+            eprintln!("error: cannot read the password from stdin: {e}");
+            return ExitCode::FAILURE;
+        }
+        s.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&s).to_owned()
+    };
+    if password.is_empty() {
+        eprintln!("error: empty password");
+        return ExitCode::FAILURE;
+    }
+    match auth::password::hash(password.as_bytes()) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

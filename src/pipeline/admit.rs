@@ -1,0 +1,207 @@
+//! Admit: before anyone looks at a request, give it an id, normalise its path once,
+//! decide which client address to believe, and strip everything a client must never
+//! get to Jira: our identity headers in any spelling, Jira's own session cookies,
+//! Seraph's `os_*` login parameters, spoofed forwarding headers, hop-by-hop headers.
+
+use std::net::IpAddr;
+
+use http::header::{AUTHORIZATION, COOKIE, HOST};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::RequestCtx;
+use super::path::normalize;
+use crate::error::ProxyError;
+use crate::runtime::Runtime;
+use crate::upstream::headers::{strip_hop_by_hop, strip_spellings};
+
+/// Identity headers common Jira header authenticators read; stripped whatever the mode.
+const IDENTITY_HEADERS: &[&str] = &[
+    "x-forwarded-user",
+    "x-remote-user",
+    "remote-user",
+    "x-webauth-user",
+    "x-forwarded-email",
+    "x-forwarded-preferred-username",
+    "x-ausername",
+];
+
+/// Forwarding headers we set ourselves (client copies believed only from trusted proxies).
+const FORWARDING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-real-ip",
+];
+
+/// Jira's (Tomcat's and Seraph's) session cookies: a caller must not bring their own
+/// Jira session, or Jira would run the request as that session's user.
+const JIRA_COOKIES: &[&str] = &["jsessionid", "seraph.rememberme.cookie"];
+
+/// Seraph reads these query parameters as a login.
+const SERAPH_PARAMS: &[&str] = &["os_username", "os_password", "os_authtype", "os_cookie"];
+
+pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<(), ProxyError> {
+    ctx.id = request_id(&parts.headers);
+    let path = normalize(parts.uri.path()).map_err(|e| ProxyError::BadRequest(e.message()))?;
+    ctx.path = Some(path);
+    ctx.query = parts.uri.query().and_then(filter_query);
+    if parts.headers.get_all(AUTHORIZATION).iter().count() > 1 {
+        return Err(ProxyError::BadRequest("More than one Authorization header."));
+    }
+    if parts.headers.get_all(HOST).iter().count() > 1 {
+        return Err(ProxyError::BadRequest("More than one Host header."));
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(http::header::EXPECT);
+    for name in IDENTITY_HEADERS {
+        strip_spellings(&mut parts.headers, &HeaderName::from_static(name));
+    }
+    for name in rt.upstream.asserted_headers() {
+        strip_spellings(&mut parts.headers, name);
+    }
+    strip_jira_cookies(&mut parts.headers);
+    forwarding(rt, ctx, parts);
+    Ok(())
+}
+
+/// Accepts a sane client `X-Request-Id` (so ids join across systems), else makes one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get("x-request-id") {
+        let b = v.as_bytes();
+        let sane = !b.is_empty()
+            && b.len() <= 128
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'));
+        if sane {
+            return v.clone();
+        }
+    }
+    let mut raw = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut raw).is_err() {
+        return HeaderValue::from_static("unavailable");
+    }
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    HeaderValue::from_str(&hex).unwrap_or_else(|_| HeaderValue::from_static("unavailable"))
+}
+
+fn filter_query(q: &str) -> Option<String> {
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or("");
+            let decoded: String = form_urlencoded::parse(name.as_bytes())
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default();
+            !SERAPH_PARAMS.iter().any(|p| decoded.eq_ignore_ascii_case(p))
+        })
+        .collect();
+    if kept.is_empty() { None } else { Some(kept.join("&")) }
+}
+
+fn strip_jira_cookies(headers: &mut HeaderMap) {
+    let values: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
+    if values.is_empty() {
+        return;
+    }
+    headers.remove(COOKIE);
+    let mut kept: Vec<String> = Vec::new();
+    for v in values {
+        // A cookie header we cannot read is dropped whole rather than passed blind.
+        let Ok(s) = v.to_str() else { continue };
+        for pair in s.split(';') {
+            let pair = pair.trim();
+            let name = pair.split('=').next().unwrap_or("").trim();
+            if !pair.is_empty() && !JIRA_COOKIES.iter().any(|c| name.eq_ignore_ascii_case(c)) {
+                kept.push(pair.to_owned());
+            }
+        }
+    }
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(COOKIE, v);
+        }
+    }
+}
+
+/// Decides the client address and the forwarding headers to send. A client's own
+/// `X-Forwarded-*` is believed only when the peer is a configured trusted proxy.
+fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) {
+    let peer = ctx.conn.peer.ip().to_canonical();
+    let trusted = |ip: &IpAddr| rt.trusted_proxies.iter().any(|n| n.contains(ip));
+    ctx.client_ip = peer;
+    ctx.forwarded_for = peer.to_string();
+    ctx.host = parts
+        .headers
+        .get(HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    if trusted(&peer) {
+        let listed: Vec<String> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_owned())
+            .collect();
+        let ips: Option<Vec<IpAddr>> = listed.iter().map(|s| s.parse::<IpAddr>().ok()).collect();
+        if let Some(ips) = ips.filter(|v| !v.is_empty()) {
+            let ips: Vec<IpAddr> = ips.into_iter().map(|i| i.to_canonical()).collect();
+            ctx.client_ip = ips.iter().rev().find(|ip| !trusted(ip)).copied().unwrap_or(ips[0]);
+            ctx.forwarded_for = format!("{}, {peer}", listed.join(", "));
+        }
+        match parts.headers.get("x-forwarded-proto").map(HeaderValue::as_bytes) {
+            Some(b"https") => ctx.forwarded_proto = "https",
+            Some(b"http") => ctx.forwarded_proto = "http",
+            _ => {}
+        }
+        if let Some(h) = parts.headers.get("x-forwarded-host") {
+            ctx.host = Some(h.clone());
+        }
+    }
+    for name in FORWARDING_HEADERS {
+        parts.headers.remove(*name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seraph_login_params_are_removed_in_any_spelling() {
+        assert_eq!(filter_query("os_username=admin&os_password=x&jql=a"), Some("jql=a".into()));
+        assert_eq!(filter_query("OS_AUTHTYPE=basic&os%5Fusername=a&os_cookie=true"), None);
+        assert_eq!(filter_query("jql=project%3DX&maxResults=5"), Some("jql=project%3DX&maxResults=5".into()));
+        assert_eq!(filter_query("os_usernamex=1"), Some("os_usernamex=1".into()));
+    }
+
+    #[test]
+    fn jira_session_cookies_are_removed_others_kept() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("JSESSIONID=abc; theme=dark"));
+        h.append(COOKIE, HeaderValue::from_static("seraph.rememberme.cookie=1; jsessionid=x; atlassian.xsrf.token=t"));
+        strip_jira_cookies(&mut h);
+        assert_eq!(h.get_all(COOKIE).iter().count(), 1);
+        assert_eq!(h.get(COOKIE).map(|v| v.as_bytes()), Some(&b"theme=dark; atlassian.xsrf.token=t"[..]));
+        let mut only = HeaderMap::new();
+        only.insert(COOKIE, HeaderValue::from_static("JSESSIONID=abc"));
+        strip_jira_cookies(&mut only);
+        assert!(only.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn request_id_accepts_sane_and_replaces_hostile() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123.x:y"));
+        assert_eq!(request_id(&h), "abc-123.x:y");
+        h.insert("x-request-id", HeaderValue::from_static("<script>"));
+        let generated = request_id(&h);
+        assert_eq!(generated.len(), 32);
+        assert_ne!(generated, request_id(&HeaderMap::new()), "ids are random");
+    }
+}

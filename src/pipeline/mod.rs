@@ -1,0 +1,190 @@
+//! The request path, top to bottom. Read `handle` and see DESIGN.md's picture:
+//! admit → (local endpoints) → authenticate → identify → authorize → forward → audit.
+
+pub mod admit;
+pub mod path;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+
+use crate::auth::{AuthKind, AuthRequest, Principal, Verdict};
+use crate::config::Effect;
+use crate::error::{Body, ProxyError};
+use crate::runtime::Runtime;
+use path::NormalPath;
+
+/// What the listener knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Everything decided about one request. Identity lives here, never in a header a
+/// client could have set.
+pub struct RequestCtx {
+    pub id: HeaderValue,
+    pub started: Instant,
+    pub time: SystemTime,
+    pub conn: ConnInfo,
+    pub method: Method,
+    pub raw_path: String,
+    /// Set by `admit`; every later phase uses this one path.
+    pub path: Option<NormalPath>,
+    /// The query to forward (Seraph's `os_*` login parameters removed).
+    pub query: Option<String>,
+    /// The client address we believe (see `server.trusted_proxies`).
+    pub client_ip: IpAddr,
+    /// `X-Forwarded-For` to send upstream.
+    pub forwarded_for: String,
+    pub forwarded_proto: &'static str,
+    pub host: Option<HeaderValue>,
+    pub principal: Option<Principal>,
+    pub auth_kind: Option<AuthKind>,
+    pub jira_user: Option<String>,
+    pub outcome: &'static str,
+    pub reason: Option<&'static str>,
+    pub rule: Option<String>,
+}
+
+impl RequestCtx {
+    fn new(conn: ConnInfo, req: &Request<Incoming>) -> Self {
+        RequestCtx {
+            id: HeaderValue::from_static("-"),
+            started: Instant::now(),
+            time: SystemTime::now(),
+            conn,
+            method: req.method().clone(),
+            raw_path: req.uri().path().chars().take(512).collect(),
+            path: None,
+            query: None,
+            client_ip: conn.peer.ip(),
+            forwarded_for: String::new(),
+            forwarded_proto: if conn.tls { "https" } else { "http" },
+            host: None,
+            principal: None,
+            auth_kind: None,
+            jira_user: None,
+            outcome: "bad_request",
+            reason: None,
+            rule: None,
+        }
+    }
+}
+
+pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let mut ctx = RequestCtx::new(conn, &req);
+    let mut resp = match run(&rt, &mut ctx, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            if ctx.reason.is_none() {
+                ctx.reason = Some(error_reason(&e));
+            }
+            e.into_response()
+        }
+    };
+    resp.headers_mut().insert("x-request-id", ctx.id.clone());
+    rt.audit.record(&ctx, resp.status());
+    resp
+}
+
+async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    admit::admit(rt, ctx, &mut parts)?;
+    // Local endpoints (session login, OAuth 1.0a provider) are answered here once they exist.
+    authenticate(rt, ctx, &parts).await?;
+    identify(rt, ctx)?;
+    authorize(rt, ctx)?;
+    rt.upstream.forward(ctx, parts, body).await
+}
+
+async fn authenticate(rt: &Runtime, ctx: &mut RequestCtx, parts: &http::request::Parts) -> Result<(), ProxyError> {
+    let req = AuthRequest { parts, client_ip: ctx.client_ip, now: ctx.time };
+    match rt.chain.authenticate(&req).await {
+        Verdict::Anonymous => {
+            ctx.outcome = "anonymous";
+            Ok(())
+        }
+        Verdict::Authenticated(p) => {
+            ctx.outcome = "authenticated";
+            ctx.auth_kind = Some(p.kind());
+            ctx.principal = Some(p);
+            Ok(())
+        }
+        Verdict::Rejected(kind, reason) => {
+            ctx.outcome = "rejected";
+            ctx.auth_kind = Some(kind);
+            ctx.reason = Some(reason.code);
+            Err(match reason.retry_after {
+                Some(retry_after) => ProxyError::LockedOut { retry_after },
+                None => ProxyError::AuthFailed { challenges: rt.chain.challenges().to_vec() },
+            })
+        }
+        Verdict::Failed(kind, e) => {
+            ctx.outcome = "error";
+            ctx.auth_kind = Some(kind);
+            ctx.reason = Some("dependency_failed");
+            tracing::error!(request_id = ?ctx.id, auth = kind.as_str(), error = %e, "authenticator failed; failing closed");
+            Err(ProxyError::Dependency(e.to_string()))
+        }
+    }
+}
+
+fn identify(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
+    let Some(p) = &ctx.principal else { return Ok(()) };
+    match rt.identity.resolve(p) {
+        Ok(user) => {
+            ctx.jira_user = Some(user);
+            Ok(())
+        }
+        Err(e) => {
+            ctx.outcome = "rejected";
+            ctx.reason = Some(e.code());
+            ctx.principal = None;
+            Err(ProxyError::AuthFailed { challenges: rt.chain.challenges().to_vec() })
+        }
+    }
+}
+
+fn authorize(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
+    let path = ctx.path.as_ref().map_or("/", |p| p.decoded.as_str());
+    let decision = rt.policy.decide(&crate::access::Subject {
+        method: &ctx.method,
+        path,
+        principal: ctx.principal.as_ref(),
+        jira_user: ctx.jira_user.as_deref(),
+        client_ip: ctx.client_ip,
+    });
+    ctx.rule = decision.rule.clone();
+    if decision.effect == Effect::Deny && !decision.enforced {
+        ctx.reason = Some("would_deny");
+        return Ok(());
+    }
+    if !decision.denies() {
+        return Ok(());
+    }
+    ctx.reason = Some("denied_by_rule");
+    if ctx.principal.is_none() {
+        // Anonymous callers learn they should authenticate (and how).
+        return Err(ProxyError::AuthRequired { challenges: rt.chain.challenges().to_vec() });
+    }
+    Err(ProxyError::Forbidden)
+}
+
+fn error_reason(e: &ProxyError) -> &'static str {
+    match e {
+        ProxyError::BadRequest(_) => "bad_request",
+        ProxyError::AuthRequired { .. } => "auth_required",
+        ProxyError::AuthFailed { .. } => "auth_failed",
+        ProxyError::LockedOut { .. } => "locked_out",
+        ProxyError::Forbidden => "forbidden",
+        ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
+        ProxyError::UpstreamTimeout => "upstream_timeout",
+        ProxyError::Dependency(_) => "dependency_failed",
+        ProxyError::Internal(_) => "internal",
+    }
+}

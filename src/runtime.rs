@@ -1,0 +1,94 @@
+//! Everything compiled from one `Config`: the authenticator chain, identity map, access
+//! policy, upstream client, state store and audit sink. Built whole or not at all; a
+//! reload builds a new one and swaps it in, keeping the old one if building fails.
+
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::access::Policy;
+use crate::auth::basic::BasicAuth;
+use crate::auth::{Authenticator, Chain};
+use crate::config::{AuthMember, Config, ConfigErrors, ConfigError, ServerConfig};
+use crate::identity::IdentityMap;
+use crate::observe::audit::Audit;
+use crate::store::{MemoryStore, StateStore};
+use crate::upstream::Upstream;
+
+pub struct Runtime {
+    pub server: ServerConfig,
+    pub trusted_proxies: Vec<IpNet>,
+    pub chain: Chain,
+    pub identity: IdentityMap,
+    pub policy: Policy,
+    pub upstream: Upstream,
+    pub store: Arc<dyn StateStore>,
+    pub audit: Audit,
+    /// The Basic member, kept for its counters.
+    pub basic: Option<Arc<BasicAuth>>,
+    pub identity_mode: String,
+}
+
+/// Lets a shared `Arc<BasicAuth>` sit in the chain.
+struct Shared<A>(Arc<A>);
+
+#[async_trait::async_trait]
+impl<A: Authenticator> Authenticator for Shared<A> {
+    fn kind(&self) -> crate::auth::AuthKind {
+        self.0.kind()
+    }
+    fn challenge(&self) -> Option<http::HeaderValue> {
+        self.0.challenge()
+    }
+    async fn authenticate(
+        &self,
+        req: &crate::auth::AuthRequest<'_>,
+    ) -> Result<crate::auth::Outcome, crate::auth::AuthError> {
+        self.0.authenticate(req).await
+    }
+}
+
+impl Runtime {
+    pub fn build(cfg: &Config) -> Result<Runtime, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new(cfg.state.max_entries));
+        let mut members: Vec<Box<dyn Authenticator>> = Vec::new();
+        let mut basic = None;
+        for (i, m) in cfg.chain.iter().enumerate() {
+            match m {
+                AuthMember::Basic(b) => match BasicAuth::new(b, &cfg.users, store.clone(), &cfg.server.realm) {
+                    Ok(a) => {
+                        let a = Arc::new(a);
+                        basic = Some(a.clone());
+                        members.push(Box::new(Shared(a)));
+                    }
+                    Err(e) => err(format!("auth.chain[{i}]"), e),
+                },
+            }
+        }
+        let policy = Policy::compile(&cfg.access).map_err(|e| err("access.rules".into(), e)).ok();
+        let upstream = Upstream::new(&cfg.upstream).map_err(|e| err("upstream.ca_file".into(), e)).ok();
+        let audit = Audit::open(&cfg.audit).map_err(|e| err("audit.to".into(), e.to_string())).ok();
+        if let Some(tls) = &cfg.server.tls {
+            if let Err(e) = crate::server::tls::acceptor(tls) {
+                err("server.tls".into(), e);
+            }
+        }
+        match (policy, upstream, audit) {
+            (Some(policy), Some(upstream), Some(audit)) if errors.is_empty() => Ok(Runtime {
+                server: cfg.server.clone(),
+                trusted_proxies: cfg.server.trusted_proxies.clone(),
+                chain: Chain::new(members),
+                identity: IdentityMap::new(cfg.identity.clone()),
+                policy,
+                upstream,
+                store,
+                audit,
+                basic,
+                identity_mode: cfg.upstream.identity.describe(),
+            }),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+}

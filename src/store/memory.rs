@@ -1,0 +1,235 @@
+//! In-memory `StateStore`: a mutex-guarded map with per-entry expiry, an injectable clock
+//! for tests, and a hard bound on entries (expired ones are swept first, then the entries
+//! closest to expiry are dropped) so a flood of unique keys cannot grow it without bound.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{StateStore, StoreError};
+
+/// Monotonic time as seen by the store.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Duration;
+}
+
+/// Real monotonic time since the clock was made.
+pub struct SystemClock(Instant);
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock(Instant::now())
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+/// A clock tests move by hand.
+#[derive(Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+enum Value {
+    Bytes(Bytes),
+    Counter(i64),
+}
+
+struct Entry {
+    value: Value,
+    expires: Duration,
+}
+
+pub struct MemoryStore {
+    map: Mutex<HashMap<String, Entry>>,
+    clock: std::sync::Arc<dyn Clock>,
+    max_entries: usize,
+}
+
+impl MemoryStore {
+    pub fn new(max_entries: usize) -> Self {
+        Self::with_clock(max_entries, std::sync::Arc::new(SystemClock::default()))
+    }
+
+    pub fn with_clock(max_entries: usize, clock: std::sync::Arc<dyn Clock>) -> Self {
+        MemoryStore {
+            map: Mutex::new(HashMap::new()),
+            clock,
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic while holding the lock cannot leave the map inconsistent (every
+        // mutation is a single insert/remove), so a poisoned lock is still usable.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes room for one more entry: sweep expired, then drop the tenth closest to expiry.
+    fn make_room(map: &mut HashMap<String, Entry>, now: Duration, max: usize) {
+        if map.len() < max {
+            return;
+        }
+        map.retain(|_, e| e.expires > now);
+        if map.len() < max {
+            return;
+        }
+        let mut expiries: Vec<Duration> = map.values().map(|e| e.expires).collect();
+        let cut = (expiries.len() / 10).max(1);
+        let (_, nth, _) = expiries.select_nth_unstable(cut - 1);
+        let threshold = *nth;
+        map.retain(|_, e| e.expires > threshold);
+    }
+
+    fn live<'a>(map: &'a HashMap<String, Entry>, key: &str, now: Duration) -> Option<&'a Entry> {
+        map.get(key).filter(|e| e.expires > now)
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let now = self.clock.now();
+        let map = self.lock();
+        Ok(Self::live(&map, key, now).map(|e| match &e.value {
+            Value::Bytes(b) => b.clone(),
+            Value::Counter(n) => Bytes::from(n.to_string()),
+        }))
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut map = self.lock();
+        if !map.contains_key(key) {
+            Self::make_room(&mut map, now, self.max_entries);
+        }
+        map.insert(key.to_owned(), Entry { value: Value::Bytes(value), expires: now + ttl });
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let mut map = self.lock();
+        if Self::live(&map, key, now).is_some() {
+            return Ok(false);
+        }
+        Self::make_room(&mut map, now, self.max_entries);
+        map.insert(key.to_owned(), Entry { value: Value::Bytes(value), expires: now + ttl });
+        Ok(true)
+    }
+
+    async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
+        let now = self.clock.now();
+        let mut map = self.lock();
+        let current = match Self::live(&map, key, now) {
+            Some(Entry { value: Value::Counter(n), expires }) => Some((*n, *expires)),
+            Some(Entry { value: Value::Bytes(b), expires }) => {
+                let n = std::str::from_utf8(b).ok().and_then(|s| s.parse::<i64>().ok());
+                match n {
+                    Some(n) => Some((n, *expires)),
+                    None => return Err(StoreError::Unavailable(format!("{key} is not a counter"))),
+                }
+            }
+            None => None,
+        };
+        let (value, expires) = match current {
+            Some((n, exp)) => (n.saturating_add(by), exp),
+            None => {
+                Self::make_room(&mut map, now, self.max_entries);
+                (by, now + ttl)
+            }
+        };
+        map.insert(key.to_owned(), Entry { value: Value::Counter(value), expires });
+        Ok(value)
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        let now = self.clock.now();
+        let map = self.lock();
+        Ok(Self::live(&map, key, now).map(|e| e.expires - now))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().remove(key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn store(max: usize) -> (MemoryStore, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::default());
+        (MemoryStore::with_clock(max, clock.clone()), clock)
+    }
+
+    #[tokio::test]
+    async fn values_expire_with_the_clock() {
+        let (s, clock) = store(100);
+        s.put("k", Bytes::from_static(b"v"), Duration::from_secs(10)).await.expect("put");
+        assert_eq!(s.get("k").await.expect("get").as_deref(), Some(&b"v"[..]));
+        assert_eq!(s.ttl("k").await.expect("ttl"), Some(Duration::from_secs(10)));
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(s.get("k").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn put_if_absent_only_once_until_expiry() {
+        let (s, clock) = store(100);
+        let ttl = Duration::from_secs(5);
+        assert!(s.put_if_absent("n", Bytes::new(), ttl).await.expect("1"));
+        assert!(!s.put_if_absent("n", Bytes::new(), ttl).await.expect("2"));
+        clock.advance(ttl);
+        assert!(s.put_if_absent("n", Bytes::new(), ttl).await.expect("3"));
+    }
+
+    #[tokio::test]
+    async fn counters_keep_a_fixed_window() {
+        let (s, clock) = store(100);
+        let w = Duration::from_secs(60);
+        assert_eq!(s.incr("c", 1, w).await.expect("incr"), 1);
+        clock.advance(Duration::from_secs(59));
+        assert_eq!(s.incr("c", 1, w).await.expect("incr"), 2);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(s.incr("c", 1, w).await.expect("incr"), 1, "window restarted");
+        s.delete("c").await.expect("delete");
+        assert_eq!(s.get("c").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_unique_keys_stays_bounded() {
+        let (s, _clock) = store(1000);
+        for i in 0..10_000 {
+            s.incr(&format!("fail:{i}"), 1, Duration::from_secs(900)).await.expect("incr");
+        }
+        assert!(s.len() <= 1000, "store grew to {}", s.len());
+    }
+}

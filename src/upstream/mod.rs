@@ -1,0 +1,195 @@
+//! Forwarding to Jira: a pooled HTTP/1.1 client (plain or rustls TLS with the system
+//! roots or a configured CA file), bodies streamed both ways, and the identity asserted
+//! by the configured mode. Only this module writes the identity header.
+
+pub mod headers;
+
+use std::time::Duration;
+
+use http::header::{AUTHORIZATION, HOST};
+use http::request::Parts;
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::config::{IdentityMode, Secret, UpstreamConfig};
+use crate::error::{Body, ProxyError};
+use crate::pipeline::RequestCtx;
+use headers::strip_hop_by_hop;
+
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    scheme: Scheme,
+    authority: Authority,
+    response_timeout: Duration,
+    preserve_host: bool,
+    identity: IdentityMode,
+    asserted: Vec<HeaderName>,
+}
+
+fn roots(ca_file: Option<&std::path::Path>, https: bool) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("bad PEM in {}: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("no certificates in {}", path.display()));
+            }
+        }
+        None if https => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // An unparsable system root is skipped, as every TLS client does.
+                let _ = roots.add(cert);
+            }
+        }
+        None => {}
+    }
+    Ok(roots)
+}
+
+impl Upstream {
+    /// Builds the client. The error names what is wrong (for `upstream.ca_file`).
+    pub fn new(cfg: &UpstreamConfig) -> Result<Self, String> {
+        let https = cfg.scheme == Scheme::HTTPS;
+        let roots = roots(cfg.ca_file.as_deref(), https)?;
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let asserted = match &cfg.identity {
+            IdentityMode::Header { name, secret } => {
+                let mut v = vec![name.clone()];
+                v.extend(secret.as_ref().map(|(h, _)| h.clone()));
+                v
+            }
+            IdentityMode::Passthrough => Vec::new(),
+        };
+        Ok(Upstream {
+            client,
+            scheme: cfg.scheme.clone(),
+            authority: cfg.authority.clone(),
+            response_timeout: cfg.response_timeout,
+            preserve_host: cfg.preserve_host,
+            identity: cfg.identity.clone(),
+            asserted,
+        })
+    }
+
+    /// Headers only the proxy may set upstream (client copies are stripped in admit).
+    pub fn asserted_headers(&self) -> &[HeaderName] {
+        &self.asserted
+    }
+
+    pub async fn forward(&self, ctx: &RequestCtx, parts: Parts, body: Incoming) -> Result<Response<Body>, ProxyError> {
+        let req = self.build_request(ctx, parts, body)?;
+        let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
+        let resp = match sent {
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+            Ok(Err(e)) => return Err(ProxyError::UpstreamUnreachable(describe(&e))),
+            Ok(Ok(resp)) => resp,
+        };
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    fn build_request(&self, ctx: &RequestCtx, mut parts: Parts, body: Incoming) -> Result<Request<Body>, ProxyError> {
+        let path = ctx.path.as_ref().map_or("/", |p| p.encoded.as_str());
+        let pq = match &ctx.query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
+        };
+        parts.uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| ProxyError::Internal(format!("upstream uri: {e}")))?;
+        parts.version = Version::HTTP_11;
+        let h = &mut parts.headers;
+        let host = match (&ctx.host, self.preserve_host) {
+            (Some(host), true) => host.clone(),
+            _ => HeaderValue::from_str(self.authority.as_str()).map_err(|e| ProxyError::Internal(e.to_string()))?,
+        };
+        if let Some(client_host) = &ctx.host {
+            h.insert("x-forwarded-host", client_host.clone());
+        }
+        h.insert(HOST, host);
+        h.insert("x-forwarded-proto", HeaderValue::from_static(ctx.forwarded_proto));
+        if let Ok(v) = HeaderValue::from_str(&ctx.forwarded_for) {
+            h.insert("x-forwarded-for", v);
+        }
+        h.insert("x-request-id", ctx.id.clone());
+        self.assert_identity(h, ctx.jira_user.as_deref())?;
+        Ok(Request::from_parts(parts, body.boxed()))
+    }
+
+    fn assert_identity(&self, h: &mut http::HeaderMap, user: Option<&str>) -> Result<(), ProxyError> {
+        match &self.identity {
+            IdentityMode::Header { name, secret } => {
+                // The caller's own credential stays with the proxy.
+                h.remove(AUTHORIZATION);
+                if let Some(user) = user {
+                    let v = HeaderValue::from_bytes(user.as_bytes())
+                        .map_err(|_| ProxyError::Internal("username not encodable as a header".into()))?;
+                    h.insert(name.clone(), v);
+                }
+                if let Some((sname, s)) = secret {
+                    h.insert(sname.clone(), secret_value(s)?);
+                }
+            }
+            IdentityMode::Passthrough => {}
+        }
+        Ok(())
+    }
+}
+
+fn secret_value(s: &Secret) -> Result<HeaderValue, ProxyError> {
+    let mut v = HeaderValue::from_bytes(s.expose())
+        .map_err(|_| ProxyError::Internal("shared secret is not a valid header value".into()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// A short, secret-free description of a client error for the logs.
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error;
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
