@@ -70,10 +70,10 @@ impl Runtime {
         let policy = Policy::compile(&cfg.access).map_err(|e| err("access.rules".into(), e)).ok();
         let upstream = Upstream::new(&cfg.upstream).map_err(|e| err("upstream.ca_file".into(), e)).ok();
         let audit = Audit::open(&cfg.audit).map_err(|e| err("audit.to".into(), e.to_string())).ok();
-        if let Some(tls) = &cfg.server.tls {
-            if let Err(e) = crate::server::tls::acceptor(tls) {
-                err("server.tls".into(), e);
-            }
+        if let Some(tls) = &cfg.server.tls
+            && let Err(e) = crate::server::tls::acceptor(tls)
+        {
+            err("server.tls".into(), e);
         }
         match (policy, upstream, audit) {
             (Some(policy), Some(upstream), Some(audit)) if errors.is_empty() => Ok(Runtime {

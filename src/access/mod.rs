@@ -120,7 +120,7 @@ impl Rule {
             && (self.groups.is_empty() || in_groups(&self.groups))
             && (self.groups_not.is_empty() || !in_groups(&self.groups_not))
             && (self.source.is_empty() || self.source.iter().any(|n| n.contains(&s.client_ip)))
-            && self.anonymous.is_none_or(|a| a == !authed)
+            && self.anonymous.is_none_or(|a| a != authed)
             && self.authenticated.is_none_or(|a| a == authed)
     }
 }

@@ -40,8 +40,10 @@ impl Ctx<'_> {
                     "" | "." | "?" => path.to_string(),
                     _ => format!("{path}.{inner}"),
                 };
+                // toml appends "in `field`" lines; the path already says where.
                 let message = e.into_inner().to_string();
-                self.err(full, message.trim().to_string());
+                let first = message.lines().next().unwrap_or("").trim().to_string();
+                self.err(full, first);
                 None
             }
         }
@@ -315,25 +317,28 @@ fn upstream(cx: &mut Ctx, r: raw::Upstream) -> Option<UpstreamConfig> {
         cx.warnings.push("upstream.ca_file is set but upstream.url is not https".into());
     }
     let identity = identity_mode(cx, r.identity);
+    let connect_timeout = cx.duration(
+        r.connect_timeout.as_deref(),
+        "upstream.connect_timeout",
+        Duration::from_secs(5),
+    );
+    let response_timeout = cx.duration(
+        r.response_timeout.as_deref(),
+        "upstream.response_timeout",
+        Duration::from_secs(120),
+    );
+    let pool_idle_timeout = cx.duration(
+        r.pool_idle_timeout.as_deref(),
+        "upstream.pool_idle_timeout",
+        Duration::from_secs(90),
+    );
     let cfg = UpstreamConfig {
         scheme: scheme.unwrap_or(Scheme::HTTP),
         authority: authority?,
-        connect_timeout: cx.duration(
-            r.connect_timeout.as_deref(),
-            "upstream.connect_timeout",
-            Duration::from_secs(5),
-        ),
-        response_timeout: cx.duration(
-            r.response_timeout.as_deref(),
-            "upstream.response_timeout",
-            Duration::from_secs(120),
-        ),
+        connect_timeout,
+        response_timeout,
         ca_file,
-        pool_idle_timeout: cx.duration(
-            r.pool_idle_timeout.as_deref(),
-            "upstream.pool_idle_timeout",
-            Duration::from_secs(90),
-        ),
+        pool_idle_timeout,
         pool_max_idle: r.pool_max_idle.unwrap_or(64),
         preserve_host: r.preserve_host.unwrap_or(true),
         identity: identity?,

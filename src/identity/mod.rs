@@ -42,10 +42,10 @@ impl IdentityMap {
 
     pub fn map_name(&self, subject: &str) -> Result<String, IdentityError> {
         let mut name = subject.to_owned();
-        if let Some((local, domain)) = name.rsplit_once('@') {
-            if self.rules.strip_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
-                name = local.to_owned();
-            }
+        if let Some((local, domain)) = name.rsplit_once('@')
+            && self.rules.strip_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+        {
+            name = local.to_owned();
         }
         if self.rules.lowercase {
             name = name.to_lowercase();

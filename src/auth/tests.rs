@@ -1,0 +1,98 @@
+//! Chain semantics with scripted members: first success wins, a rejection is never
+//! rescued, errors fail closed, all-absent is anonymous.
+
+use super::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+enum Script {
+    Absent,
+    Accept(&'static str),
+    Reject(&'static str),
+    Fail,
+}
+
+struct Scripted {
+    kind: AuthKind,
+    script: Script,
+    calls: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Authenticator for Scripted {
+    fn kind(&self) -> AuthKind {
+        self.kind
+    }
+    fn challenge(&self) -> Option<HeaderValue> {
+        Some(HeaderValue::from_static(self.kind.as_str()))
+    }
+    async fn authenticate(&self, _req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(match self.script {
+            Script::Absent => Outcome::NotPresent,
+            Script::Accept(u) => Outcome::Authenticated(Principal::new(self.kind, u.into(), vec![])),
+            Script::Reject(c) => Outcome::Rejected(RejectReason::new(c)),
+            Script::Fail => return Err(AuthError::Internal("down".into())),
+        })
+    }
+}
+
+fn chain(scripts: Vec<(AuthKind, Script)>) -> (Chain, Vec<Arc<AtomicUsize>>) {
+    let mut counters = Vec::new();
+    let members = scripts
+        .into_iter()
+        .map(|(kind, script)| {
+            let calls = Arc::new(AtomicUsize::new(0));
+            counters.push(calls.clone());
+            Box::new(Scripted { kind, script, calls }) as Box<dyn Authenticator>
+        })
+        .collect();
+    (Chain::new(members), counters)
+}
+
+async fn run(c: &Chain) -> Verdict {
+    let parts = http::Request::new(()).into_parts().0;
+    c.authenticate(&AuthRequest { parts: &parts, client_ip: [127, 0, 0, 1].into(), now: SystemTime::now() })
+        .await
+}
+
+#[tokio::test]
+async fn all_absent_is_anonymous() {
+    let (c, _) = chain(vec![(AuthKind::Session, Script::Absent), (AuthKind::Basic, Script::Absent)]);
+    assert!(matches!(run(&c).await, Verdict::Anonymous));
+}
+
+#[tokio::test]
+async fn first_success_wins_and_later_members_are_not_asked() {
+    let (c, calls) = chain(vec![
+        (AuthKind::Session, Script::Absent),
+        (AuthKind::Jwt, Script::Accept("alice")),
+        (AuthKind::Basic, Script::Accept("mallory")),
+    ]);
+    match run(&c).await {
+        Verdict::Authenticated(p) => assert_eq!((p.kind(), p.subject()), (AuthKind::Jwt, "alice")),
+        _ => panic!("expected success"),
+    }
+    assert_eq!(calls[2].load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_rejection_is_never_rescued_by_a_later_member() {
+    let (c, calls) = chain(vec![(AuthKind::Jwt, Script::Reject("expired")), (AuthKind::Basic, Script::Accept("alice"))]);
+    assert!(matches!(run(&c).await, Verdict::Rejected(AuthKind::Jwt, r) if r.code == "expired"));
+    assert_eq!(calls[1].load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_dependency_error_fails_closed() {
+    let (c, calls) = chain(vec![(AuthKind::Introspection, Script::Fail), (AuthKind::Basic, Script::Accept("alice"))]);
+    assert!(matches!(run(&c).await, Verdict::Failed(AuthKind::Introspection, _)));
+    assert_eq!(calls[1].load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn one_challenge_per_member_in_order() {
+    let (c, _) = chain(vec![(AuthKind::Jwt, Script::Absent), (AuthKind::Basic, Script::Absent)]);
+    let got: Vec<&[u8]> = c.challenges().iter().map(|h| h.as_bytes()).collect();
+    assert_eq!(got, vec![&b"jwt"[..], &b"basic"[..]]);
+}

@@ -1,0 +1,129 @@
+//! Config parsing: the shipped files parse, and bad files list every error with its path.
+
+use super::*;
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::parse(text, Path::new(".")) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.iter().map(|e| format!("{}: {}", e.path, e.message)).collect(),
+    }
+}
+
+const BASE: &str = r#"
+version = 1
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:8080"
+"#;
+
+#[test]
+fn minimal_config_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/minimal.toml");
+    let cfg = Config::load(&path).unwrap_or_else(|e| panic!("minimal.toml:\n{e}"));
+    assert!(matches!(cfg.upstream.identity, IdentityMode::Header { .. }));
+    assert_eq!(cfg.access.default, Effect::Deny);
+}
+
+#[test]
+fn every_error_is_reported_with_its_path() {
+    let text = r#"
+version = 1
+[server]
+listen = "not-an-address"
+trusted_proxies = ["10.0.0.0/8", "banana"]
+shutdown_grace = "5 minutes"
+[upstream]
+url = "ftp://jira"
+connect_timeout = "5x"
+[[auth.chain]]
+type = "basic"
+cache_ttl = "soon"
+[[auth.chain]]
+type = "jwt"
+issuer = "https://login.example.com"
+[[users]]
+name = "alice"
+password_hash = "plaintext"
+[[access.rules]]
+name = "r"
+effect = "maybe"
+paths = ["no-slash"]
+[surprise]
+x = 1
+"#;
+    let errs = errors(text);
+    let expect = [
+        "server.listen: not an address:port",
+        "server.trusted_proxies[1]: not an IP address or CIDR",
+        "server.shutdown_grace: ",
+        "upstream.url: not an absolute http(s) URL",
+        "upstream.connect_timeout: unknown unit",
+        "auth.chain[0].cache_ttl: not a duration",
+        "auth.chain[1].type: unknown variant `jwt`",
+        "users[0].password_hash: not an argon2 PHC string",
+        "access.rules[0].effect: expected \"allow\" or \"deny\"",
+        "access.rules[0].paths[0]: path patterns start with '/'",
+        "surprise: unknown section",
+    ];
+    for e in expect {
+        assert!(errs.iter().any(|got| got.starts_with(e)), "missing {e:?} in:\n{}", errs.join("\n"));
+    }
+    assert_eq!(errs.len(), expect.len(), "unexpected extra errors:\n{}", errs.join("\n"));
+}
+
+#[test]
+fn unknown_fields_name_their_path() {
+    let errs = errors(&format!("{BASE}\n[[auth.chain]]\ntype = \"basic\"\nlockout = {{ max_failures = 3, windw = \"1m\" }}\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("auth.chain[0]"), "{errs:?}");
+    assert!(errs[0].contains("windw"), "{errs:?}");
+    let errs = errors(&format!("{BASE}\n[server.tls]\ncert = \"c\"\nkey = \"k\"\npassword = \"x\"\n"));
+    assert!(errs.iter().any(|e| e.starts_with("server.tls") && e.contains("password")), "{errs:?}");
+}
+
+#[test]
+fn version_is_required_and_checked() {
+    assert!(errors(&BASE.replace("version = 1", "")).iter().any(|e| e.starts_with("version: missing")));
+    assert!(errors(&BASE.replace("version = 1", "version = 2")).iter().any(|e| e.starts_with("version: unsupported")));
+}
+
+#[test]
+fn syntax_errors_are_one_clear_error() {
+    let errs = errors("version = 1\n[server\nlisten = 1");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].contains("not valid TOML"), "{errs:?}");
+}
+
+#[test]
+fn identity_header_cannot_be_a_reserved_header() {
+    for h in ["Authorization", "Cookie", "Host", "X-Forwarded-For"] {
+        let errs = errors(&format!("{BASE}\n[upstream.identity]\nmode = \"header\"\nheader = \"{h}\"\n"));
+        assert!(errs.iter().any(|e| e.starts_with("upstream.identity.header")), "{h}: {errs:?}");
+    }
+}
+
+#[test]
+fn secret_header_needs_its_secret_and_secret_is_redacted() {
+    let errs = errors(&format!("{BASE}\n[upstream.identity]\nmode = \"header\"\nsecret_header = \"X-S\"\n"));
+    assert!(errs.iter().any(|e| e.starts_with("upstream.identity:")), "{errs:?}");
+    let text = format!("{BASE}\n[upstream.identity]\nmode = \"header\"\nsecret_header = \"X-S\"\nsecret = \"topsecret\"\n");
+    let cfg = Config::parse(&text, Path::new(".")).expect("valid");
+    assert!(!format!("{cfg:?}").contains("topsecret"), "secret leaked into Debug output");
+}
+
+#[test]
+fn defaults_are_safe() {
+    let cfg = Config::parse(BASE, Path::new(".")).expect("valid");
+    assert_eq!(cfg.access.default, Effect::Deny);
+    assert_eq!(cfg.access.mode, AccessMode::Enforce);
+    assert!(cfg.server.trusted_proxies.is_empty());
+    assert_eq!(cfg.audit, AuditTarget::Stdout);
+    assert!(matches!(&cfg.upstream.identity, IdentityMode::Header { name, secret: None } if name == "x-forwarded-user"));
+}
+
+#[test]
+fn unimplemented_choices_say_so() {
+    let errs = errors(&format!("{BASE}\n[state]\nbackend = \"redis\"\n"));
+    assert!(errs.iter().any(|e| e.starts_with("state.backend") && e.contains("not available")), "{errs:?}");
+}

@@ -1,0 +1,420 @@
+//! Test harness: the real proxy in-process on 127.0.0.1:0 in front of a fake Jira that
+//! records what it received and checks what Jira's header authenticator would check.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use aws_lc_rs::digest;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use jira_auth_proxy::config::Config;
+use jira_auth_proxy::error::{Body as ProxyBody, full};
+use jira_auth_proxy::server::{self, Running};
+
+/// The secret the fake Jira's header authenticator requires (when configured so).
+pub const SHARED_SECRET: &str = "test-shared-secret";
+
+pub fn temp_dir() -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "jap-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A cheap argon2id hash (tests only; the parameters are in the PHC string).
+pub fn hash(password: &str) -> String {
+    jira_auth_proxy::auth::password::hash_with(password.as_bytes(), 1024, 1).unwrap()
+}
+
+/// One request as the fake Jira received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body_len: u64,
+    pub body_sha256: String,
+    /// What the fake Jira's header authenticator concluded.
+    pub user: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum JiraTrust {
+    /// Trust X-Forwarded-User as is.
+    Header,
+    /// Trust it only with X-Proxy-Secret: SHARED_SECRET.
+    HeaderWithSecret,
+}
+
+pub struct FakeJira {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl FakeJira {
+    pub async fn start(trust: JiraTrust) -> FakeJira {
+        Self::start_with(trust, None).await
+    }
+
+    pub async fn start_tls(trust: JiraTrust, acceptor: tokio_rustls::TlsAcceptor) -> FakeJira {
+        Self::start_with(trust, Some(acceptor)).await
+    }
+
+    async fn start_with(trust: JiraTrust, tls: Option<tokio_rustls::TlsAcceptor>) -> FakeJira {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let seen = seen2.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| jira(req, trust, seen.clone()));
+                    let b = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acc) => {
+                            if let Ok(s) = acc.accept(stream).await {
+                                let _ = b.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        FakeJira { addr, seen }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("Jira saw no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+fn query_param(target: &str, name: &str) -> Option<u64> {
+    let q = target.split_once('?')?.1;
+    form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok())
+}
+
+async fn jira(req: Request<Incoming>, trust: JiraTrust, seen: Arc<Mutex<Vec<Seen>>>) -> Result<Response<ProxyBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let target = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let secret_ok = parts.headers.get("x-proxy-secret").is_some_and(|v| v.as_bytes() == SHARED_SECRET.as_bytes());
+    let user = match trust {
+        JiraTrust::Header => parts.headers.get("x-forwarded-user"),
+        JiraTrust::HeaderWithSecret => parts.headers.get("x-forwarded-user").filter(|_| secret_ok),
+    }
+    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    // Stream the body through a digest: never hold it whole.
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut len = 0u64;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Some(d) = frame.data_ref() {
+            len += d.len() as u64;
+            ctx.update(d);
+        }
+    }
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        target: target.clone(),
+        headers: parts.headers.clone(),
+        body_len: len,
+        body_sha256: hex(ctx.finish().as_ref()),
+        user: user.clone(),
+    });
+    let path = parts.uri.path();
+    if let Some(ms) = path.strip_prefix("/test/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    }
+    if path == "/test/download" {
+        let n = query_param(&target, "bytes").unwrap_or(0);
+        let mut r = Response::new(PatternBody::new(n).boxed());
+        r.headers_mut().insert("content-length", n.into());
+        return Ok(r);
+    }
+    if path == "/test/hop" {
+        let mut r = Response::new(full("hop"));
+        let h = r.headers_mut();
+        h.insert("connection", "x-secret-internal".parse().unwrap());
+        h.insert("x-secret-internal", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-ordinary", "kept".parse().unwrap());
+        return Ok(r);
+    }
+    if path == "/rest/api/2/myself" && user.is_none() {
+        return Ok(json(StatusCode::UNAUTHORIZED, serde_json::json!({"errorMessages": ["not authenticated"], "errors": {}}), None));
+    }
+    let body = serde_json::json!({"name": user, "len": len, "sha256": hex(&[])});
+    Ok(json(StatusCode::OK, body, user.as_deref()))
+}
+
+fn json(status: StatusCode, v: serde_json::Value, user: Option<&str>) -> Response<ProxyBody> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut().insert("x-ausername", user.unwrap_or("anonymous").parse().unwrap());
+    r
+}
+
+/// A deterministic body of `n` bytes produced chunk by chunk (never held whole).
+pub struct PatternBody {
+    remaining: u64,
+    chunk: Bytes,
+}
+
+impl PatternBody {
+    pub fn new(n: u64) -> Self {
+        let chunk: Vec<u8> = (0..64 * 1024u32).map(|i| (i.wrapping_mul(31).wrapping_add(7) % 251) as u8).collect();
+        PatternBody { remaining: n, chunk: Bytes::from(chunk) }
+    }
+
+    /// The SHA-256 a receiver must compute for `n` bytes of this pattern.
+    pub fn sha256(n: u64) -> String {
+        let mut b = PatternBody::new(n);
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        while b.remaining > 0 {
+            let take = b.remaining.min(b.chunk.len() as u64) as usize;
+            ctx.update(&b.chunk[..take]);
+            b.remaining -= take as u64;
+        }
+        hex(ctx.finish().as_ref())
+    }
+}
+
+impl Body for PatternBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let take = self.remaining.min(self.chunk.len() as u64) as usize;
+        self.remaining -= take as u64;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..take)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A proxy started from config text. `{jira}` in the text becomes the fake Jira's
+/// address, `{dir}` the test's temp folder; the audit log goes to `{dir}/audit.log`.
+pub struct Proxy {
+    pub running: Running,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl Proxy {
+    pub async fn start(text: &str, jira: SocketAddr) -> Proxy {
+        let dir = temp_dir();
+        let text = text.replace("{jira}", &jira.to_string()).replace("{dir}", dir.to_str().unwrap());
+        let text = if text.contains("[audit]") {
+            text
+        } else {
+            format!("{text}\n[audit]\nto = \"{}\"\n", dir.join("audit.log").display())
+        };
+        let cfg = Config::parse(&text, &dir).unwrap_or_else(|e| panic!("test config:\n{e}\n---\n{text}"));
+        let running = server::start(cfg).await.expect("proxy starts");
+        let addr = running.addr;
+        Proxy { running, addr, dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Audit lines written so far.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).expect("audit line is JSON")).collect()
+    }
+
+    pub fn audit_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default()
+    }
+
+    pub fn basic_verifications(&self) -> u64 {
+        self.running.runtime().basic.as_ref().map_or(0, |b| b.verifications())
+    }
+}
+
+/// A config with one Basic member, users alice (password "alice-pw") and bob
+/// ("bob-pw", group jira-administrators), header identity mode, default deny, and
+/// authenticated callers allowed.
+pub fn basic_config(extra: &str) -> String {
+    format!(
+        r#"version = 1
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://{{jira}}"
+response_timeout = "2s"
+connect_timeout = "1s"
+[[auth.chain]]
+type = "basic"
+lockout = {{ max_failures = 3, window = "10m" }}
+[[users]]
+name = "alice"
+password_hash = "{}"
+groups = ["jira-users"]
+[[users]]
+name = "bob"
+password_hash = "{}"
+groups = ["jira-administrators"]
+{extra}
+[[access.rules]]
+name = "authenticated"
+authenticated = true
+effect = "allow"
+"#,
+        hash("alice-pw"),
+        hash("bob-pw")
+    )
+}
+
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a GET with the given headers.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
+    send("GET", url, headers, Bytes::new()).await
+}
+
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes) -> Resp {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = client().request(b.body(Full::new(body)).unwrap()).await.expect("request sent");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Resp { status: parts.status.as_u16(), headers: parts.headers, body }
+}
+
+/// Writes raw bytes to `addr` and returns everything read until the server closes
+/// (or 5 s pass). For requests an HTTP client library would refuse to send.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw HTTP/1.1 answer.
+pub fn raw_status(answer: &str) -> u16 {
+    answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// A test CA and a leaf for localhost / 127.0.0.1, written as PEM files.
+pub struct TestPki {
+    pub ca_pem: PathBuf,
+    pub cert_pem: PathBuf,
+    pub key_pem: PathBuf,
+    pub ca_der: rustls_pki_types::CertificateDer<'static>,
+}
+
+pub fn pki() -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = temp_dir();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let p = TestPki {
+        ca_pem: dir.join("ca.pem"),
+        cert_pem: dir.join("cert.pem"),
+        key_pem: dir.join("key.pem"),
+        ca_der: ca_cert.der().clone(),
+    };
+    std::fs::write(&p.ca_pem, ca_cert.pem()).unwrap();
+    std::fs::write(&p.cert_pem, leaf.pem()).unwrap();
+    std::fs::write(&p.key_pem, leaf_key.serialize_pem()).unwrap();
+    p
+}
+
+/// A rustls client config trusting only the test CA, offering the given ALPN protocols.
+pub fn tls_client(pki: &TestPki, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
+}
