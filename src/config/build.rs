@@ -245,10 +245,13 @@ fn server(cx: &mut Ctx, r: raw::Server) -> ServerConfig {
         }
     });
     let trusted_proxies = cidrs(cx, &r.trusted_proxies, "server.trusted_proxies");
-    let tls = r.tls.map(|t| TlsFiles {
-        cert: cx.path(&t.cert),
-        key: cx.path(&t.key),
-    });
+    let tls = r
+        .tls
+        .and_then(|v| cx.take::<raw::Tls>(v, "server.tls"))
+        .map(|t| TlsFiles {
+            cert: cx.path(&t.cert),
+            key: cx.path(&t.key),
+        });
     let max_header_bytes = r.max_header_bytes.unwrap_or(32 * 1024);
     if max_header_bytes < 8192 {
         cx.err("server.max_header_bytes", "must be at least 8192");
@@ -316,7 +319,10 @@ fn upstream(cx: &mut Ctx, r: raw::Upstream) -> Option<UpstreamConfig> {
     if ca_file.is_some() && scheme.as_ref() != Some(&Scheme::HTTPS) {
         cx.warnings.push("upstream.ca_file is set but upstream.url is not https".into());
     }
-    let identity = identity_mode(cx, r.identity);
+    let identity = match r.identity {
+        None => identity_mode(cx, None),
+        Some(v) => cx.take::<raw::Identity>(v, "upstream.identity").and_then(|i| identity_mode(cx, Some(i))),
+    };
     let connect_timeout = cx.duration(
         r.connect_timeout.as_deref(),
         "upstream.connect_timeout",

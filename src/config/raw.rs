@@ -14,7 +14,8 @@ pub struct Server {
     pub public_url: Option<String>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
-    pub tls: Option<Tls>,
+    /// Deserialised on its own (as `server.tls`) so its errors do not hide the rest.
+    pub tls: Option<toml::Value>,
     pub realm: Option<String>,
     pub header_read_timeout: Option<String>,
     pub max_header_bytes: Option<usize>,
@@ -45,7 +46,8 @@ pub struct Upstream {
     pub pool_idle_timeout: Option<String>,
     pub pool_max_idle: Option<usize>,
     pub preserve_host: Option<bool>,
-    pub identity: Option<Identity>,
+    /// Deserialised on its own (as `upstream.identity`).
+    pub identity: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
