@@ -126,13 +126,18 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     );
     server::shutdown_signal().await;
     demo.proxy.shutdown().await;
-    eprintln!("  {} request(s) reached the stand-in Jira.", demo.jira_hits.load(Ordering::Relaxed));
+    eprintln!(
+        "  {} request(s) reached the stand-in Jira.",
+        demo.jira_hits.load(Ordering::Relaxed)
+    );
     Ok(())
 }
 
 async fn stand_in_jira(listener: TcpListener, hits: Arc<AtomicU64>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let hits = hits.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
@@ -150,8 +155,14 @@ fn json(status: StatusCode, user: Option<&str>, body: serde_json::Value) -> Resp
     let mut r = Response::new(full(body.to_string()));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert("content-type", http::HeaderValue::from_static("application/json;charset=UTF-8"));
-    h.insert("x-stand-in-jira", http::HeaderValue::from_static("jira-auth-proxy demo; not a real Jira"));
+    h.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    h.insert(
+        "x-stand-in-jira",
+        http::HeaderValue::from_static("jira-auth-proxy demo; not a real Jira"),
+    );
     let au = user.and_then(|u| http::HeaderValue::from_str(u).ok());
     h.insert("x-ausername", au.unwrap_or(http::HeaderValue::from_static("anonymous")));
     r
@@ -159,13 +170,21 @@ fn json(status: StatusCode, user: Option<&str>, body: serde_json::Value) -> Resp
 
 /// Like a Jira header authenticator: trust the header only with the proxy's secret.
 fn jira_answer(req: &Request<Incoming>) -> Response<Body> {
-    let trusted = req.headers().get("x-proxy-secret").is_some_and(|v| v.as_bytes() == SECRET.as_bytes());
+    let trusted = req
+        .headers()
+        .get("x-proxy-secret")
+        .is_some_and(|v| v.as_bytes() == SECRET.as_bytes());
     let user = req
         .headers()
         .get("x-forwarded-user")
         .filter(|_| trusted)
         .and_then(|v| v.to_str().ok());
-    eprintln!("  [stand-in Jira] {} {} as {}", req.method(), req.uri().path(), user.unwrap_or("anonymous"));
+    eprintln!(
+        "  [stand-in Jira] {} {} as {}",
+        req.method(),
+        req.uri().path(),
+        user.unwrap_or("anonymous")
+    );
     let path = req.uri().path();
     if path == "/rest/api/2/serverInfo" {
         let body = serde_json::json!({"version": "0.0.0-stand-in", "deploymentType": "Server",
@@ -182,7 +201,8 @@ fn jira_answer(req: &Request<Incoming>) -> Response<Body> {
         return json(StatusCode::OK, Some(user), body);
     }
     if let Some(key) = path.strip_prefix("/rest/api/2/issue/") {
-        let body = serde_json::json!({"key": key, "fields": {"summary": "A stand-in issue", "reporter": {"name": user}}});
+        let body =
+            serde_json::json!({"key": key, "fields": {"summary": "A stand-in issue", "reporter": {"name": user}}});
         return json(StatusCode::OK, Some(user), body);
     }
     let body = serde_json::json!({"errorMessages": ["Not found on the stand-in Jira."], "errors": {}});

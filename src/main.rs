@@ -45,7 +45,10 @@ enum Command {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> ExitCode {
@@ -98,11 +101,27 @@ fn check(path: &std::path::Path) -> ExitCode {
         Ok((cfg, rt)) => {
             let chain: Vec<&str> = rt.chain.kinds().iter().map(|k| k.as_str()).collect();
             println!("{}: OK", path.display());
-            println!("listen:    {}{}", cfg.server.listen, if cfg.server.tls.is_some() { " (TLS)" } else { "" });
+            println!(
+                "listen:    {}{}",
+                cfg.server.listen,
+                if cfg.server.tls.is_some() { " (TLS)" } else { "" }
+            );
             println!("upstream:  {}://{}", cfg.upstream.scheme, cfg.upstream.authority);
-            println!("chain:     {}", if chain.is_empty() { "(none: anonymous only)".into() } else { chain.join(" -> ") });
+            println!(
+                "chain:     {}",
+                if chain.is_empty() {
+                    "(none: anonymous only)".into()
+                } else {
+                    chain.join(" -> ")
+                }
+            );
             println!("identity:  {}", rt.identity_mode);
-            println!("rules:     {} (default {:?}, mode {:?})", rt.policy.len(), cfg.access.default, cfg.access.mode);
+            println!(
+                "rules:     {} (default {:?}, mode {:?})",
+                rt.policy.len(),
+                cfg.access.default,
+                cfg.access.mode
+            );
             println!("users:     {}", cfg.users.len());
             for w in &cfg.warnings {
                 println!("warning:   {w}");
@@ -133,7 +152,10 @@ fn hash_password() -> ExitCode {
             eprintln!("error: cannot read the password from stdin: {e}");
             return ExitCode::FAILURE;
         }
-        s.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&s).to_owned()
+        s.strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&s)
+            .to_owned()
     };
     if password.is_empty() {
         eprintln!("error: empty password");

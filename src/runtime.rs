@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use crate::access::Policy;
 use crate::auth::basic::BasicAuth;
 use crate::auth::{Authenticator, Chain};
-use crate::config::{AuthMember, Config, ConfigErrors, ConfigError, ServerConfig};
+use crate::config::{AuthMember, Config, ConfigError, ConfigErrors, ServerConfig};
 use crate::identity::IdentityMap;
 use crate::observe::audit::Audit;
 use crate::store::{MemoryStore, StateStore};
@@ -67,9 +67,15 @@ impl Runtime {
                 },
             }
         }
-        let policy = Policy::compile(&cfg.access).map_err(|e| err("access.rules".into(), e)).ok();
-        let upstream = Upstream::new(&cfg.upstream).map_err(|e| err("upstream.ca_file".into(), e)).ok();
-        let audit = Audit::open(&cfg.audit).map_err(|e| err("audit.to".into(), e.to_string())).ok();
+        let policy = Policy::compile(&cfg.access)
+            .map_err(|e| err("access.rules".into(), e))
+            .ok();
+        let upstream = Upstream::new(&cfg.upstream)
+            .map_err(|e| err("upstream.ca_file".into(), e))
+            .ok();
+        let audit = Audit::open(&cfg.audit)
+            .map_err(|e| err("audit.to".into(), e.to_string()))
+            .ok();
         if let Some(tls) = &cfg.server.tls
             && let Err(e) = crate::server::tls::acceptor(tls)
         {

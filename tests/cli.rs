@@ -20,9 +20,16 @@ fn check_example_config_prints_the_chain_identity_and_rules() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("chain:     basic"), "{stdout}");
-    assert!(stdout.contains("identity:  header x-forwarded-user (with shared secret in x-proxy-secret)"), "{stdout}");
+    assert!(
+        stdout.contains("identity:  header x-forwarded-user (with shared secret in x-proxy-secret)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("rules:     5"), "{stdout}");
     assert!(!stdout.contains("from-the-environment"));
 }
@@ -36,12 +43,18 @@ fn check_example_config_without_its_secret_names_the_missing_variable() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("upstream.identity.secret: environment variable JAP_UPSTREAM_SECRET is not set"), "{stderr}");
+    assert!(
+        stderr.contains("upstream.identity.secret: environment variable JAP_UPSTREAM_SECRET is not set"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn check_minimal_config_succeeds() {
-    let out = Command::new(BIN).args(["check", "--config", &repo("config/minimal.toml")]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", &repo("config/minimal.toml")])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -55,7 +68,10 @@ fn check_bad_config_lists_every_error_with_its_path_and_fails() {
          [[auth.chain]]\ntype = \"basic\"\nlockout = { max_failures = 3, window = \"forever\" }\n[server.tls]\n",
     )
     .unwrap();
-    let out = Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for want in [
@@ -71,7 +87,12 @@ fn check_bad_config_lists_every_error_with_its_path_and_fails() {
 
 #[test]
 fn hash_password_from_stdin_makes_an_argon2id_phc_that_verifies() {
-    let mut child = Command::new(BIN).arg("hash-password").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(b"pa:ss word\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -79,13 +100,27 @@ fn hash_password_from_stdin_makes_an_argon2id_phc_that_verifies() {
     assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
     use argon2::password_hash::PasswordVerifier;
     let parsed = argon2::PasswordHash::new(&phc).unwrap();
-    assert!(argon2::Argon2::default().verify_password(b"pa:ss word", &parsed).is_ok());
-    assert!(argon2::Argon2::default().verify_password(b"pa:ss word\n", &parsed).is_err());
+    assert!(
+        argon2::Argon2::default()
+            .verify_password(b"pa:ss word", &parsed)
+            .is_ok()
+    );
+    assert!(
+        argon2::Argon2::default()
+            .verify_password(b"pa:ss word\n", &parsed)
+            .is_err()
+    );
 }
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in [&["--help"][..], &["serve", "--help"], &["check", "--help"], &["hash-password", "--help"], &["demo", "--help"]] {
+    for sub in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["check", "--help"],
+        &["hash-password", "--help"],
+        &["demo", "--help"],
+    ] {
         let out = Command::new(BIN).args(sub).output().unwrap();
         assert!(out.status.success(), "{sub:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"), "{sub:?}");
@@ -97,10 +132,16 @@ fn serve_with_a_bad_config_exits_non_zero_and_says_why() {
     let dir = support::temp_dir();
     let path = dir.join("c.toml");
     std::fs::write(&path, "version = 1\n[upstream]\nurl = \"nope\"\n").unwrap();
-    let out = Command::new(BIN).args(["serve", "--config", path.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("server.listen: missing") && stderr.contains("upstream.url: "), "{stderr}");
+    assert!(
+        stderr.contains("server.listen: missing") && stderr.contains("upstream.url: "),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -123,7 +164,10 @@ fn serve_drains_and_exits_zero_on_sigterm() {
         assert!(n > 0, "serve exited early: {}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&buf[..n]);
     }
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));

@@ -20,13 +20,21 @@ async fn demo_shows_success_401_and_spoofing_stripped() {
     assert!(r.header("x-stand-in-jira").is_some());
 
     let hits = d.jira_hits.load(Ordering::SeqCst);
-    let r = get(&format!("{base}/rest/api/2/myself"), &[("authorization", &basic(DEMO_USER, "wrong"))]).await;
+    let r = get(
+        &format!("{base}/rest/api/2/myself"),
+        &[("authorization", &basic(DEMO_USER, "wrong"))],
+    )
+    .await;
     assert_eq!(r.status, 401);
     assert_eq!(d.jira_hits.load(Ordering::SeqCst), hits, "nothing reached Jira");
 
     let r = get(
         &format!("{base}/rest/api/2/myself"),
-        &[("authorization", &alice), ("x-forwarded-user", "admin"), ("x_forwarded_user", "admin")],
+        &[
+            ("authorization", &alice),
+            ("x-forwarded-user", "admin"),
+            ("x_forwarded_user", "admin"),
+        ],
     )
     .await;
     assert_eq!((r.status, r.json()["name"].as_str()), (200, Some("alice")));
@@ -38,7 +46,11 @@ async fn demo_shows_success_401_and_spoofing_stripped() {
     let r = get(&format!("{base}/rest/api/2/serverInfo"), &[]).await;
     assert_eq!(r.status, 200);
 
-    let answer = raw(d.proxy.addr, b"GET /rest/api/2/..%2f..%2fsecure/admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let answer = raw(
+        d.proxy.addr,
+        b"GET /rest/api/2/..%2f..%2fsecure/admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(raw_status(&answer), 400);
     d.proxy.shutdown().await;
 }

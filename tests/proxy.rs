@@ -11,12 +11,19 @@ use support::*;
 async fn basic_right_user_right_password_reaches_jira_as_that_user() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;
-    let r = get(&proxy.url("/rest/api/2/myself"), &[("authorization", &basic("alice", "alice-pw"))]).await;
+    let r = get(
+        &proxy.url("/rest/api/2/myself"),
+        &[("authorization", &basic("alice", "alice-pw"))],
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["name"], "alice");
     let seen = jira.last();
     assert_eq!(seen.user.as_deref(), Some("alice"));
-    assert!(seen.headers.get("authorization").is_none(), "the password must stay with the proxy");
+    assert!(
+        seen.headers.get("authorization").is_none(),
+        "the password must stay with the proxy"
+    );
     let id = r.header("x-request-id").expect("request id echoed");
     assert_eq!(seen.headers.get("x-request-id").unwrap(), id);
 }
@@ -25,16 +32,26 @@ async fn basic_right_user_right_password_reaches_jira_as_that_user() {
 async fn basic_right_user_wrong_password_is_401_and_never_reaches_jira() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;
-    let r = get(&proxy.url("/rest/api/2/myself"), &[("authorization", &basic("alice", "wrong"))]).await;
+    let r = get(
+        &proxy.url("/rest/api/2/myself"),
+        &[("authorization", &basic("alice", "wrong"))],
+    )
+    .await;
     assert_eq!(r.status, 401);
-    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"Jira\", charset=\"UTF-8\""));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"Jira\", charset=\"UTF-8\"")
+    );
     assert_eq!(
         r.json(),
         serde_json::json!({"errorMessages": ["You are not authenticated. Authentication required to perform this operation."], "errors": {}})
     );
     assert_eq!(jira.count(), 0);
     let line = proxy.audit().pop().unwrap();
-    assert_eq!((line["outcome"].as_str(), line["reason"].as_str()), (Some("rejected"), Some("bad_password")));
+    assert_eq!(
+        (line["outcome"].as_str(), line["reason"].as_str()),
+        (Some("rejected"), Some("bad_password"))
+    );
 }
 
 #[tokio::test]
@@ -43,7 +60,11 @@ async fn basic_unknown_user_is_401_and_still_runs_one_argon2_verification() {
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;
     let r = get(&proxy.url("/x"), &[("authorization", &basic("nobody", "pw"))]).await;
     assert_eq!(r.status, 401);
-    assert_eq!(proxy.basic_verifications(), 1, "unknown users must cost what known ones do");
+    assert_eq!(
+        proxy.basic_verifications(),
+        1,
+        "unknown users must cost what known ones do"
+    );
     assert_eq!(proxy.audit().pop().unwrap()["reason"], "unknown_user");
     assert_eq!(jira.count(), 0);
 }
@@ -98,7 +119,11 @@ async fn basic_unknown_user_locks_the_same_way_so_lockout_reveals_nothing() {
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        statuses.push(get(&proxy.url("/x"), &[("authorization", &basic("ghost", "guess"))]).await.status);
+        statuses.push(
+            get(&proxy.url("/x"), &[("authorization", &basic("ghost", "guess"))])
+                .await
+                .status,
+        );
     }
     assert_eq!(statuses, vec![401, 401, 401, 429]);
 }
@@ -145,7 +170,10 @@ async fn two_authorization_headers_are_400() {
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;
     let r = get(
         &proxy.url("/x"),
-        &[("authorization", &basic("alice", "alice-pw")), ("authorization", &basic("bob", "bob-pw"))],
+        &[
+            ("authorization", &basic("alice", "alice-pw")),
+            ("authorization", &basic("bob", "bob-pw")),
+        ],
     )
     .await;
     assert_eq!(r.status, 400);
@@ -172,7 +200,10 @@ async fn no_credentials_on_a_public_rule_reaches_jira_without_identity() {
     let r = get(&proxy.url("/rest/api/2/serverInfo"), &[("x-forwarded-user", "admin")]).await;
     assert_eq!(r.status, 200);
     let seen = jira.last();
-    assert_eq!(seen.user, None, "a spoofed header on an anonymous call must not reach Jira");
+    assert_eq!(
+        seen.user, None,
+        "a spoofed header on an anonymous call must not reach Jira"
+    );
     assert_eq!(proxy.audit().pop().unwrap()["rule"], "public");
 }
 
@@ -208,7 +239,11 @@ async fn connection_header_naming_the_identity_header_cannot_smuggle_it() {
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;
     let r = get(
         &proxy.url("/x"),
-        &[("authorization", &basic("alice", "alice-pw")), ("connection", "x-forwarded-user"), ("x-forwarded-user", "admin")],
+        &[
+            ("authorization", &basic("alice", "alice-pw")),
+            ("connection", "x-forwarded-user"),
+            ("x-forwarded-user", "admin"),
+        ],
     )
     .await;
     assert_eq!(r.status, 200);
@@ -223,7 +258,10 @@ async fn jira_session_cookies_and_seraph_login_params_are_stripped() {
         &proxy.url("/rest/api/2/search?jql=project%3DX&os_username=admin&os_password=pw&os_authType=basic"),
         &[
             ("authorization", &basic("alice", "alice-pw")),
-            ("cookie", "JSESSIONID=stolen; seraph.rememberme.cookie=stolen2; theme=dark"),
+            (
+                "cookie",
+                "JSESSIONID=stolen; seraph.rememberme.cookie=stolen2; theme=dark",
+            ),
         ],
     )
     .await;
@@ -252,7 +290,10 @@ async fn ambiguous_paths_are_400_and_never_reach_jira() {
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n");
         let answer = raw(proxy.addr, req.as_bytes()).await;
         assert_eq!(raw_status(&answer), 400, "{path}: {answer}");
-        assert!(answer.contains("\"errorMessages\""), "{path}: Jira-shaped body expected");
+        assert!(
+            answer.contains("\"errorMessages\""),
+            "{path}: Jira-shaped body expected"
+        );
     }
     assert_eq!(jira.count(), 0);
 }
@@ -276,14 +317,23 @@ async fn dot_segments_and_path_params_are_resolved_before_rules_and_forwarding()
     }
     assert_eq!(jira.count(), 0);
     let bob = basic("bob", "bob-pw");
-    let req = format!("GET /rest/..;/secure/admin/a%20b HTTP/1.1\r\nHost: x\r\nAuthorization: {bob}\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "GET /rest/..;/secure/admin/a%20b HTTP/1.1\r\nHost: x\r\nAuthorization: {bob}\r\nConnection: close\r\n\r\n"
+    );
     assert_eq!(raw_status(&raw(proxy.addr, req.as_bytes()).await), 200);
-    assert_eq!(jira.last().target, "/secure/admin/a%20b", "Jira gets the path the rules saw");
+    assert_eq!(
+        jira.last().target,
+        "/secure/admin/a%20b",
+        "Jira gets the path the rules saw"
+    );
 }
 
 #[tokio::test]
 async fn upstream_down_is_502_with_jira_shaped_json() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let proxy = Proxy::start(&basic_config(""), closed).await;
     let r = get(&proxy.url("/x"), &[("authorization", &basic("alice", "alice-pw"))]).await;
     assert_eq!(r.status, 502);
@@ -296,8 +346,16 @@ async fn upstream_down_is_502_with_jira_shaped_json() {
 #[tokio::test]
 async fn upstream_slower_than_response_timeout_is_504() {
     let jira = FakeJira::start(JiraTrust::Header).await;
-    let proxy = Proxy::start(&basic_config("").replace("response_timeout = \"2s\"", "response_timeout = \"200ms\""), jira.addr).await;
-    let r = get(&proxy.url("/test/slow/2000"), &[("authorization", &basic("alice", "alice-pw"))]).await;
+    let proxy = Proxy::start(
+        &basic_config("").replace("response_timeout = \"2s\"", "response_timeout = \"200ms\""),
+        jira.addr,
+    )
+    .await;
+    let r = get(
+        &proxy.url("/test/slow/2000"),
+        &[("authorization", &basic("alice", "alice-pw"))],
+    )
+    .await;
     assert_eq!(r.status, 504);
     assert!(r.json()["errorMessages"].is_array());
 }
@@ -306,7 +364,11 @@ async fn upstream_slower_than_response_timeout_is_504() {
 async fn hop_by_hop_response_headers_from_jira_are_removed() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;
-    let r = get(&proxy.url("/test/hop"), &[("authorization", &basic("alice", "alice-pw"))]).await;
+    let r = get(
+        &proxy.url("/test/hop"),
+        &[("authorization", &basic("alice", "alice-pw"))],
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert!(r.headers.get("x-secret-internal").is_none());
     assert!(r.headers.get("keep-alive").is_none());
@@ -351,11 +413,26 @@ async fn x_forwarded_for_from_a_trusted_proxy_names_the_client_for_rules() {
     let alice = basic("alice", "alice-pw");
     let from = |xff: &'static str| [("authorization", alice.clone()), ("x-forwarded-for", xff.to_string())];
     let h = from("10.1.2.3");
-    let r = send("DELETE", &proxy.url("/x"), &[(h[0].0, &h[0].1), (h[1].0, &h[1].1)], Bytes::new()).await;
+    let r = send(
+        "DELETE",
+        &proxy.url("/x"),
+        &[(h[0].0, &h[0].1), (h[1].0, &h[1].1)],
+        Bytes::new(),
+    )
+    .await;
     assert_eq!(r.status, 200);
-    assert_eq!(jira.last().headers.get("x-forwarded-for").unwrap(), "10.1.2.3, 127.0.0.1");
+    assert_eq!(
+        jira.last().headers.get("x-forwarded-for").unwrap(),
+        "10.1.2.3, 127.0.0.1"
+    );
     let h = from("8.8.8.8");
-    let r = send("DELETE", &proxy.url("/x"), &[(h[0].0, &h[0].1), (h[1].0, &h[1].1)], Bytes::new()).await;
+    let r = send(
+        "DELETE",
+        &proxy.url("/x"),
+        &[(h[0].0, &h[0].1), (h[1].0, &h[1].1)],
+        Bytes::new(),
+    )
+    .await;
     assert_eq!(r.status, 403);
     assert_eq!(proxy.audit().pop().unwrap()["client_ip"], "8.8.8.8");
 }
@@ -365,10 +442,18 @@ async fn request_id_sane_is_kept_hostile_is_replaced() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;
     let alice = basic("alice", "alice-pw");
-    let r = get(&proxy.url("/x"), &[("authorization", &alice), ("x-request-id", "build-42.7")]).await;
+    let r = get(
+        &proxy.url("/x"),
+        &[("authorization", &alice), ("x-request-id", "build-42.7")],
+    )
+    .await;
     assert_eq!(r.header("x-request-id"), Some("build-42.7"));
     assert_eq!(jira.last().headers.get("x-request-id").unwrap(), "build-42.7");
-    let r = get(&proxy.url("/x"), &[("authorization", &alice), ("x-request-id", "a b<c>")]).await;
+    let r = get(
+        &proxy.url("/x"),
+        &[("authorization", &alice), ("x-request-id", "a b<c>")],
+    )
+    .await;
     let id = r.header("x-request-id").unwrap();
     assert_eq!(id.len(), 32);
     assert_eq!(proxy.audit().pop().unwrap()["request_id"], id);
@@ -377,7 +462,14 @@ async fn request_id_sane_is_kept_hostile_is_replaced() {
 #[tokio::test]
 async fn oversized_request_head_is_431() {
     let jira = FakeJira::start(JiraTrust::Header).await;
-    let proxy = Proxy::start(&basic_config("").replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nmax_header_bytes = 8192"), jira.addr).await;
+    let proxy = Proxy::start(
+        &basic_config("").replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nmax_header_bytes = 8192",
+        ),
+        jira.addr,
+    )
+    .await;
     let big = "a".repeat(20_000);
     let req = format!("GET /x HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
     assert_eq!(raw_status(&raw(proxy.addr, req.as_bytes()).await), 431);
@@ -393,7 +485,11 @@ async fn identity_mapping_lowercases_strips_domain_and_maps() {
     let text = basic_config("").replace("name = \"alice\"", "name = \"Alice@Example.com\"")
         + "\n[identity]\nlowercase = true\nstrip_domain = \"example.com\"\nmap = { \"bob\" = \"robert\" }\n";
     let proxy = Proxy::start(&text, jira.addr).await;
-    let r = get(&proxy.url("/x"), &[("authorization", &basic("alice@example.com", "alice-pw"))]).await;
+    let r = get(
+        &proxy.url("/x"),
+        &[("authorization", &basic("alice@example.com", "alice-pw"))],
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(jira.last().user.as_deref(), Some("alice"));
     let r = get(&proxy.url("/x"), &[("authorization", &basic("bob", "bob-pw"))]).await;
@@ -420,7 +516,14 @@ async fn header_mode_with_shared_secret_is_trusted_by_jira_and_client_copies_are
         &format!("connect_timeout = \"1s\"\n[upstream.identity]\nmode = \"header\"\nsecret_header = \"X-Proxy-Secret\"\nsecret = \"{SHARED_SECRET}\""),
     );
     let proxy = Proxy::start(&text, jira.addr).await;
-    let r = get(&proxy.url("/rest/api/2/myself"), &[("authorization", &basic("alice", "alice-pw")), ("x_proxy_secret", "guess")]).await;
+    let r = get(
+        &proxy.url("/rest/api/2/myself"),
+        &[
+            ("authorization", &basic("alice", "alice-pw")),
+            ("x_proxy_secret", "guess"),
+        ],
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(jira.last().user.as_deref(), Some("alice"));
     assert_eq!(jira.last().headers.get_all("x-proxy-secret").iter().count(), 1);
@@ -430,10 +533,17 @@ async fn header_mode_with_shared_secret_is_trusted_by_jira_and_client_copies_are
 #[tokio::test]
 async fn passthrough_mode_sends_the_callers_authorization_and_no_identity_header() {
     let jira = FakeJira::start(JiraTrust::Header).await;
-    let text = basic_config("").replace("connect_timeout = \"1s\"", "connect_timeout = \"1s\"\n[upstream.identity]\nmode = \"passthrough\"");
+    let text = basic_config("").replace(
+        "connect_timeout = \"1s\"",
+        "connect_timeout = \"1s\"\n[upstream.identity]\nmode = \"passthrough\"",
+    );
     let proxy = Proxy::start(&text, jira.addr).await;
     let alice = basic("alice", "alice-pw");
-    let r = get(&proxy.url("/x"), &[("authorization", &alice), ("x-forwarded-user", "admin")]).await;
+    let r = get(
+        &proxy.url("/x"),
+        &[("authorization", &alice), ("x-forwarded-user", "admin")],
+    )
+    .await;
     assert_eq!(r.status, 200);
     let seen = jira.last();
     assert_eq!(seen.headers.get("authorization").unwrap(), alice.as_str());
@@ -444,8 +554,16 @@ async fn passthrough_mode_sends_the_callers_authorization_and_no_identity_header
 async fn audit_lines_carry_the_fields_and_never_a_secret() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;
-    get(&proxy.url("/rest/api/2/issue/X-1?os_password=hunter2"), &[("authorization", &basic("alice", "alice-pw"))]).await;
-    get(&proxy.url("/x"), &[("authorization", &basic("alice", "wrong-secret-pw"))]).await;
+    get(
+        &proxy.url("/rest/api/2/issue/X-1?os_password=hunter2"),
+        &[("authorization", &basic("alice", "alice-pw"))],
+    )
+    .await;
+    get(
+        &proxy.url("/x"),
+        &[("authorization", &basic("alice", "wrong-secret-pw"))],
+    )
+    .await;
     let text = proxy.audit_text();
     for secret in ["alice-pw", "wrong-secret-pw", "hunter2", "YWxpY2U6"] {
         assert!(!text.contains(secret), "{secret} leaked into the audit log");
@@ -453,11 +571,25 @@ async fn audit_lines_carry_the_fields_and_never_a_secret() {
     let lines = proxy.audit();
     assert_eq!(lines.len(), 2);
     let ok = &lines[0];
-    for field in ["time", "request_id", "client_ip", "method", "path", "auth", "outcome", "user", "status", "duration_ms"] {
+    for field in [
+        "time",
+        "request_id",
+        "client_ip",
+        "method",
+        "path",
+        "auth",
+        "outcome",
+        "user",
+        "status",
+        "duration_ms",
+    ] {
         assert!(!ok[field].is_null(), "missing {field} in {ok}");
     }
     assert_eq!(ok["path"], "/rest/api/2/issue/X-1");
-    assert_eq!((ok["user"].as_str(), ok["status"].as_u64(), ok["auth"].as_str()), (Some("alice"), Some(200), Some("basic")));
+    assert_eq!(
+        (ok["user"].as_str(), ok["status"].as_u64(), ok["auth"].as_str()),
+        (Some("alice"), Some(200), Some("basic"))
+    );
     assert_eq!(lines[1]["status"], 401);
     assert!(lines[1]["user"].is_null());
 }
@@ -480,5 +612,42 @@ async fn graceful_shutdown_lets_an_in_flight_request_finish() {
     let addr = proxy.addr;
     proxy.running.shutdown().await;
     assert_eq!(inflight.await.unwrap(), 200);
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test]
+async fn slow_request_head_is_cut_off_after_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let text = basic_config("").replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nheader_read_timeout = \"300ms\"",
+    );
+    let proxy = Proxy::start(&text, jira.addr).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut out = Vec::new();
+    // The server must close the connection on its own; 5 s is far beyond the 300 ms limit.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(closed.is_ok(), "connection still open: slowloris defence missing");
+    assert_eq!(jira.count(), 0);
+}
+
+/// The HTTP parser (the `http` crate) drops a fragment from the request target before
+/// anything sees it, so rules and Jira both see the path without it and cannot disagree.
+#[tokio::test]
+async fn request_target_with_a_fragment_is_judged_and_forwarded_without_it() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let extra = "[[access.rules]]\nname = \"no admin\"\npaths = [\"/secure/**\"]\neffect = \"deny\"\n";
+    let proxy = Proxy::start(&basic_config(extra), jira.addr).await;
+    let auth = basic("alice", "alice-pw");
+    let req = format!(
+        "GET /rest/api/2/myself#/../../../secure/admin HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw_status(&raw(proxy.addr, req.as_bytes()).await), 200);
+    assert_eq!(jira.last().target, "/rest/api/2/myself");
+    assert_eq!(proxy.audit().pop().unwrap()["path"], "/rest/api/2/myself");
 }

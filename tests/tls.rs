@@ -17,14 +17,21 @@ use tokio_rustls::TlsConnector;
 fn tls_config(pki: &TestPki) -> String {
     basic_config("").replace(
         "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:0\"\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"", pki.cert_pem.display(), pki.key_pem.display()),
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"",
+            pki.cert_pem.display(),
+            pki.key_pem.display()
+        ),
     )
 }
 
 async fn connect(proxy: &Proxy, pki: &TestPki, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    TlsConnector::from(tls_client(pki, alpn)).connect(name, tcp).await.expect("TLS handshake")
+    TlsConnector::from(tls_client(pki, alpn))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake")
 }
 
 #[tokio::test]
@@ -55,7 +62,9 @@ async fn tls_listener_negotiates_h2_and_forwards_as_http1_to_jira() {
     let proxy = Proxy::start(&tls_config(&pki), jira.addr).await;
     let tls = connect(&proxy, &pki, &[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let body = Bytes::from_static(b"{\"fields\":{}}");
     let req = Request::post("https://localhost/rest/api/2/issue")
@@ -81,7 +90,9 @@ async fn tls_client_that_does_not_trust_the_cert_gets_no_answer() {
     let proxy = Proxy::start(&tls_config(&pki), jira.addr).await;
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let r = TlsConnector::from(tls_client(&other, &[b"http/1.1"])).connect(name, tcp).await;
+    let r = TlsConnector::from(tls_client(&other, &[b"http/1.1"]))
+        .connect(name, tcp)
+        .await;
     assert!(r.is_err());
     // Plain HTTP to a TLS port is not served either.
     let answer = raw(proxy.addr, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -101,19 +112,39 @@ async fn https_upstream_is_trusted_through_the_configured_ca_file_only() {
     let mut cfg = rustls::ServerConfig::clone(acceptor.config());
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let jira = FakeJira::start_tls(JiraTrust::Header, tokio_rustls::TlsAcceptor::from(Arc::new(cfg))).await;
-    let trusted = basic_config("")
-        .replace("url = \"http://{jira}\"", &format!("url = \"https://localhost:{}\"\nca_file = \"{}\"", jira.addr.port(), pki.ca_pem.display()));
+    let trusted = basic_config("").replace(
+        "url = \"http://{jira}\"",
+        &format!(
+            "url = \"https://localhost:{}\"\nca_file = \"{}\"",
+            jira.addr.port(),
+            pki.ca_pem.display()
+        ),
+    );
     let proxy = Proxy::start(&trusted, jira.addr).await;
-    let r = get(&proxy.url("/rest/api/2/myself"), &[("authorization", &basic("alice", "alice-pw"))]).await;
+    let r = get(
+        &proxy.url("/rest/api/2/myself"),
+        &[("authorization", &basic("alice", "alice-pw"))],
+    )
+    .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(jira.last().user.as_deref(), Some("alice"));
 
     let other = support::pki();
-    let untrusted = basic_config("")
-        .replace("url = \"http://{jira}\"", &format!("url = \"https://localhost:{}\"\nca_file = \"{}\"", jira.addr.port(), other.ca_pem.display()));
+    let untrusted = basic_config("").replace(
+        "url = \"http://{jira}\"",
+        &format!(
+            "url = \"https://localhost:{}\"\nca_file = \"{}\"",
+            jira.addr.port(),
+            other.ca_pem.display()
+        ),
+    );
     let before = jira.count();
     let proxy = Proxy::start(&untrusted, jira.addr).await;
-    let r = get(&proxy.url("/rest/api/2/myself"), &[("authorization", &basic("alice", "alice-pw"))]).await;
+    let r = get(
+        &proxy.url("/rest/api/2/myself"),
+        &[("authorization", &basic("alice", "alice-pw"))],
+    )
+    .await;
     assert_eq!(r.status, 502);
     assert_eq!(jira.count(), before);
 }

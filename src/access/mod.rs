@@ -65,7 +65,11 @@ fn lower(v: &[String]) -> Vec<String> {
 impl Policy {
     pub fn compile(cfg: &AccessConfig) -> Result<Policy, String> {
         let rules = cfg.rules.iter().map(compile_rule).collect::<Result<_, _>>()?;
-        Ok(Policy { default: cfg.default, mode: cfg.mode, rules })
+        Ok(Policy {
+            default: cfg.default,
+            mode: cfg.mode,
+            rules,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -80,10 +84,18 @@ impl Policy {
         let enforced = self.mode == AccessMode::Enforce;
         for r in &self.rules {
             if r.matches(s) {
-                return Decision { effect: r.effect, rule: Some(r.name.clone()), enforced };
+                return Decision {
+                    effect: r.effect,
+                    rule: Some(r.name.clone()),
+                    enforced,
+                };
             }
         }
-        Decision { effect: self.default, rule: None, enforced }
+        Decision {
+            effect: self.default,
+            rule: None,
+            enforced,
+        }
     }
 }
 

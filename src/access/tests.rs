@@ -60,36 +60,73 @@ effect = "allow"
 #[test]
 fn anonymous_on_public_path_allowed_elsewhere_default() {
     let p = policy(RULES, "deny");
-    assert_eq!(decide(&p, "GET", "/rest/api/2/serverInfo", None, "1.2.3.4"), (Effect::Allow, Some("public".into())));
-    assert_eq!(decide(&p, "GET", "/rest/api/2/myself", None, "1.2.3.4"), (Effect::Deny, None));
+    assert_eq!(
+        decide(&p, "GET", "/rest/api/2/serverInfo", None, "1.2.3.4"),
+        (Effect::Allow, Some("public".into()))
+    );
+    assert_eq!(
+        decide(&p, "GET", "/rest/api/2/myself", None, "1.2.3.4"),
+        (Effect::Deny, None)
+    );
 }
 
 #[test]
 fn admin_path_non_admin_denied_admin_allowed() {
     let p = policy(RULES, "deny");
-    assert_eq!(decide(&p, "GET", "/secure/admin/x", Some(("bob", &[])), "1.2.3.4").1.as_deref(), Some("admin for admins"));
-    let admin = decide(&p, "GET", "/secure/admin/x", Some(("root", &["JIRA-Administrators"])), "1.2.3.4");
+    assert_eq!(
+        decide(&p, "GET", "/secure/admin/x", Some(("bob", &[])), "1.2.3.4")
+            .1
+            .as_deref(),
+        Some("admin for admins")
+    );
+    let admin = decide(
+        &p,
+        "GET",
+        "/secure/admin/x",
+        Some(("root", &["JIRA-Administrators"])),
+        "1.2.3.4",
+    );
     assert_eq!(admin, (Effect::Allow, Some("authenticated".into())));
 }
 
 #[test]
 fn user_match_is_case_insensitive_and_method_scoped() {
     let p = policy(RULES, "deny");
-    assert_eq!(decide(&p, "POST", "/rest/api/2/issue", Some(("ci-bot", &[])), "1.2.3.4").0, Effect::Deny);
-    assert_eq!(decide(&p, "GET", "/rest/api/2/issue", Some(("ci-bot", &[])), "1.2.3.4").0, Effect::Allow);
+    assert_eq!(
+        decide(&p, "POST", "/rest/api/2/issue", Some(("ci-bot", &[])), "1.2.3.4").0,
+        Effect::Deny
+    );
+    assert_eq!(
+        decide(&p, "GET", "/rest/api/2/issue", Some(("ci-bot", &[])), "1.2.3.4").0,
+        Effect::Allow
+    );
 }
 
 #[test]
 fn source_cidr_decides_for_same_user() {
     let p = policy(RULES, "deny");
-    assert_eq!(decide(&p, "GET", "/x", Some(("contractor", &[])), "10.1.2.3").1.as_deref(), Some("office only"));
-    assert_eq!(decide(&p, "GET", "/x", Some(("contractor", &[])), "8.8.8.8").0, Effect::Deny);
+    assert_eq!(
+        decide(&p, "GET", "/x", Some(("contractor", &[])), "10.1.2.3")
+            .1
+            .as_deref(),
+        Some("office only")
+    );
+    assert_eq!(
+        decide(&p, "GET", "/x", Some(("contractor", &[])), "8.8.8.8").0,
+        Effect::Deny
+    );
 }
 
 #[test]
 fn no_rules_means_the_default() {
-    assert_eq!(decide(&policy("", "allow"), "GET", "/x", None, "1.1.1.1"), (Effect::Allow, None));
-    assert_eq!(decide(&policy("", "deny"), "GET", "/x", Some(("a", &[])), "1.1.1.1"), (Effect::Deny, None));
+    assert_eq!(
+        decide(&policy("", "allow"), "GET", "/x", None, "1.1.1.1"),
+        (Effect::Allow, None)
+    );
+    assert_eq!(
+        decide(&policy("", "deny"), "GET", "/x", Some(("a", &[])), "1.1.1.1"),
+        (Effect::Deny, None)
+    );
 }
 
 #[test]

@@ -76,13 +76,22 @@ pub struct BasicAuth {
 }
 
 impl BasicAuth {
-    pub fn new(cfg: &BasicConfig, users: &[LocalUser], store: Arc<dyn StateStore>, realm: &str) -> Result<Self, String> {
+    pub fn new(
+        cfg: &BasicConfig,
+        users: &[LocalUser],
+        store: Arc<dyn StateStore>,
+        realm: &str,
+    ) -> Result<Self, String> {
         let mut accounts = HashMap::new();
         for u in users {
             let hash = PasswordHash::new(&u.password_hash).map_err(|e| format!("user {}: {e}", u.name))?;
             accounts.insert(
                 u.name.to_lowercase(),
-                Account { name: u.name.clone(), hash: Arc::new(hash), groups: u.groups.clone() },
+                Account {
+                    name: u.name.clone(),
+                    hash: Arc::new(hash),
+                    groups: u.groups.clone(),
+                },
             );
         }
         let verifier = Verifier::new(accounts.values().next().map(|a| &*a.hash))?;
@@ -118,12 +127,19 @@ impl BasicAuth {
             }
         };
         // With `reserve`, this attempt is already counted: the (max+1)th is refused.
-        let over = if reserve { count > i64::from(l.max_failures) } else { count >= i64::from(l.max_failures) };
+        let over = if reserve {
+            count > i64::from(l.max_failures)
+        } else {
+            count >= i64::from(l.max_failures)
+        };
         if !over {
             return Ok(None);
         }
         let retry_after = self.store.ttl(key).await?.unwrap_or(l.window);
-        Ok(Some(RejectReason { code: "locked_out", retry_after: Some(retry_after) }))
+        Ok(Some(RejectReason {
+            code: "locked_out",
+            retry_after: Some(retry_after),
+        }))
     }
 }
 
@@ -147,7 +163,9 @@ impl Authenticator for BasicAuth {
             Some(Ok(c)) => c,
         };
         let key = Self::lockout_key(&user);
-        let digest = self.cache.digest(&[b"basic", user.to_lowercase().as_bytes(), password.as_bytes()]);
+        let digest = self
+            .cache
+            .digest(&[b"basic", user.to_lowercase().as_bytes(), password.as_bytes()]);
         if let Some(p) = self.cache.get(&digest) {
             if let Some(r) = self.locked(&key, false).await? {
                 return Ok(Outcome::Rejected(r));
@@ -158,7 +176,10 @@ impl Authenticator for BasicAuth {
             return Ok(Outcome::Rejected(r));
         }
         let account = self.accounts.get(&user.to_lowercase());
-        let ok = self.verifier.verify(password.as_bytes(), account.map(|a| a.hash.clone())).await?;
+        let ok = self
+            .verifier
+            .verify(password.as_bytes(), account.map(|a| a.hash.clone()))
+            .await?;
         match account {
             Some(a) if ok => {
                 if self.lockout.is_some() {

@@ -26,7 +26,12 @@ impl CredentialCache {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         // Only fails if the system RNG is broken, in which case no key is safe to use.
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system random number generator failed");
-        CredentialCache { key, ttl, max_entries: max_entries.max(1), map: Mutex::new(HashMap::new()) }
+        CredentialCache {
+            key,
+            ttl,
+            max_entries: max_entries.max(1),
+            map: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn enabled(&self) -> bool {

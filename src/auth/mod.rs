@@ -67,7 +67,13 @@ pub struct Principal {
 
 impl Principal {
     pub(in crate::auth) fn new(kind: AuthKind, subject: String, groups: Vec<String>) -> Self {
-        Principal { kind, subject, groups, scopes: Vec::new(), credential_id: None }
+        Principal {
+            kind,
+            subject,
+            groups,
+            scopes: Vec::new(),
+            credential_id: None,
+        }
     }
 
     /// For unit tests elsewhere in the crate only.
@@ -104,7 +110,10 @@ pub struct RejectReason {
 
 impl RejectReason {
     pub fn new(code: &'static str) -> Self {
-        RejectReason { code, retry_after: None }
+        RejectReason {
+            code,
+            retry_after: None,
+        }
     }
 }
 

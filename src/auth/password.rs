@@ -13,9 +13,8 @@ use super::AuthError;
 
 /// Checks that `phc` is an Argon2 PHC string this proxy can verify.
 pub fn check_phc(phc: &str) -> Result<(), String> {
-    let parsed = PasswordHash::new(phc).map_err(|e| {
-        format!("not an argon2 PHC string ({e}); make one with `jira-auth-proxy hash-password`")
-    })?;
+    let parsed = PasswordHash::new(phc)
+        .map_err(|e| format!("not an argon2 PHC string ({e}); make one with `jira-auth-proxy hash-password`"))?;
     match parsed.algorithm.as_str() {
         "argon2id" | "argon2i" | "argon2d" => {}
         other => return Err(format!("algorithm {other} is not supported; use argon2id")),

@@ -52,13 +52,20 @@ fn chain(scripts: Vec<(AuthKind, Script)>) -> (Chain, Vec<Arc<AtomicUsize>>) {
 
 async fn run(c: &Chain) -> Verdict {
     let parts = http::Request::new(()).into_parts().0;
-    c.authenticate(&AuthRequest { parts: &parts, client_ip: [127, 0, 0, 1].into(), now: SystemTime::now() })
-        .await
+    c.authenticate(&AuthRequest {
+        parts: &parts,
+        client_ip: [127, 0, 0, 1].into(),
+        now: SystemTime::now(),
+    })
+    .await
 }
 
 #[tokio::test]
 async fn all_absent_is_anonymous() {
-    let (c, _) = chain(vec![(AuthKind::Session, Script::Absent), (AuthKind::Basic, Script::Absent)]);
+    let (c, _) = chain(vec![
+        (AuthKind::Session, Script::Absent),
+        (AuthKind::Basic, Script::Absent),
+    ]);
     assert!(matches!(run(&c).await, Verdict::Anonymous));
 }
 
@@ -78,14 +85,20 @@ async fn first_success_wins_and_later_members_are_not_asked() {
 
 #[tokio::test]
 async fn a_rejection_is_never_rescued_by_a_later_member() {
-    let (c, calls) = chain(vec![(AuthKind::Jwt, Script::Reject("expired")), (AuthKind::Basic, Script::Accept("alice"))]);
+    let (c, calls) = chain(vec![
+        (AuthKind::Jwt, Script::Reject("expired")),
+        (AuthKind::Basic, Script::Accept("alice")),
+    ]);
     assert!(matches!(run(&c).await, Verdict::Rejected(AuthKind::Jwt, r) if r.code == "expired"));
     assert_eq!(calls[1].load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
 async fn a_dependency_error_fails_closed() {
-    let (c, calls) = chain(vec![(AuthKind::Introspection, Script::Fail), (AuthKind::Basic, Script::Accept("alice"))]);
+    let (c, calls) = chain(vec![
+        (AuthKind::Introspection, Script::Fail),
+        (AuthKind::Basic, Script::Accept("alice")),
+    ]);
     assert!(matches!(run(&c).await, Verdict::Failed(AuthKind::Introspection, _)));
     assert_eq!(calls[1].load(Ordering::SeqCst), 0);
 }

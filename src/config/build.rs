@@ -89,8 +89,8 @@ impl Ctx<'_> {
 }
 
 pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
-    let mut root: Table = toml::from_str(text)
-        .map_err(|e| ConfigErrors::one("", format!("not valid TOML: {}", e.to_string().trim())))?;
+    let mut root: Table =
+        toml::from_str(text).map_err(|e| ConfigErrors::one("", format!("not valid TOML: {}", e.to_string().trim())))?;
     let mut cx = Ctx {
         errors: Vec::new(),
         warnings: Vec::new(),
@@ -98,7 +98,10 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     };
     match root.remove("version") {
         Some(Value::Integer(1)) => {}
-        Some(other) => cx.err("version", format!("unsupported version {other}; this proxy reads version = 1")),
+        Some(other) => cx.err(
+            "version",
+            format!("unsupported version {other}; this proxy reads version = 1"),
+        ),
         None => cx.err("version", "missing; start the file with version = 1"),
     }
     let server_raw: raw::Server = cx.section(&mut root, "server");
@@ -227,21 +230,18 @@ fn cidrs(cx: &mut Ctx, list: &[String], path: &str) -> Vec<IpNet> {
 }
 
 fn server(cx: &mut Ctx, r: raw::Server) -> ServerConfig {
-    let listen = socket_addr(cx, r.listen.as_deref(), "server.listen")
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-    let public_url = r.public_url.as_deref().and_then(|s| {
-        match Uri::from_str(s) {
-            Ok(u)
-                if matches!(u.scheme_str(), Some("http" | "https"))
-                    && u.authority().is_some()
-                    && u.query().is_none() =>
-            {
-                Some(u)
-            }
-            _ => {
-                cx.err("server.public_url", format!("not an absolute http(s) URL without query: {s:?}"));
-                None
-            }
+    let listen =
+        socket_addr(cx, r.listen.as_deref(), "server.listen").unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let public_url = r.public_url.as_deref().and_then(|s| match Uri::from_str(s) {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() && u.query().is_none() => {
+            Some(u)
+        }
+        _ => {
+            cx.err(
+                "server.public_url",
+                format!("not an absolute http(s) URL without query: {s:?}"),
+            );
+            None
         }
     });
     let trusted_proxies = cidrs(cx, &r.trusted_proxies, "server.trusted_proxies");
@@ -262,7 +262,10 @@ fn server(cx: &mut Ctx, r: raw::Server) -> ServerConfig {
     }
     let realm = r.realm.unwrap_or_else(|| "Jira".into());
     if realm.contains(['"', '\\']) || realm.chars().any(char::is_control) {
-        cx.err("server.realm", "must not contain quotes, backslashes or control characters");
+        cx.err(
+            "server.realm",
+            "must not contain quotes, backslashes or control characters",
+        );
     }
     ServerConfig {
         listen,
@@ -293,7 +296,10 @@ fn admin(cx: &mut Ctx, r: raw::Admin) -> Option<AdminConfig> {
 fn upstream(cx: &mut Ctx, r: raw::Upstream) -> Option<UpstreamConfig> {
     let (scheme, authority) = match r.url.as_deref() {
         None => {
-            cx.err("upstream.url", "missing; Jira's base URL, e.g. \"http://127.0.0.1:8080\"");
+            cx.err(
+                "upstream.url",
+                "missing; Jira's base URL, e.g. \"http://127.0.0.1:8080\"",
+            );
             (None, None)
         }
         Some(s) => match Uri::from_str(s) {
@@ -317,11 +323,14 @@ fn upstream(cx: &mut Ctx, r: raw::Upstream) -> Option<UpstreamConfig> {
     };
     let ca_file = r.ca_file.as_deref().map(|p| cx.path(p));
     if ca_file.is_some() && scheme.as_ref() != Some(&Scheme::HTTPS) {
-        cx.warnings.push("upstream.ca_file is set but upstream.url is not https".into());
+        cx.warnings
+            .push("upstream.ca_file is set but upstream.url is not https".into());
     }
     let identity = match r.identity {
         None => identity_mode(cx, None),
-        Some(v) => cx.take::<raw::Identity>(v, "upstream.identity").and_then(|i| identity_mode(cx, Some(i))),
+        Some(v) => cx
+            .take::<raw::Identity>(v, "upstream.identity")
+            .and_then(|i| identity_mode(cx, Some(i))),
     };
     let connect_timeout = cx.duration(
         r.connect_timeout.as_deref(),
@@ -403,7 +412,10 @@ fn identity_mode(cx: &mut Ctx, r: Option<raw::Identity>) -> Option<IdentityMode>
                 (Some(h), Some(s)) => {
                     let h = header_name(cx, &h, "upstream.identity.secret_header")?;
                     if h == name {
-                        cx.err("upstream.identity.secret_header", "must differ from upstream.identity.header");
+                        cx.err(
+                            "upstream.identity.secret_header",
+                            "must differ from upstream.identity.header",
+                        );
                     }
                     match Secret::resolve(&s, cx.base) {
                         Ok(secret) if !secret.expose().is_empty() => Some((h, secret)),
@@ -418,7 +430,10 @@ fn identity_mode(cx: &mut Ctx, r: Option<raw::Identity>) -> Option<IdentityMode>
                     }
                 }
                 _ => {
-                    cx.err("upstream.identity", "secret_header and secret go together: set both or neither");
+                    cx.err(
+                        "upstream.identity",
+                        "secret_header and secret go together: set both or neither",
+                    );
                     return None;
                 }
             };
@@ -431,11 +446,17 @@ fn identity_mode(cx: &mut Ctx, r: Option<raw::Identity>) -> Option<IdentityMode>
             Some(IdentityMode::Passthrough)
         }
         "oauth1" => {
-            cx.err("upstream.identity.mode", "\"oauth1\" is not available in this version; use \"header\" or \"passthrough\"");
+            cx.err(
+                "upstream.identity.mode",
+                "\"oauth1\" is not available in this version; use \"header\" or \"passthrough\"",
+            );
             None
         }
         other => {
-            cx.err("upstream.identity.mode", format!("unknown mode {other:?}; expected \"header\" or \"passthrough\""));
+            cx.err(
+                "upstream.identity.mode",
+                format!("unknown mode {other:?}; expected \"header\" or \"passthrough\""),
+            );
             None
         }
     }
@@ -444,8 +465,14 @@ fn identity_mode(cx: &mut Ctx, r: Option<raw::Identity>) -> Option<IdentityMode>
 fn state(cx: &mut Ctx, r: raw::State) -> StateConfig {
     match r.backend.as_deref() {
         None | Some("memory") => {}
-        Some("redis") => cx.err("state.backend", "\"redis\" is not available in this version; use \"memory\""),
-        Some(other) => cx.err("state.backend", format!("unknown backend {other:?}; expected \"memory\"")),
+        Some("redis") => cx.err(
+            "state.backend",
+            "\"redis\" is not available in this version; use \"memory\"",
+        ),
+        Some(other) => cx.err(
+            "state.backend",
+            format!("unknown backend {other:?}; expected \"memory\""),
+        ),
     }
     StateConfig {
         max_entries: r.max_entries.unwrap_or(1_000_000),
@@ -474,7 +501,10 @@ fn chain(cx: &mut Ctx, members: Vec<raw::AuthMember>) -> Vec<AuthMember> {
         };
         if let Some(member) = member {
             if !seen.insert(member.kind()) {
-                cx.err(&path, format!("a second {} member; each scheme appears once", member.kind().as_str()));
+                cx.err(
+                    &path,
+                    format!("a second {} member; each scheme appears once", member.kind().as_str()),
+                );
             }
             out.push(member);
         }
@@ -486,24 +516,44 @@ fn basic(cx: &mut Ctx, b: raw::Basic, path: &str) -> Option<BasicConfig> {
     match b.backend.as_deref() {
         None | Some("local") => {}
         Some("jira") => {
-            cx.err(format!("{path}.backend"), "\"jira\" is not available in this version; use \"local\"");
+            cx.err(
+                format!("{path}.backend"),
+                "\"jira\" is not available in this version; use \"local\"",
+            );
             return None;
         }
         Some(other) => {
-            cx.err(format!("{path}.backend"), format!("unknown backend {other:?}; expected \"local\""));
+            cx.err(
+                format!("{path}.backend"),
+                format!("unknown backend {other:?}; expected \"local\""),
+            );
             return None;
         }
     }
-    let cache_ttl = cx.duration(b.cache_ttl.as_deref(), &format!("{path}.cache_ttl"), Duration::from_secs(300));
+    let cache_ttl = cx.duration(
+        b.cache_ttl.as_deref(),
+        &format!("{path}.cache_ttl"),
+        Duration::from_secs(300),
+    );
     let lockout = match b.lockout {
-        None => Some(LockoutConfig { max_failures: 5, window: Duration::from_secs(900) }),
+        None => Some(LockoutConfig {
+            max_failures: 5,
+            window: Duration::from_secs(900),
+        }),
         Some(l) if l.max_failures == 0 => None,
         Some(l) => {
-            let window = cx.duration(Some(&l.window), &format!("{path}.lockout.window"), Duration::from_secs(900));
+            let window = cx.duration(
+                Some(&l.window),
+                &format!("{path}.lockout.window"),
+                Duration::from_secs(900),
+            );
             if window.is_zero() {
                 cx.err(format!("{path}.lockout.window"), "must be longer than 0s");
             }
-            Some(LockoutConfig { max_failures: l.max_failures, window })
+            Some(LockoutConfig {
+                max_failures: l.max_failures,
+                window,
+            })
         }
     };
     Some(BasicConfig {
@@ -519,15 +569,25 @@ fn users(cx: &mut Ctx, users: Vec<raw::User>) -> Vec<LocalUser> {
     for (i, u) in users.into_iter().enumerate() {
         let path = format!("users[{i}]");
         if u.name.is_empty() || u.name.contains(':') || u.name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            cx.err(format!("{path}.name"), "must be non-empty, without ':', whitespace or control characters");
+            cx.err(
+                format!("{path}.name"),
+                "must be non-empty, without ':', whitespace or control characters",
+            );
         }
         if !seen.insert(u.name.to_lowercase()) {
-            cx.err(format!("{path}.name"), format!("duplicate user {:?} (names are case-insensitive)", u.name));
+            cx.err(
+                format!("{path}.name"),
+                format!("duplicate user {:?} (names are case-insensitive)", u.name),
+            );
         }
         if let Err(e) = crate::auth::password::check_phc(&u.password_hash) {
             cx.err(format!("{path}.password_hash"), e);
         }
-        out.push(LocalUser { name: u.name, password_hash: u.password_hash, groups: u.groups });
+        out.push(LocalUser {
+            name: u.name,
+            password_hash: u.password_hash,
+            groups: u.groups,
+        });
     }
     out
 }
@@ -540,7 +600,10 @@ fn identity(cx: &mut Ctx, r: raw::IdentityRules) -> IdentityRules {
     };
     for (i, d) in strip_domains.iter().enumerate() {
         if d.is_empty() || d.contains('@') {
-            cx.err(format!("identity.strip_domain[{i}]"), "a domain such as \"example.com\", without '@'");
+            cx.err(
+                format!("identity.strip_domain[{i}]"),
+                "a domain such as \"example.com\", without '@'",
+            );
         }
     }
     let map: HashMap<String, String> = r
@@ -572,7 +635,10 @@ fn access(cx: &mut Ctx, r: raw::Access, rules: Vec<raw::Rule>, chain: &[AuthMemb
         None | Some("enforce") => AccessMode::Enforce,
         Some("report") => AccessMode::Report,
         Some(other) => {
-            cx.err("access.mode", format!("expected \"enforce\" or \"report\", not {other:?}"));
+            cx.err(
+                "access.mode",
+                format!("expected \"enforce\" or \"report\", not {other:?}"),
+            );
             AccessMode::Enforce
         }
     };
@@ -609,7 +675,9 @@ fn rule(cx: &mut Ctx, r: raw::Rule, path: &str, names: &mut HashSet<String>, cha
         match AuthKind::parse(a) {
             Some(k) => {
                 if !chain.iter().any(|m| m.kind() == k) {
-                    cx.warnings.push(format!("{path}.auth[{i}]: no {a} member in auth.chain, so this never matches"));
+                    cx.warnings.push(format!(
+                        "{path}.auth[{i}]: no {a} member in auth.chain, so this never matches"
+                    ));
                 }
                 auth.push(k)
             }
@@ -617,7 +685,10 @@ fn rule(cx: &mut Ctx, r: raw::Rule, path: &str, names: &mut HashSet<String>, cha
         }
     }
     if r.anonymous == Some(true) && r.authenticated == Some(true) {
-        cx.err(path.to_string(), "anonymous = true and authenticated = true can never both hold");
+        cx.err(
+            path.to_string(),
+            "anonymous = true and authenticated = true can never both hold",
+        );
     }
     let source = cidrs(cx, &r.source, &format!("{path}.source"));
     RuleConfig {

@@ -67,25 +67,50 @@ x = 1
         "surprise: unknown section",
     ];
     for e in expect {
-        assert!(errs.iter().any(|got| got.starts_with(e)), "missing {e:?} in:\n{}", errs.join("\n"));
+        assert!(
+            errs.iter().any(|got| got.starts_with(e)),
+            "missing {e:?} in:\n{}",
+            errs.join("\n")
+        );
     }
-    assert_eq!(errs.len(), expect.len(), "unexpected extra errors:\n{}", errs.join("\n"));
+    assert_eq!(
+        errs.len(),
+        expect.len(),
+        "unexpected extra errors:\n{}",
+        errs.join("\n")
+    );
 }
 
 #[test]
 fn unknown_fields_name_their_path() {
-    let errs = errors(&format!("{BASE}\n[[auth.chain]]\ntype = \"basic\"\nlockout = {{ max_failures = 3, windw = \"1m\" }}\n"));
+    let errs = errors(&format!(
+        "{BASE}\n[[auth.chain]]\ntype = \"basic\"\nlockout = {{ max_failures = 3, windw = \"1m\" }}\n"
+    ));
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].starts_with("auth.chain[0]"), "{errs:?}");
     assert!(errs[0].contains("windw"), "{errs:?}");
-    let errs = errors(&format!("{BASE}\n[server.tls]\ncert = \"c\"\nkey = \"k\"\npassword = \"x\"\n"));
-    assert!(errs.iter().any(|e| e.starts_with("server.tls") && e.contains("password")), "{errs:?}");
+    let errs = errors(&format!(
+        "{BASE}\n[server.tls]\ncert = \"c\"\nkey = \"k\"\npassword = \"x\"\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("server.tls") && e.contains("password")),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn version_is_required_and_checked() {
-    assert!(errors(&BASE.replace("version = 1", "")).iter().any(|e| e.starts_with("version: missing")));
-    assert!(errors(&BASE.replace("version = 1", "version = 2")).iter().any(|e| e.starts_with("version: unsupported")));
+    assert!(
+        errors(&BASE.replace("version = 1", ""))
+            .iter()
+            .any(|e| e.starts_with("version: missing"))
+    );
+    assert!(
+        errors(&BASE.replace("version = 1", "version = 2"))
+            .iter()
+            .any(|e| e.starts_with("version: unsupported"))
+    );
 }
 
 #[test]
@@ -98,18 +123,29 @@ fn syntax_errors_are_one_clear_error() {
 #[test]
 fn identity_header_cannot_be_a_reserved_header() {
     for h in ["Authorization", "Cookie", "Host", "X-Forwarded-For"] {
-        let errs = errors(&format!("{BASE}\n[upstream.identity]\nmode = \"header\"\nheader = \"{h}\"\n"));
-        assert!(errs.iter().any(|e| e.starts_with("upstream.identity.header")), "{h}: {errs:?}");
+        let errs = errors(&format!(
+            "{BASE}\n[upstream.identity]\nmode = \"header\"\nheader = \"{h}\"\n"
+        ));
+        assert!(
+            errs.iter().any(|e| e.starts_with("upstream.identity.header")),
+            "{h}: {errs:?}"
+        );
     }
 }
 
 #[test]
 fn secret_header_needs_its_secret_and_secret_is_redacted() {
-    let errs = errors(&format!("{BASE}\n[upstream.identity]\nmode = \"header\"\nsecret_header = \"X-S\"\n"));
+    let errs = errors(&format!(
+        "{BASE}\n[upstream.identity]\nmode = \"header\"\nsecret_header = \"X-S\"\n"
+    ));
     assert!(errs.iter().any(|e| e.starts_with("upstream.identity:")), "{errs:?}");
-    let text = format!("{BASE}\n[upstream.identity]\nmode = \"header\"\nsecret_header = \"X-S\"\nsecret = \"topsecret\"\n");
+    let text =
+        format!("{BASE}\n[upstream.identity]\nmode = \"header\"\nsecret_header = \"X-S\"\nsecret = \"topsecret\"\n");
     let cfg = Config::parse(&text, Path::new(".")).expect("valid");
-    assert!(!format!("{cfg:?}").contains("topsecret"), "secret leaked into Debug output");
+    assert!(
+        !format!("{cfg:?}").contains("topsecret"),
+        "secret leaked into Debug output"
+    );
 }
 
 #[test]
@@ -119,11 +155,17 @@ fn defaults_are_safe() {
     assert_eq!(cfg.access.mode, AccessMode::Enforce);
     assert!(cfg.server.trusted_proxies.is_empty());
     assert_eq!(cfg.audit, AuditTarget::Stdout);
-    assert!(matches!(&cfg.upstream.identity, IdentityMode::Header { name, secret: None } if name == "x-forwarded-user"));
+    assert!(
+        matches!(&cfg.upstream.identity, IdentityMode::Header { name, secret: None } if name == "x-forwarded-user")
+    );
 }
 
 #[test]
 fn unimplemented_choices_say_so() {
     let errs = errors(&format!("{BASE}\n[state]\nbackend = \"redis\"\n"));
-    assert!(errs.iter().any(|e| e.starts_with("state.backend") && e.contains("not available")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("state.backend") && e.contains("not available")),
+        "{errs:?}"
+    );
 }

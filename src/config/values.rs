@@ -63,8 +63,7 @@ impl Secret {
         }
         if let Some(path) = spec.strip_prefix("file:") {
             let path = base.join(path);
-            let mut bytes = std::fs::read(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let mut bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 bytes.pop();
             }

@@ -67,7 +67,10 @@ pub fn validate(name: &str) -> Result<(), IdentityError> {
     if name.chars().count() > MAX_LEN {
         return Err(IdentityError::TooLong);
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',' || is_invisible(c)) {
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ',' || is_invisible(c))
+    {
         return Err(IdentityError::Unsafe);
     }
     Ok(())
@@ -112,7 +115,14 @@ mod tests {
     #[test]
     fn unsafe_usernames_are_refused() {
         let m = map(false);
-        for bad in ["al ice", "alice\t", "a,b", "x\r\nX-Evil: 1", "al\u{200B}ice", "\u{0085}x"] {
+        for bad in [
+            "al ice",
+            "alice\t",
+            "a,b",
+            "x\r\nX-Evil: 1",
+            "al\u{200B}ice",
+            "\u{0085}x",
+        ] {
             assert_eq!(m.map_name(bad), Err(IdentityError::Unsafe), "{bad:?}");
         }
         assert_eq!(m.map_name(""), Err(IdentityError::Empty));

@@ -44,7 +44,10 @@ impl Audit {
                 Some(Box::new(LineWriter::new(f)))
             }
         };
-        Ok(Audit { out: out.map(Mutex::new), failures: AtomicU64::new(0) })
+        Ok(Audit {
+            out: out.map(Mutex::new),
+            failures: AtomicU64::new(0),
+        })
     }
 
     /// Lines that could not be written.
@@ -68,7 +71,9 @@ impl Audit {
             status: status.as_u16(),
             duration_ms: (ctx.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
         };
-        let Ok(mut text) = serde_json::to_string(&line) else { return };
+        let Ok(mut text) = serde_json::to_string(&line) else {
+            return;
+        };
         text.push('\n');
         let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
         if w.write_all(text.as_bytes()).is_err() {

@@ -74,7 +74,8 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         let b = v.as_bytes();
         let sane = !b.is_empty()
             && b.len() <= 128
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'));
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'));
         if sane {
             return v.clone();
         }
@@ -134,11 +135,12 @@ fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) {
     let trusted = |ip: &IpAddr| rt.trusted_proxies.iter().any(|n| n.contains(ip));
     ctx.client_ip = peer;
     ctx.forwarded_for = peer.to_string();
-    ctx.host = parts
-        .headers
-        .get(HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    ctx.host = parts.headers.get(HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     if trusted(&peer) {
         let listed: Vec<String> = parts
             .headers
@@ -174,9 +176,15 @@ mod tests {
 
     #[test]
     fn seraph_login_params_are_removed_in_any_spelling() {
-        assert_eq!(filter_query("os_username=admin&os_password=x&jql=a"), Some("jql=a".into()));
+        assert_eq!(
+            filter_query("os_username=admin&os_password=x&jql=a"),
+            Some("jql=a".into())
+        );
         assert_eq!(filter_query("OS_AUTHTYPE=basic&os%5Fusername=a&os_cookie=true"), None);
-        assert_eq!(filter_query("jql=project%3DX&maxResults=5"), Some("jql=project%3DX&maxResults=5".into()));
+        assert_eq!(
+            filter_query("jql=project%3DX&maxResults=5"),
+            Some("jql=project%3DX&maxResults=5".into())
+        );
         assert_eq!(filter_query("os_usernamex=1"), Some("os_usernamex=1".into()));
     }
 
@@ -184,10 +192,16 @@ mod tests {
     fn jira_session_cookies_are_removed_others_kept() {
         let mut h = HeaderMap::new();
         h.append(COOKIE, HeaderValue::from_static("JSESSIONID=abc; theme=dark"));
-        h.append(COOKIE, HeaderValue::from_static("seraph.rememberme.cookie=1; jsessionid=x; atlassian.xsrf.token=t"));
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("seraph.rememberme.cookie=1; jsessionid=x; atlassian.xsrf.token=t"),
+        );
         strip_jira_cookies(&mut h);
         assert_eq!(h.get_all(COOKIE).iter().count(), 1);
-        assert_eq!(h.get(COOKIE).map(|v| v.as_bytes()), Some(&b"theme=dark; atlassian.xsrf.token=t"[..]));
+        assert_eq!(
+            h.get(COOKIE).map(|v| v.as_bytes()),
+            Some(&b"theme=dark; atlassian.xsrf.token=t"[..])
+        );
         let mut only = HeaderMap::new();
         only.insert(COOKIE, HeaderValue::from_static("JSESSIONID=abc"));
         strip_jira_cookies(&mut only);

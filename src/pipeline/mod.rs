@@ -103,7 +103,11 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Resu
 }
 
 async fn authenticate(rt: &Runtime, ctx: &mut RequestCtx, parts: &http::request::Parts) -> Result<(), ProxyError> {
-    let req = AuthRequest { parts, client_ip: ctx.client_ip, now: ctx.time };
+    let req = AuthRequest {
+        parts,
+        client_ip: ctx.client_ip,
+        now: ctx.time,
+    };
     match rt.chain.authenticate(&req).await {
         Verdict::Anonymous => {
             ctx.outcome = "anonymous";
@@ -121,7 +125,9 @@ async fn authenticate(rt: &Runtime, ctx: &mut RequestCtx, parts: &http::request:
             ctx.reason = Some(reason.code);
             Err(match reason.retry_after {
                 Some(retry_after) => ProxyError::LockedOut { retry_after },
-                None => ProxyError::AuthFailed { challenges: rt.chain.challenges().to_vec() },
+                None => ProxyError::AuthFailed {
+                    challenges: rt.chain.challenges().to_vec(),
+                },
             })
         }
         Verdict::Failed(kind, e) => {
@@ -145,7 +151,9 @@ fn identify(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
             ctx.outcome = "rejected";
             ctx.reason = Some(e.code());
             ctx.principal = None;
-            Err(ProxyError::AuthFailed { challenges: rt.chain.challenges().to_vec() })
+            Err(ProxyError::AuthFailed {
+                challenges: rt.chain.challenges().to_vec(),
+            })
         }
     }
 }
@@ -170,7 +178,9 @@ fn authorize(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
     ctx.reason = Some("denied_by_rule");
     if ctx.principal.is_none() {
         // Anonymous callers learn they should authenticate (and how).
-        return Err(ProxyError::AuthRequired { challenges: rt.chain.challenges().to_vec() });
+        return Err(ProxyError::AuthRequired {
+            challenges: rt.chain.challenges().to_vec(),
+        });
     }
     Err(ProxyError::Forbidden)
 }

@@ -142,7 +142,10 @@ mod tests {
 
     #[test]
     fn plain_paths_are_unchanged() {
-        assert_eq!(ok("/rest/api/2/myself"), ("/rest/api/2/myself".into(), "/rest/api/2/myself".into()));
+        assert_eq!(
+            ok("/rest/api/2/myself"),
+            ("/rest/api/2/myself".into(), "/rest/api/2/myself".into())
+        );
         assert_eq!(d("/"), "/");
         assert_eq!(d("/rest/api/2/"), "/rest/api/2/");
     }

@@ -103,7 +103,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     };
     tasks.push(tokio::spawn(accept.run(stop_rx)));
     tracing::info!(%addr, tls = cfg.server.tls.is_some(), "listening");
-    Ok(Running { addr, admin_addr, runtime, stop, tasks })
+    Ok(Running {
+        addr,
+        admin_addr,
+        runtime,
+        stop,
+        tasks,
+    })
 }
 
 struct AcceptLoop {

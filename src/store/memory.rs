@@ -129,7 +129,13 @@ impl StateStore for MemoryStore {
         if !map.contains_key(key) {
             Self::make_room(&mut map, now, self.max_entries);
         }
-        map.insert(key.to_owned(), Entry { value: Value::Bytes(value), expires: now + ttl });
+        map.insert(
+            key.to_owned(),
+            Entry {
+                value: Value::Bytes(value),
+                expires: now + ttl,
+            },
+        );
         Ok(())
     }
 
@@ -140,7 +146,13 @@ impl StateStore for MemoryStore {
             return Ok(false);
         }
         Self::make_room(&mut map, now, self.max_entries);
-        map.insert(key.to_owned(), Entry { value: Value::Bytes(value), expires: now + ttl });
+        map.insert(
+            key.to_owned(),
+            Entry {
+                value: Value::Bytes(value),
+                expires: now + ttl,
+            },
+        );
         Ok(true)
     }
 
@@ -148,8 +160,14 @@ impl StateStore for MemoryStore {
         let now = self.clock.now();
         let mut map = self.lock();
         let current = match Self::live(&map, key, now) {
-            Some(Entry { value: Value::Counter(n), expires }) => Some((*n, *expires)),
-            Some(Entry { value: Value::Bytes(b), expires }) => {
+            Some(Entry {
+                value: Value::Counter(n),
+                expires,
+            }) => Some((*n, *expires)),
+            Some(Entry {
+                value: Value::Bytes(b),
+                expires,
+            }) => {
                 let n = std::str::from_utf8(b).ok().and_then(|s| s.parse::<i64>().ok());
                 match n {
                     Some(n) => Some((n, *expires)),
@@ -165,7 +183,13 @@ impl StateStore for MemoryStore {
                 (by, now + ttl)
             }
         };
-        map.insert(key.to_owned(), Entry { value: Value::Counter(value), expires });
+        map.insert(
+            key.to_owned(),
+            Entry {
+                value: Value::Counter(value),
+                expires,
+            },
+        );
         Ok(value)
     }
 
@@ -194,7 +218,9 @@ mod tests {
     #[tokio::test]
     async fn values_expire_with_the_clock() {
         let (s, clock) = store(100);
-        s.put("k", Bytes::from_static(b"v"), Duration::from_secs(10)).await.expect("put");
+        s.put("k", Bytes::from_static(b"v"), Duration::from_secs(10))
+            .await
+            .expect("put");
         assert_eq!(s.get("k").await.expect("get").as_deref(), Some(&b"v"[..]));
         assert_eq!(s.ttl("k").await.expect("ttl"), Some(Duration::from_secs(10)));
         clock.advance(Duration::from_secs(10));
@@ -228,7 +254,9 @@ mod tests {
     async fn a_flood_of_unique_keys_stays_bounded() {
         let (s, _clock) = store(1000);
         for i in 0..10_000 {
-            s.incr(&format!("fail:{i}"), 1, Duration::from_secs(900)).await.expect("incr");
+            s.incr(&format!("fail:{i}"), 1, Duration::from_secs(900))
+                .await
+                .expect("incr");
         }
         assert!(s.len() <= 1000, "store grew to {}", s.len());
     }

@@ -57,7 +57,10 @@ mod tests {
     #[test]
     fn connection_named_headers_are_removed_with_the_fixed_set() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, X-Forwarded-User , x-custom"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Forwarded-User , x-custom"),
+        );
         h.insert("x-forwarded-user", HeaderValue::from_static("admin"));
         h.insert("x-custom", HeaderValue::from_static("1"));
         h.insert("te", HeaderValue::from_static("trailers"));

@@ -39,11 +39,13 @@ fn roots(ca_file: Option<&std::path::Path>, https: bool) -> Result<RootCertStore
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let certs =
+                CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             for cert in certs {
                 let cert = cert.map_err(|e| format!("bad PEM in {}: {e}", path.display()))?;
-                roots.add(cert).map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
             }
             if roots.is_empty() {
                 return Err(format!("no certificates in {}", path.display()));

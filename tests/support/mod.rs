@@ -91,7 +91,9 @@ impl FakeJira {
         let seen2 = seen.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let seen = seen2.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
@@ -128,13 +130,22 @@ impl FakeJira {
 
 fn query_param(target: &str, name: &str) -> Option<u64> {
     let q = target.split_once('?')?.1;
-    form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok())
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.parse().ok())
 }
 
-async fn jira(req: Request<Incoming>, trust: JiraTrust, seen: Arc<Mutex<Vec<Seen>>>) -> Result<Response<ProxyBody>, Infallible> {
+async fn jira(
+    req: Request<Incoming>,
+    trust: JiraTrust,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let target = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
-    let secret_ok = parts.headers.get("x-proxy-secret").is_some_and(|v| v.as_bytes() == SHARED_SECRET.as_bytes());
+    let secret_ok = parts
+        .headers
+        .get("x-proxy-secret")
+        .is_some_and(|v| v.as_bytes() == SHARED_SECRET.as_bytes());
     let user = match trust {
         JiraTrust::Header => parts.headers.get("x-forwarded-user"),
         JiraTrust::HeaderWithSecret => parts.headers.get("x-forwarded-user").filter(|_| secret_ok),
@@ -179,7 +190,11 @@ async fn jira(req: Request<Incoming>, trust: JiraTrust, seen: Arc<Mutex<Vec<Seen
         return Ok(r);
     }
     if path == "/rest/api/2/myself" && user.is_none() {
-        return Ok(json(StatusCode::UNAUTHORIZED, serde_json::json!({"errorMessages": ["not authenticated"], "errors": {}}), None));
+        return Ok(json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"errorMessages": ["not authenticated"], "errors": {}}),
+            None,
+        ));
     }
     let body = serde_json::json!({"name": user, "len": len, "sha256": hex(&[])});
     Ok(json(StatusCode::OK, body, user.as_deref()))
@@ -188,8 +203,10 @@ async fn jira(req: Request<Incoming>, trust: JiraTrust, seen: Arc<Mutex<Vec<Seen
 fn json(status: StatusCode, v: serde_json::Value, user: Option<&str>) -> Response<ProxyBody> {
     let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
-    r.headers_mut().insert("x-ausername", user.unwrap_or("anonymous").parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("x-ausername", user.unwrap_or("anonymous").parse().unwrap());
     r
 }
 
@@ -201,8 +218,13 @@ pub struct PatternBody {
 
 impl PatternBody {
     pub fn new(n: u64) -> Self {
-        let chunk: Vec<u8> = (0..64 * 1024u32).map(|i| (i.wrapping_mul(31).wrapping_add(7) % 251) as u8).collect();
-        PatternBody { remaining: n, chunk: Bytes::from(chunk) }
+        let chunk: Vec<u8> = (0..64 * 1024u32)
+            .map(|i| (i.wrapping_mul(31).wrapping_add(7) % 251) as u8)
+            .collect();
+        PatternBody {
+            remaining: n,
+            chunk: Bytes::from(chunk),
+        }
     }
 
     /// The SHA-256 a receiver must compute for `n` bytes of this pattern.
@@ -251,7 +273,9 @@ pub struct Proxy {
 impl Proxy {
     pub async fn start(text: &str, jira: SocketAddr) -> Proxy {
         let dir = temp_dir();
-        let text = text.replace("{jira}", &jira.to_string()).replace("{dir}", dir.to_str().unwrap());
+        let text = text
+            .replace("{jira}", &jira.to_string())
+            .replace("{dir}", dir.to_str().unwrap());
         let text = if text.contains("[audit]") {
             text
         } else {
@@ -270,7 +294,9 @@ impl Proxy {
     /// Audit lines written so far.
     pub fn audit(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
-        text.lines().map(|l| serde_json::from_str(l).expect("audit line is JSON")).collect()
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
     }
 
     pub fn audit_text(&self) -> String {
@@ -318,7 +344,10 @@ effect = "allow"
 
 pub fn basic(user: &str, password: &str) -> String {
     use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }
 
 pub struct Resp {
@@ -351,10 +380,17 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = client().request(b.body(Full::new(body)).unwrap()).await.expect("request sent");
+    let resp = client()
+        .request(b.body(Full::new(body)).unwrap())
+        .await
+        .expect("request sent");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    Resp { status: parts.status.as_u16(), headers: parts.headers, body }
+    Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// Writes raw bytes to `addr` and returns everything read until the server closes
@@ -369,7 +405,11 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
 
 /// The status code of the first response in a raw HTTP/1.1 answer.
 pub fn raw_status(answer: &str) -> u16 {
-    answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A test CA and a leaf for localhost / 127.0.0.1, written as PEM files.

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Load benchmark: runs the shared harness (../shared/bench: a fake Jira plus nginx,
+# HAProxy, Caddy and Apache peers, driven by wrk) with the proxy added as extra rows.
+# The harness is copied under target/ so nothing is written beside its source.
+#   benches/load.sh                          # everything (~10 min)
+#   ONLY='nginx-plain|proxy' benches/load.sh # the proxy against a plain nginx hop only
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+src=${BENCH_HARNESS:-$root/../shared/bench}
+work=$root/target/bench-harness
+cargo build --release --manifest-path "$root/Cargo.toml"
+mkdir -p "$work"
+cp -r "$src"/. "$work"/
+if [[ ! -x $work/.venv/bin/python ]] || ! command -v wrk >/dev/null; then
+  (cd "$work" && bash setup.sh)
+fi
+export PROXY_BIN=$root/target/release/jira-auth-proxy
+# The harness's awk programs use a variable named `load`, a builtin in gawk 5: prefer mawk.
+if awk --version 2>/dev/null | grep -q "GNU Awk" && command -v mawk >/dev/null; then
+  mkdir -p "$work/.awk-shim" && ln -sf "$(command -v mawk)" "$work/.awk-shim/awk"
+  export PATH="$work/.awk-shim:$PATH"
+fi
+cd "$work"
+BENCH_EXTRA=$root/benches/bench-extra.conf exec ./run.sh "$@"

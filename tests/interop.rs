@@ -1,0 +1,78 @@
+//! Real third-party clients (tests/interop/*.py, from PyPI) through the proxy. The venv
+//! is made on first use under target/ from tests/interop/requirements.txt (set
+//! JAP_INTEROP_PYTHON to use another interpreter); a missing Python fails the test,
+//! it is never skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+use support::*;
+
+static VENV: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("JAP_INTEROP_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let mut guard = VENV.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = &*guard {
+        return p.clone();
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let reqs = root.join("tests/interop/requirements.txt");
+    let venv = root.join("target/interop-venv");
+    let py = venv.join("bin/python");
+    let stamp = venv.join("requirements.txt");
+    let wanted = std::fs::read_to_string(&reqs).unwrap();
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        let ok = Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs");
+        assert!(ok.success(), "python3 -m venv failed");
+        let ok = Command::new(&py)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&reqs)
+            .status()
+            .expect("pip runs");
+        assert!(ok.success(), "pip install -r tests/interop/requirements.txt failed");
+        std::fs::write(&stamp, wanted).unwrap();
+    }
+    *guard = Some(py.clone());
+    py
+}
+
+fn run_script(script: &str, proxy_url: &str) {
+    let py = python();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(script);
+    let out = Command::new(py)
+        .arg(path)
+        .env("PROXY_URL", proxy_url)
+        .output()
+        .expect("python runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("interop ok"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_jira_and_atlassian_api_with_basic_auth() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&basic_config(""), jira.addr).await;
+    let url = format!("http://{}", proxy.addr);
+    tokio::task::spawn_blocking(move || run_script("basic_auth.py", &url))
+        .await
+        .unwrap();
+    let users: Vec<_> = jira.seen().into_iter().filter_map(|s| s.user).collect();
+    assert!(users.len() >= 2 && users.iter().all(|u| u == "alice"), "{users:?}");
+}
