@@ -2,23 +2,27 @@
 //! verification-cache lookup (warm Basic auth), rule matching, and a whole warm Basic
 //! authentication through the chain.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderValue;
 
-use jira_auth_proxy::auth::basic::{BasicAuth, parse};
-use jira_auth_proxy::auth::{AuthRequest, Chain, Verdict};
+use jira_auth_proxy::auth::api_key;
+use jira_auth_proxy::auth::basic::parse;
+
+const API_KEY: &str = "jap_benchbenchbenchbenchbenchbenchbenchbenchben";
+use jira_auth_proxy::auth::{AuthRequest, Verdict};
 use jira_auth_proxy::config::Config;
 use jira_auth_proxy::pipeline::path::normalize;
-use jira_auth_proxy::store::MemoryStore;
+use jira_auth_proxy::runtime::Runtime;
 
 fn config() -> Config {
     let hash = jira_auth_proxy::auth::password::hash_with(b"alice-pw", 1024, 1).expect("hash");
+    let key_hash = api_key::format_digest(&api_key::digest_key(API_KEY));
     let text = format!(
-        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n\
-         [[auth.chain]]\ntype = \"basic\"\n[[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\
+        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[audit]\nto = \"off\"\n\
+         [[auth.chain]]\ntype = \"api_key\"\n[[auth.chain]]\ntype = \"basic\"\n\
+         [[api_keys]]\nid = \"bench\"\nhash = \"{key_hash}\"\nuser = \"ci-bot\"\n[[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\
          [[access.rules]]\nname = \"admins\"\npaths = [\"/secure/admin/**\"]\ngroups_not = [\"admins\"]\neffect = \"deny\"\n\
          [[access.rules]]\nname = \"all\"\nauthenticated = true\neffect = \"allow\"\n"
     );
@@ -40,10 +44,8 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("rt");
-    let jira_auth_proxy::config::AuthMember::Basic(bc) = &cfg.chain[0];
-    let store = Arc::new(MemoryStore::new(1000));
-    let basic = BasicAuth::new(bc, &cfg.users, store, "Jira").expect("basic");
-    let chain = Chain::new(vec![Box::new(basic)]);
+    let runtime = Runtime::build(&cfg).expect("runtime");
+    let chain = &runtime.chain;
     let req = http::Request::get("/rest/api/2/myself")
         .header("authorization", "Basic YWxpY2U6YWxpY2UtcHc=")
         .body(())
@@ -60,6 +62,16 @@ fn benches(c: &mut Criterion) {
     ));
     c.bench_function("basic_warm_cache_chain", |b| {
         b.iter(|| rt.block_on(chain.authenticate(&areq)));
+    });
+    let req = http::Request::get("/rest/api/2/myself")
+        .header("authorization", format!("Bearer {API_KEY}"))
+        .body(())
+        .expect("req");
+    let (parts, _) = req.into_parts();
+    let kreq = AuthRequest { parts: &parts, client_ip: [127, 0, 0, 1].into(), now: SystemTime::now() };
+    assert!(matches!(rt.block_on(chain.authenticate(&kreq)), Verdict::Authenticated(_)));
+    c.bench_function("api_key_bearer_chain", |b| {
+        b.iter(|| rt.block_on(chain.authenticate(&kreq)));
     });
 }
 

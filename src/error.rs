@@ -35,6 +35,9 @@ pub enum ProxyError {
     /// Authenticated, but the rules deny the request.
     #[error("forbidden")]
     Forbidden,
+    /// Refused with a fixed explanation the caller needs (e.g. Jira's CAPTCHA lock).
+    #[error("refused: {0}")]
+    Refused(&'static str),
     /// Jira could not be reached or broke the connection.
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
@@ -54,7 +57,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::AuthRequired { .. } | ProxyError::AuthFailed { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::Forbidden | ProxyError::Refused(_) => StatusCode::FORBIDDEN,
             ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Dependency(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -70,6 +73,7 @@ impl ProxyError {
             }
             ProxyError::LockedOut { .. } => "Too many failed login attempts for this account. Try again later.",
             ProxyError::Forbidden => "You do not have permission to perform this operation.",
+            ProxyError::Refused(m) => m,
             ProxyError::UpstreamUnreachable(_) => "Jira could not be reached. Try again later.",
             ProxyError::UpstreamTimeout => "Jira did not answer in time.",
             ProxyError::Dependency(_) => "Authentication is temporarily unavailable. Try again later.",

@@ -34,12 +34,55 @@ enum Command {
     /// Hash a password (argon2id) for a [[users]] entry. Reads the password from stdin,
     /// or prompts without echo when stdin is a terminal.
     HashPassword,
+    /// Issue, import and list API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Start a stand-in Jira and the proxy in front of it, and print curl commands to try.
     Demo {
         /// Where the demo proxy listens.
         #[arg(long, default_value = "127.0.0.1:8088")]
         listen: std::net::SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new key: prints the key ONCE (stderr) and its [[api_keys]] block (stdout).
+    New {
+        #[command(flatten)]
+        opts: KeyOpts,
+    },
+    /// Read an existing key from stdin and print its [[api_keys]] block.
+    Import {
+        #[command(flatten)]
+        opts: KeyOpts,
+    },
+    /// List the configured keys (never a secret), flagging expired and revoked ones.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct KeyOpts {
+    /// The Jira user the key acts as.
+    #[arg(long)]
+    user: String,
+    /// Lifetime ("90d", "12h") or an RFC 3339 time / date ("2027-06-30").
+    #[arg(long)]
+    expires: Option<String>,
+    /// Comma-separated scopes; "read" alone allows only GET/HEAD/OPTIONS.
+    #[arg(long, value_delimiter = ',')]
+    scopes: Vec<String>,
+    /// Comma-separated CIDRs the key may be used from.
+    #[arg(long, value_delimiter = ',')]
+    allowed_ips: Vec<String>,
+    /// A label for listings and logs.
+    #[arg(long)]
+    name: Option<String>,
 }
 
 fn init_logging() {
@@ -58,6 +101,7 @@ fn main() -> ExitCode {
         Command::HashPassword => hash_password(),
         Command::Serve { config } => run_async(serve(config)),
         Command::Demo { listen } => run_async(demo::run(listen)),
+        Command::Keys { command } => keys(command),
     }
 }
 
@@ -171,4 +215,90 @@ fn hash_password() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn keys(cmd: KeysCommand) -> ExitCode {
+    let result = match cmd {
+        KeysCommand::New { opts } => keys_emit(&opts, None),
+        KeysCommand::Import { opts } => {
+            let mut key = String::new();
+            match std::io::stdin().read_to_string(&mut key) {
+                Ok(_) => keys_emit(&opts, Some(key.trim().to_owned())),
+                Err(e) => Err(format!("cannot read the key from stdin: {e}")),
+            }
+        }
+        KeysCommand::List { config } => keys_list(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keys_emit(opts: &KeyOpts, imported: Option<String>) -> Result<(), String> {
+    use jira_auth_proxy::auth::api_key;
+    jira_auth_proxy::identity::validate(&opts.user).map_err(|e| format!("--user: {e}"))?;
+    for c in &opts.allowed_ips {
+        let ok = c.parse::<ipnet::IpNet>().is_ok() || c.parse::<std::net::IpAddr>().is_ok();
+        if !ok {
+            return Err(format!("--allowed-ips: not an IP address or CIDR: {c:?}"));
+        }
+    }
+    let expires = match opts.expires.as_deref() {
+        None => None,
+        Some(s) => Some(match jira_auth_proxy::config::parse_duration(s) {
+            Ok(d) => std::time::SystemTime::now() + d,
+            Err(_) => jira_auth_proxy::time::parse_rfc3339(s).map_err(|e| format!("--expires: {e}"))?,
+        }),
+    };
+    let (generated, id) = api_key::generate()?;
+    let key = match imported {
+        Some(k) if k.len() < 20 => return Err("the key on stdin is shorter than 20 characters".into()),
+        Some(k) => k,
+        None => {
+            eprintln!("API key for {} (shown once; store it now):\n{generated}", opts.user);
+            generated
+        }
+    };
+    let digest = api_key::digest_key(&key);
+    let block = api_key::NewKeyBlock {
+        id: &id,
+        digest: &digest,
+        user: &opts.user,
+        name: opts.name.as_deref(),
+        expires,
+        scopes: &opts.scopes,
+        allowed_ips: &opts.allowed_ips,
+    };
+    print!("{}", block.to_toml());
+    Ok(())
+}
+
+fn keys_list(path: &std::path::Path) -> Result<(), String> {
+    let cfg = Config::load(path).map_err(|e| format!("{}:\n{e}", path.display()))?;
+    let now = std::time::SystemTime::now();
+    println!("{:<12} {:<16} {:<24} {:<22} {:<14} status", "id", "user", "name", "expires", "scopes");
+    for k in &cfg.api_keys {
+        let status = if k.revoked {
+            "REVOKED"
+        } else if k.expires.is_some_and(|e| e <= now) {
+            "EXPIRED"
+        } else {
+            "active"
+        };
+        let expires = k.expires.map_or("never".into(), |e| jira_auth_proxy::time::rfc3339(e)[..19].to_string() + "Z");
+        let scopes = if k.scopes.is_empty() { "(all)".into() } else { k.scopes.join(",") };
+        println!(
+            "{:<12} {:<16} {:<24} {:<22} {:<14} {status}",
+            k.id,
+            k.user,
+            k.name.as_deref().unwrap_or("-"),
+            expires,
+            scopes
+        );
+    }
+    Ok(())
 }

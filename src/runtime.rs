@@ -7,6 +7,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::access::Policy;
+use crate::auth::api_key::ApiKeyAuth;
 use crate::auth::basic::BasicAuth;
 use crate::auth::{Authenticator, Chain};
 use crate::config::{AuthMember, Config, ConfigError, ConfigErrors, ServerConfig};
@@ -21,7 +22,7 @@ pub struct Runtime {
     pub chain: Chain,
     pub identity: IdentityMap,
     pub policy: Policy,
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
     pub store: Arc<dyn StateStore>,
     pub audit: Audit,
     /// The Basic member, kept for its counters.
@@ -53,26 +54,28 @@ impl Runtime {
         let mut errors = Vec::new();
         let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
         let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new(cfg.state.max_entries));
+        let upstream = Upstream::new(&cfg.upstream).map(Arc::new).map_err(|e| err("upstream.ca_file".into(), e)).ok();
         let mut members: Vec<Box<dyn Authenticator>> = Vec::new();
         let mut basic = None;
         for (i, m) in cfg.chain.iter().enumerate() {
             match m {
-                AuthMember::Basic(b) => match BasicAuth::new(b, &cfg.users, store.clone(), &cfg.server.realm) {
-                    Ok(a) => {
-                        let a = Arc::new(a);
-                        basic = Some(a.clone());
-                        members.push(Box::new(Shared(a)));
+                AuthMember::Basic(b) => {
+                    let Some(up) = upstream.clone() else { continue };
+                    match BasicAuth::new(b, &cfg.users, store.clone(), up, &cfg.server.realm) {
+                        Ok(a) => {
+                            let a = Arc::new(a);
+                            basic = Some(a.clone());
+                            members.push(Box::new(Shared(a)));
+                        }
+                        Err(e) => err(format!("auth.chain[{i}]"), e),
                     }
-                    Err(e) => err(format!("auth.chain[{i}]"), e),
-                },
+                }
+                AuthMember::ApiKey(k) => {
+                    members.push(Box::new(ApiKeyAuth::new(k, &cfg.api_keys, &cfg.users, &cfg.server.realm)));
+                }
             }
         }
-        let policy = Policy::compile(&cfg.access)
-            .map_err(|e| err("access.rules".into(), e))
-            .ok();
-        let upstream = Upstream::new(&cfg.upstream)
-            .map_err(|e| err("upstream.ca_file".into(), e))
-            .ok();
+        let policy = Policy::compile(&cfg.access).map_err(|e| err("access.rules".into(), e)).ok();
         let audit = Audit::open(&cfg.audit)
             .map_err(|e| err("audit.to".into(), e.to_string()))
             .ok();

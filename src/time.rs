@@ -45,3 +45,96 @@ mod tests {
         assert_eq!(rfc3339(t), "2099-12-31T23:59:59.000Z");
     }
 }
+
+/// Parses an RFC 3339 timestamp (`2027-06-30T00:00:00Z`, `2027-06-30T02:00:00+02:00`,
+/// fractional seconds allowed) or a bare date (`2027-06-30`, midnight UTC).
+pub fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
+    let bad = || format!("not an RFC 3339 time: {s:?} (e.g. \"2027-06-30T00:00:00Z\")");
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+        let t = s.get(r).ok_or_else(bad)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) { t.parse().map_err(|_| bad()) } else { Err(bad()) }
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return Err(bad());
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let mut secs = 0i64;
+    let mut offset = 0i64;
+    if b.len() > 10 {
+        if !matches!(b[10], b'T' | b't' | b' ') || b.len() < 20 || b[13] != b':' || b[16] != b':' {
+            return Err(bad());
+        }
+        let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if h > 23 || mi > 59 || se > 60 {
+            return Err(bad());
+        }
+        secs = h * 3600 + mi * 60 + se;
+        let mut rest = &s[19..];
+        if let Some(frac) = rest.strip_prefix('.') {
+            let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+            if n == 0 {
+                return Err(bad());
+            }
+            rest = &frac[n..];
+        }
+        offset = match rest {
+            "Z" | "z" => 0,
+            tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
+                let h: i64 = tz[1..3].parse().map_err(|_| bad())?;
+                let m: i64 = tz[4..6].parse().map_err(|_| bad())?;
+                let o = h * 3600 + m * 60;
+                if tz.starts_with('-') { -o } else { o }
+            }
+            _ => return Err(bad()),
+        };
+    }
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
+        return Err(bad());
+    }
+    let total = days_from_civil(y, mo, d) * 86_400 + secs - offset;
+    u64::try_from(total).map(|t| UNIX_EPOCH + Duration::from_secs(t)).map_err(|_| bad())
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// (year, month, day) to days since 1970-01-01, Howard Hinnant's days_from_civil.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_and_offsets_apply() {
+        for s in ["1970-01-01T00:00:00.000Z", "2024-02-29T12:34:56.000Z", "2099-12-31T23:59:59.000Z"] {
+            assert_eq!(rfc3339(parse_rfc3339(s).expect(s)), s);
+        }
+        let a = parse_rfc3339("2027-06-30T02:00:00+02:00").expect("offset");
+        assert_eq!(a, parse_rfc3339("2027-06-30T00:00:00Z").expect("z"));
+        assert_eq!(parse_rfc3339("2027-06-30").expect("date"), parse_rfc3339("2027-06-30T00:00:00Z").expect("z"));
+        assert!(parse_rfc3339("2027-06-30T00:00:00.123456Z").is_ok());
+    }
+
+    #[test]
+    fn rfc3339_malformed_is_refused() {
+        for s in ["", "2027", "2027-13-01", "2027-02-30", "2027-06-30T25:00:00Z", "2027-06-30T00:00:00", "2027-06-30T00:00Z", "yyyy-mm-dd"] {
+            assert!(parse_rfc3339(s).is_err(), "{s}");
+        }
+    }
+}

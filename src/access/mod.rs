@@ -48,6 +48,7 @@ struct Rule {
     groups: Vec<String>,
     groups_not: Vec<String>,
     source: Vec<IpNet>,
+    scopes: Vec<String>,
     anonymous: Option<bool>,
     authenticated: Option<bool>,
 }
@@ -60,6 +61,15 @@ pub struct Policy {
 
 fn lower(v: &[String]) -> Vec<String> {
     v.iter().map(|s| s.to_lowercase()).collect()
+}
+
+/// Scopes a credential may carry. A credential with scopes but without `write` (or
+/// `admin`) may only read: GET, HEAD and OPTIONS. No scopes at all means the user's full
+/// rights, as with Jira's own personal access tokens.
+pub fn scope_allows(scopes: &[String], method: &Method) -> bool {
+    scopes.is_empty()
+        || matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || scopes.iter().any(|s| s == "write" || s == "admin")
 }
 
 impl Policy {
@@ -112,6 +122,7 @@ fn compile_rule(r: &RuleConfig) -> Result<Rule, String> {
         groups: lower(&r.groups),
         groups_not: lower(&r.groups_not),
         source: r.source.clone(),
+        scopes: r.scopes.clone(),
         anonymous: r.anonymous,
         authenticated: r.authenticated,
     })
@@ -132,6 +143,8 @@ impl Rule {
             && (self.groups.is_empty() || in_groups(&self.groups))
             && (self.groups_not.is_empty() || !in_groups(&self.groups_not))
             && (self.source.is_empty() || self.source.iter().any(|n| n.contains(&s.client_ip)))
+            && (self.scopes.is_empty()
+                || s.principal.is_some_and(|p| self.scopes.iter().all(|sc| p.scopes().contains(sc))))
             && self.anonymous.is_none_or(|a| a != authed)
             && self.authenticated.is_none_or(|a| a == authed)
     }

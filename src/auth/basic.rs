@@ -1,13 +1,19 @@
-//! HTTP Basic (RFC 7617) against the local `[[users]]` with argon2 hashes.
+//! HTTP Basic (RFC 7617), checked against the local `[[users]]` (argon2 hashes) or
+//! against Jira itself (`backend = "jira"`), either way once per credential per cache TTL.
 //!
 //! The credential is split at the FIRST colon (user-ids cannot contain one, passwords
-//! can); both halves must be UTF-8 (the charset we advertise). Unknown users cost one
-//! argon2 verification like known ones. Failed attempts count toward a per-user lockout
-//! window in the state store, reserved *before* the slow check so parallel guesses cannot
-//! overrun it; only successes are cached.
+//! can); both halves must be UTF-8 (the charset we advertise). Unknown local users cost
+//! one argon2 verification like known ones. Failed attempts count toward a per-user and a
+//! per-address lockout window in the state store, reserved *before* the slow check so
+//! parallel guesses cannot overrun it; only successes are cached. Against Jira the
+//! lockout trips before Jira's own CAPTCHA threshold, so guessing through the proxy never
+//! locks a real user out of Jira; a CAPTCHA answer from Jira is remembered per user and
+//! not retried until `captcha_backoff` has passed.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::PasswordHash;
 use async_trait::async_trait;
@@ -19,8 +25,9 @@ use http::header::AUTHORIZATION;
 use super::cache::CredentialCache;
 use super::password::Verifier;
 use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason};
-use crate::config::{BasicConfig, LocalUser, LockoutConfig};
+use crate::config::{BasicBackend, BasicConfig, LocalUser, LockoutConfig};
 use crate::store::StateStore;
+use crate::upstream::{JiraAnswer, Upstream};
 
 /// Longest user-id we accept (Jira's own limit is 255 characters).
 const MAX_USER_BYTES: usize = 255;
@@ -66,13 +73,27 @@ struct Account {
     groups: Vec<String>,
 }
 
+/// Who checks the password.
+enum Backend {
+    /// `[[users]]` with argon2 hashes.
+    Local { accounts: HashMap<String, Account>, verifier: Verifier },
+    /// Jira itself (`GET /rest/api/2/myself` with the credential), once per cache TTL.
+    Jira { upstream: Arc<Upstream>, check_path: String, captcha_backoff: Duration },
+}
+
 pub struct BasicAuth {
-    accounts: HashMap<String, Account>,
-    verifier: Verifier,
+    backend: Backend,
     cache: CredentialCache,
     lockout: Option<LockoutConfig>,
     store: Arc<dyn StateStore>,
     challenge: HeaderValue,
+}
+
+/// What the slow check concluded.
+enum Checked {
+    Valid(Principal),
+    Invalid(&'static str),
+    Captcha,
 }
 
 impl BasicAuth {
@@ -80,26 +101,30 @@ impl BasicAuth {
         cfg: &BasicConfig,
         users: &[LocalUser],
         store: Arc<dyn StateStore>,
+        upstream: Arc<Upstream>,
         realm: &str,
     ) -> Result<Self, String> {
-        let mut accounts = HashMap::new();
-        for u in users {
-            let hash = PasswordHash::new(&u.password_hash).map_err(|e| format!("user {}: {e}", u.name))?;
-            accounts.insert(
-                u.name.to_lowercase(),
-                Account {
-                    name: u.name.clone(),
-                    hash: Arc::new(hash),
-                    groups: u.groups.clone(),
-                },
-            );
-        }
-        let verifier = Verifier::new(accounts.values().next().map(|a| &*a.hash))?;
+        let backend = match &cfg.backend {
+            BasicBackend::Local => {
+                let mut accounts = HashMap::new();
+                for u in users {
+                    let hash = PasswordHash::new(&u.password_hash).map_err(|e| format!("user {}: {e}", u.name))?;
+                    accounts.insert(
+                        u.name.to_lowercase(),
+                        Account { name: u.name.clone(), hash: Arc::new(hash), groups: u.groups.clone() },
+                    );
+                }
+                let verifier = Verifier::new(accounts.values().next().map(|a| &*a.hash))?;
+                Backend::Local { accounts, verifier }
+            }
+            BasicBackend::Jira { check_path, captcha_backoff } => {
+                Backend::Jira { upstream, check_path: check_path.clone(), captcha_backoff: *captcha_backoff }
+            }
+        };
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
             .map_err(|_| "realm is not a valid header value".to_string())?;
         Ok(BasicAuth {
-            accounts,
-            verifier,
+            backend,
             cache: CredentialCache::new(cfg.cache_ttl, cfg.cache_max_entries),
             lockout: cfg.lockout,
             store,
@@ -107,39 +132,107 @@ impl BasicAuth {
         })
     }
 
-    /// Argon2 verifications run so far (tests and metrics).
+    /// Argon2 verifications run so far (local backend; tests and metrics).
     pub fn verifications(&self) -> u64 {
-        self.verifier.verifications()
+        match &self.backend {
+            Backend::Local { verifier, .. } => verifier.verifications(),
+            Backend::Jira { .. } => 0,
+        }
     }
 
-    fn lockout_key(user: &str) -> String {
+    fn user_key(user: &str) -> String {
         format!("lockout:basic:{}", user.to_lowercase())
     }
 
-    async fn locked(&self, key: &str, reserve: bool) -> Result<Option<RejectReason>, AuthError> {
+    fn addr_key(ip: IpAddr) -> String {
+        format!("lockout:basic-addr:{ip}")
+    }
+
+    fn captcha_key(user: &str) -> String {
+        format!("captcha:basic:{}", user.to_lowercase())
+    }
+
+    async fn count(&self, key: &str) -> Result<i64, AuthError> {
+        Ok(match self.store.get(key).await? {
+            Some(b) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+            None => 0,
+        })
+    }
+
+    async fn locked_reason(&self, key: &str, window: Duration) -> Result<RejectReason, AuthError> {
+        let retry_after = self.store.ttl(key).await?.unwrap_or(window);
+        Ok(RejectReason { code: "locked_out", retry_after: Some(retry_after), forbidden: None })
+    }
+
+    /// Read-only lockout check (for cache hits, which are not guesses).
+    async fn is_locked(&self, user: &str, ip: IpAddr) -> Result<Option<RejectReason>, AuthError> {
         let Some(l) = self.lockout else { return Ok(None) };
-        let count = if reserve {
-            self.store.incr(key, 1, l.window).await?
-        } else {
-            match self.store.get(key).await? {
-                Some(b) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
-                None => 0,
-            }
-        };
-        // With `reserve`, this attempt is already counted: the (max+1)th is refused.
-        let over = if reserve {
-            count > i64::from(l.max_failures)
-        } else {
-            count >= i64::from(l.max_failures)
-        };
-        if !over {
-            return Ok(None);
+        let uk = Self::user_key(user);
+        if self.count(&uk).await? >= i64::from(l.max_failures) {
+            return Ok(Some(self.locked_reason(&uk, l.window).await?));
         }
-        let retry_after = self.store.ttl(key).await?.unwrap_or(l.window);
-        Ok(Some(RejectReason {
-            code: "locked_out",
-            retry_after: Some(retry_after),
-        }))
+        let ak = Self::addr_key(ip);
+        if l.max_failures_per_address > 0 && self.count(&ak).await? >= i64::from(l.max_failures_per_address) {
+            return Ok(Some(self.locked_reason(&ak, l.window).await?));
+        }
+        Ok(None)
+    }
+
+    /// Counts this attempt against the user and the address BEFORE the slow check, so
+    /// parallel guesses cannot overrun the limit; the (max+1)th attempt is refused.
+    async fn reserve(&self, user: &str, ip: IpAddr) -> Result<Option<RejectReason>, AuthError> {
+        let Some(l) = self.lockout else { return Ok(None) };
+        let uk = Self::user_key(user);
+        let ak = Self::addr_key(ip);
+        if self.store.incr(&uk, 1, l.window).await? > i64::from(l.max_failures) {
+            return Ok(Some(self.locked_reason(&uk, l.window).await?));
+        }
+        if l.max_failures_per_address > 0
+            && self.store.incr(&ak, 1, l.window).await? > i64::from(l.max_failures_per_address)
+        {
+            self.store.incr(&uk, -1, l.window).await?;
+            return Ok(Some(self.locked_reason(&ak, l.window).await?));
+        }
+        Ok(None)
+    }
+
+    /// A success takes back this attempt's reservation and clears the user's failures.
+    async fn release(&self, user: &str, ip: IpAddr) -> Result<(), AuthError> {
+        let Some(l) = self.lockout else { return Ok(()) };
+        self.store.delete(&Self::user_key(user)).await?;
+        if l.max_failures_per_address > 0 {
+            self.store.incr(&Self::addr_key(ip), -1, l.window).await?;
+        }
+        Ok(())
+    }
+
+    async fn check(&self, user: &str, password: &str, header: &HeaderValue) -> Result<Checked, AuthError> {
+        match &self.backend {
+            Backend::Local { accounts, verifier } => {
+                let account = accounts.get(&user.to_lowercase());
+                let ok = verifier.verify(password.as_bytes(), account.map(|a| a.hash.clone())).await?;
+                Ok(match account {
+                    Some(a) if ok => Checked::Valid(Principal::new(AuthKind::Basic, a.name.clone(), a.groups.clone())),
+                    Some(_) => Checked::Invalid("bad_password"),
+                    None => Checked::Invalid("unknown_user"),
+                })
+            }
+            Backend::Jira { upstream, check_path, captcha_backoff } => {
+                let ck = Self::captcha_key(user);
+                if self.store.get(&ck).await?.is_some() {
+                    return Ok(Checked::Captcha);
+                }
+                match upstream.check_basic(check_path, header).await {
+                    Ok(JiraAnswer::Valid(name)) => Ok(Checked::Valid(Principal::new(AuthKind::Basic, name, Vec::new()))),
+                    Ok(JiraAnswer::Invalid(code)) => Ok(Checked::Invalid(code)),
+                    Ok(JiraAnswer::Captcha) => {
+                        self.store.put(&ck, bytes::Bytes::from_static(b"1"), *captcha_backoff).await?;
+                        Ok(Checked::Captcha)
+                    }
+                    Err(e) => Err(AuthError::Internal(format!("Jira credential check: {e}"))),
+                }
+            }
+        }
     }
 }
 
@@ -162,38 +255,35 @@ impl Authenticator for BasicAuth {
             Some(Err(code)) => return Ok(Outcome::Rejected(RejectReason::new(code))),
             Some(Ok(c)) => c,
         };
-        let key = Self::lockout_key(&user);
-        let digest = self
-            .cache
-            .digest(&[b"basic", user.to_lowercase().as_bytes(), password.as_bytes()]);
+        let digest = self.cache.digest(&[b"basic", user.to_lowercase().as_bytes(), password.as_bytes()]);
         if let Some(p) = self.cache.get(&digest) {
-            if let Some(r) = self.locked(&key, false).await? {
+            if let Some(r) = self.is_locked(&user, req.client_ip).await? {
                 return Ok(Outcome::Rejected(r));
             }
             return Ok(Outcome::Authenticated(p));
         }
-        if let Some(r) = self.locked(&key, true).await? {
+        if let Some(r) = self.reserve(&user, req.client_ip).await? {
             return Ok(Outcome::Rejected(r));
         }
-        let account = self.accounts.get(&user.to_lowercase());
-        let ok = self
-            .verifier
-            .verify(password.as_bytes(), account.map(|a| a.hash.clone()))
-            .await?;
-        match account {
-            Some(a) if ok => {
-                if self.lockout.is_some() {
-                    self.store.delete(&key).await?;
-                }
-                let p = Principal::new(AuthKind::Basic, a.name.clone(), a.groups.clone());
+        match self.check(&user, &password, value).await? {
+            Checked::Valid(p) => {
+                self.release(&user, req.client_ip).await?;
                 self.cache.insert(digest, p.clone());
                 Ok(Outcome::Authenticated(p))
             }
-            Some(_) => Ok(Outcome::Rejected(RejectReason::new("bad_password"))),
-            None => Ok(Outcome::Rejected(RejectReason::new("unknown_user"))),
+            Checked::Invalid(code) => Ok(Outcome::Rejected(RejectReason::new(code))),
+            Checked::Captcha => Ok(Outcome::Rejected(RejectReason {
+                code: "jira_captcha",
+                retry_after: None,
+                forbidden: Some(CAPTCHA_MESSAGE),
+            })),
         }
     }
 }
+
+/// What a caller locked by Jira's CAPTCHA is told (they must sign in to Jira in a browser).
+const CAPTCHA_MESSAGE: &str = "Jira requires a CAPTCHA for this account after too many failed logins. \
+Sign in to Jira once in a web browser (or ask a Jira administrator to reset the login count), then try again.";
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 //! and is never rescued by a later member; a dependency error stops with 503 (fail
 //! closed); when every member answers `NotPresent` the caller is anonymous.
 
+pub mod api_key;
 pub mod basic;
 pub mod cache;
 pub mod password;
@@ -76,6 +77,16 @@ impl Principal {
         }
     }
 
+    pub(in crate::auth) fn with_scopes(mut self, scopes: Vec<String>) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    pub(in crate::auth) fn with_credential_id(mut self, id: String) -> Self {
+        self.credential_id = Some(id);
+        self
+    }
+
     /// For unit tests elsewhere in the crate only.
     #[cfg(test)]
     pub(crate) fn for_tests(kind: AuthKind, subject: &str, groups: &[&str]) -> Self {
@@ -104,16 +115,16 @@ impl Principal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectReason {
     pub code: &'static str,
-    /// Set when the caller should wait (lockout): answered as 429 with Retry-After.
+        /// Set when the caller should wait (lockout): answered as 429 with Retry-After.
     pub retry_after: Option<Duration>,
+    /// Set when retrying cannot help and the caller must be told why: answered as 403
+    /// with this fixed message (e.g. Jira's CAPTCHA lock).
+    pub forbidden: Option<&'static str>,
 }
 
 impl RejectReason {
     pub fn new(code: &'static str) -> Self {
-        RejectReason {
-            code,
-            retry_after: None,
-        }
+        RejectReason { code, retry_after: None, forbidden: None }
     }
 }
 
@@ -163,7 +174,12 @@ pub struct Chain {
 
 impl Chain {
     pub fn new(members: Vec<Box<dyn Authenticator>>) -> Self {
-        let challenges = members.iter().filter_map(|m| m.challenge()).collect();
+        let mut challenges: Vec<HeaderValue> = Vec::new();
+        for c in members.iter().filter_map(|m| m.challenge()) {
+            if !challenges.contains(&c) {
+                challenges.push(c);
+            }
+        }
         Chain { members, challenges }
     }
 

@@ -125,6 +125,17 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         }
     };
     let users_raw: Vec<raw::User> = cx.array(root.remove("users"), "users");
+    let mut keys_raw: Vec<(String, raw::ApiKeyEntry)> = cx
+        .array(root.remove("api_keys"), "api_keys")
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| (format!("api_keys[{i}]"), k))
+        .collect();
+    match root.remove("api_keys_file") {
+        None => {}
+        Some(Value::String(file)) => keys_raw.extend(key_file(&mut cx, &file)),
+        Some(_) => cx.err("api_keys_file", "must be a file path"),
+    }
     let (access_raw, rules_raw): (raw::Access, Vec<raw::Rule>) = match root.remove("access") {
         None => (raw::Access::default(), Vec::new()),
         Some(Value::Table(mut t)) => {
@@ -148,11 +159,17 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let audit = audit(&mut cx, audit_raw);
     let chain = chain(&mut cx, chain_raw);
     let users = users(&mut cx, users_raw);
+    let api_keys = api_keys(&mut cx, keys_raw);
     let identity = identity(&mut cx, identity_raw);
     let access = access(&mut cx, access_raw, rules_raw, &chain);
-    if chain.iter().any(|m| matches!(m, AuthMember::Basic(_))) && users.is_empty() {
+    if chain.iter().any(|m| matches!(m, AuthMember::Basic(BasicConfig { backend: BasicBackend::Local, .. })))
+        && users.is_empty()
+    {
         cx.warnings
             .push("auth.chain has a basic member but no [[users]] are configured".into());
+    }
+    if !api_keys.is_empty() && !chain.iter().any(|m| matches!(m, AuthMember::ApiKey(_))) {
+        cx.warnings.push("[[api_keys]] are configured but auth.chain has no api_key member".into());
     }
     if server.tls.is_none() && !server.listen.ip().is_loopback() {
         cx.warnings.push(format!(
@@ -175,6 +192,7 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         audit,
         chain,
         users,
+        api_keys,
         identity,
         access,
         warnings: cx.warnings,
@@ -498,6 +516,7 @@ fn chain(cx: &mut Ctx, members: Vec<raw::AuthMember>) -> Vec<AuthMember> {
         let path = format!("auth.chain[{i}]");
         let member = match m {
             raw::AuthMember::Basic(b) => basic(cx, b, &path).map(AuthMember::Basic),
+            raw::AuthMember::ApiKey(k) => api_key_member(cx, k, &path).map(AuthMember::ApiKey),
         };
         if let Some(member) = member {
             if !seen.insert(member.kind()) {
@@ -513,50 +532,61 @@ fn chain(cx: &mut Ctx, members: Vec<raw::AuthMember>) -> Vec<AuthMember> {
 }
 
 fn basic(cx: &mut Ctx, b: raw::Basic, path: &str) -> Option<BasicConfig> {
-    match b.backend.as_deref() {
-        None | Some("local") => {}
+    let backend = match b.backend.as_deref() {
+        None | Some("local") => {
+            if b.check_path.is_some() || b.captcha_backoff.is_some() {
+                cx.err(path, "check_path and captcha_backoff apply to backend = \"jira\" only");
+            }
+            BasicBackend::Local
+        }
         Some("jira") => {
-            cx.err(
-                format!("{path}.backend"),
-                "\"jira\" is not available in this version; use \"local\"",
+            let check_path = b.check_path.unwrap_or_else(|| "/rest/api/2/myself".into());
+            if !check_path.starts_with('/') || check_path.contains(['?', '#', ' ']) {
+                cx.err(format!("{path}.check_path"), "a path such as \"/rest/api/2/myself\"");
+            }
+            let captcha_backoff = cx.duration(
+                b.captcha_backoff.as_deref(),
+                &format!("{path}.captcha_backoff"),
+                Duration::from_secs(900),
             );
-            return None;
+            BasicBackend::Jira { check_path, captcha_backoff }
         }
         Some(other) => {
-            cx.err(
-                format!("{path}.backend"),
-                format!("unknown backend {other:?}; expected \"local\""),
-            );
+            cx.err(format!("{path}.backend"), format!("unknown backend {other:?}; expected \"local\" or \"jira\""));
             return None;
         }
-    }
-    let cache_ttl = cx.duration(
-        b.cache_ttl.as_deref(),
-        &format!("{path}.cache_ttl"),
-        Duration::from_secs(300),
-    );
+    };
+    let is_jira = matches!(backend, BasicBackend::Jira { .. });
+    let cache_ttl = cx.duration(b.cache_ttl.as_deref(), &format!("{path}.cache_ttl"), Duration::from_secs(300));
+    // Against Jira the default stays below Jira's default CAPTCHA threshold (3 failures).
+    let default_max = if is_jira { 2 } else { 5 };
     let lockout = match b.lockout {
         None => Some(LockoutConfig {
-            max_failures: 5,
+            max_failures: default_max,
+            max_failures_per_address: 20,
             window: Duration::from_secs(900),
         }),
         Some(l) if l.max_failures == 0 => None,
         Some(l) => {
-            let window = cx.duration(
-                Some(&l.window),
-                &format!("{path}.lockout.window"),
-                Duration::from_secs(900),
-            );
+            let window = cx.duration(Some(&l.window), &format!("{path}.lockout.window"), Duration::from_secs(900));
             if window.is_zero() {
                 cx.err(format!("{path}.lockout.window"), "must be longer than 0s");
             }
             Some(LockoutConfig {
                 max_failures: l.max_failures,
+                max_failures_per_address: l.max_failures_per_address.unwrap_or(20),
                 window,
             })
         }
     };
+    if is_jira && lockout.is_none_or(|l| l.max_failures >= 3) {
+        cx.warnings.push(format!(
+            "{path}.lockout: with backend = \"jira\", keep max_failures below Jira's CAPTCHA threshold \
+             (3 by default) so guessing through the proxy cannot lock users out of Jira"
+        ));
+    }
     Some(BasicConfig {
+        backend,
         cache_ttl,
         cache_max_entries: b.cache_max_entries.unwrap_or(100_000),
         lockout,
@@ -691,6 +721,9 @@ fn rule(cx: &mut Ctx, r: raw::Rule, path: &str, names: &mut HashSet<String>, cha
         );
     }
     let source = cidrs(cx, &r.source, &format!("{path}.source"));
+    if !r.scopes.is_empty() && r.auth.iter().all(|a| a != "api_key") && !r.auth.is_empty() {
+        cx.warnings.push(format!("{path}.scopes: only api_key credentials carry scopes today"));
+    }
     RuleConfig {
         name: r.name,
         effect,
@@ -702,7 +735,93 @@ fn rule(cx: &mut Ctx, r: raw::Rule, path: &str, names: &mut HashSet<String>, cha
         groups: r.groups,
         groups_not: r.groups_not,
         source,
+        scopes: r.scopes,
         anonymous: r.anonymous,
         authenticated: r.authenticated,
     }
+}
+
+fn api_key_member(cx: &mut Ctx, k: raw::ApiKey, path: &str) -> Option<ApiKeyConfig> {
+    let names = k.headers.unwrap_or_else(|| vec!["X-API-Key".into()]);
+    let headers: Vec<HeaderName> = names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| header_name(cx, h, &format!("{path}.headers[{i}]")))
+        .collect();
+    let cfg = ApiKeyConfig { headers, bearer: k.bearer.unwrap_or(true), basic: k.basic.unwrap_or(true) };
+    if cfg.headers.is_empty() && !cfg.bearer && !cfg.basic {
+        cx.err(path, "accepts keys nowhere: give headers, or leave bearer/basic on");
+    }
+    Some(cfg)
+}
+
+/// Reads `api_keys_file`: a TOML file holding only `[[api_keys]]` blocks.
+fn key_file(cx: &mut Ctx, file: &str) -> Vec<(String, raw::ApiKeyEntry)> {
+    let path = cx.path(file);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            cx.err("api_keys_file", format!("cannot read {}: {e}", path.display()));
+            return Vec::new();
+        }
+    };
+    let mut table: Table = match toml::from_str(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            cx.err(file, format!("not valid TOML: {}", e.to_string().trim()));
+            return Vec::new();
+        }
+    };
+    let keys = cx.array(table.remove("api_keys"), &format!("{file}: api_keys"));
+    for k in table.keys() {
+        cx.err(format!("{file}: {k}"), "unknown key (a key file holds only [[api_keys]])");
+    }
+    keys.into_iter().enumerate().map(|(i, k)| (format!("{file}: api_keys[{i}]"), k)).collect()
+}
+
+fn api_keys(cx: &mut Ctx, keys: Vec<(String, raw::ApiKeyEntry)>) -> Vec<ApiKeyEntry> {
+    let mut ids = HashSet::new();
+    let mut digests = HashSet::new();
+    let mut out = Vec::new();
+    for (path, k) in keys {
+        if k.id.is_empty() || !k.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            cx.err(format!("{path}.id"), "letters, digits, '-' and '_' only");
+        } else if !ids.insert(k.id.clone()) {
+            cx.err(format!("{path}.id"), format!("duplicate key id {:?}", k.id));
+        }
+        if crate::identity::validate(&k.user).is_err() {
+            cx.err(format!("{path}.user"), "not a usable username");
+        }
+        let digest = match crate::auth::api_key::parse_digest(&k.hash) {
+            Ok(d) => {
+                if !digests.insert(d) {
+                    cx.err(format!("{path}.hash"), "the same key appears twice");
+                }
+                d
+            }
+            Err(e) => {
+                cx.err(format!("{path}.hash"), e);
+                [0; 32]
+            }
+        };
+        let expires = k.expires.as_deref().and_then(|e| match crate::time::parse_rfc3339(e) {
+            Ok(t) => Some(t),
+            Err(msg) => {
+                cx.err(format!("{path}.expires"), msg);
+                None
+            }
+        });
+        let allowed_ips = cidrs(cx, &k.allowed_ips, &format!("{path}.allowed_ips"));
+        out.push(ApiKeyEntry {
+            id: k.id,
+            name: k.name,
+            user: k.user,
+            digest,
+            expires,
+            revoked: k.revoked,
+            scopes: k.scopes,
+            allowed_ips,
+        });
+    }
+    out
 }

@@ -71,6 +71,8 @@ pub struct Config {
     pub audit: AuditTarget,
     pub chain: Vec<AuthMember>,
     pub users: Vec<LocalUser>,
+    /// From `[[api_keys]]` and `api_keys_file`.
+    pub api_keys: Vec<ApiKeyEntry>,
     pub identity: IdentityRules,
     pub access: AccessConfig,
     /// Things that are legal but probably not what the admin meant.
@@ -154,18 +156,49 @@ pub enum AuditTarget {
 #[derive(Debug, Clone)]
 pub enum AuthMember {
     Basic(BasicConfig),
+    ApiKey(ApiKeyConfig),
 }
 
 impl AuthMember {
     pub fn kind(&self) -> AuthKind {
         match self {
             AuthMember::Basic(_) => AuthKind::Basic,
+            AuthMember::ApiKey(_) => AuthKind::ApiKey,
         }
     }
 }
 
+/// Where the `api_key` member looks for keys.
+#[derive(Debug, Clone)]
+pub struct ApiKeyConfig {
+    pub headers: Vec<HeaderName>,
+    pub bearer: bool,
+    pub basic: bool,
+}
+
+/// One `[[api_keys]]` block: the digest of the key, never the key.
+#[derive(Debug, Clone)]
+pub struct ApiKeyEntry {
+    pub id: String,
+    pub name: Option<String>,
+    pub user: String,
+    pub digest: crate::auth::api_key::KeyDigest,
+    pub expires: Option<std::time::SystemTime>,
+    pub revoked: bool,
+    pub scopes: Vec<String>,
+    pub allowed_ips: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub enum BasicBackend {
+    Local,
+    /// Ask Jira (`check_path`, default `/rest/api/2/myself`) with the credential.
+    Jira { check_path: String, captcha_backoff: Duration },
+}
+
 #[derive(Debug, Clone)]
 pub struct BasicConfig {
+    pub backend: BasicBackend,
     pub cache_ttl: Duration,
     pub cache_max_entries: usize,
     pub lockout: Option<LockoutConfig>,
@@ -174,6 +207,8 @@ pub struct BasicConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct LockoutConfig {
     pub max_failures: u32,
+    /// Failed attempts from one client address (all users), 0 = no address limit.
+    pub max_failures_per_address: u32,
     pub window: Duration,
 }
 
@@ -222,6 +257,7 @@ pub struct RuleConfig {
     pub groups: Vec<String>,
     pub groups_not: Vec<String>,
     pub source: Vec<IpNet>,
+    pub scopes: Vec<String>,
     pub anonymous: Option<bool>,
     pub authenticated: Option<bool>,
 }

@@ -76,12 +76,39 @@ pub struct Audit {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthMember {
     Basic(Basic),
+    ApiKey(ApiKey),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub headers: Option<Vec<String>>,
+    pub bearer: Option<bool>,
+    pub basic: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    pub id: String,
+    pub hash: String,
+    pub user: String,
+    pub name: Option<String>,
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub revoked: bool,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Basic {
     pub backend: Option<String>,
+    pub check_path: Option<String>,
+    pub captcha_backoff: Option<String>,
     pub cache_ttl: Option<String>,
     pub cache_max_entries: Option<usize>,
     pub lockout: Option<Lockout>,
@@ -91,6 +118,7 @@ pub struct Basic {
 #[serde(deny_unknown_fields)]
 pub struct Lockout {
     pub max_failures: u32,
+    pub max_failures_per_address: Option<u32>,
     pub window: String,
 }
 
@@ -148,6 +176,8 @@ pub struct Rule {
     pub groups_not: Vec<String>,
     #[serde(default)]
     pub source: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
     pub anonymous: Option<bool>,
     pub authenticated: Option<bool>,
 }

@@ -123,11 +123,10 @@ async fn authenticate(rt: &Runtime, ctx: &mut RequestCtx, parts: &http::request:
             ctx.outcome = "rejected";
             ctx.auth_kind = Some(kind);
             ctx.reason = Some(reason.code);
-            Err(match reason.retry_after {
-                Some(retry_after) => ProxyError::LockedOut { retry_after },
-                None => ProxyError::AuthFailed {
-                    challenges: rt.chain.challenges().to_vec(),
-                },
+                        Err(match (reason.retry_after, reason.forbidden) {
+                (Some(retry_after), _) => ProxyError::LockedOut { retry_after },
+                (None, Some(message)) => ProxyError::Refused(message),
+                (None, None) => ProxyError::AuthFailed { challenges: rt.chain.challenges().to_vec() },
             })
         }
         Verdict::Failed(kind, e) => {
@@ -159,6 +158,12 @@ fn identify(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
 }
 
 fn authorize(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
+    if let Some(p) = &ctx.principal
+        && !crate::access::scope_allows(p.scopes(), &ctx.method)
+    {
+        ctx.reason = Some("insufficient_scope");
+        return Err(ProxyError::Forbidden);
+    }
     let path = ctx.path.as_ref().map_or("/", |p| p.decoded.as_str());
     let decision = rt.policy.decide(&crate::access::Subject {
         method: &ctx.method,
@@ -192,6 +197,7 @@ fn error_reason(e: &ProxyError) -> &'static str {
         ProxyError::AuthFailed { .. } => "auth_failed",
         ProxyError::LockedOut { .. } => "locked_out",
         ProxyError::Forbidden => "forbidden",
+        ProxyError::Refused(_) => "refused",
         ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
         ProxyError::UpstreamTimeout => "upstream_timeout",
         ProxyError::Dependency(_) => "dependency_failed",

@@ -25,6 +25,20 @@ use crate::error::{Body, ProxyError};
 use crate::pipeline::RequestCtx;
 use headers::strip_hop_by_hop;
 
+/// Jira's verdict on a Basic credential (see `Upstream::check_basic`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JiraAnswer {
+    /// The credential is valid; Jira's name for the user.
+    Valid(String),
+    /// Refused; the reason code for the audit log.
+    Invalid(&'static str),
+    /// Jira wants a CAPTCHA for this account (too many failed logins).
+    Captcha,
+}
+
+/// Largest `/myself` answer read while checking a credential.
+const CHECK_BODY_LIMIT: usize = 256 * 1024;
+
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     scheme: Scheme,
@@ -181,6 +195,64 @@ fn secret_value(s: &Secret) -> Result<HeaderValue, ProxyError> {
         .map_err(|_| ProxyError::Internal("shared secret is not a valid header value".into()))?;
     v.set_sensitive(true);
     Ok(v)
+}
+
+impl Upstream {
+    /// Asks Jira whether a Basic credential is valid: `GET check_path` with it, as Jira's
+    /// own REST clients would. Jira's answers, from its Seraph login layer:
+    /// 200 with a user = valid, unless `X-Seraph-LoginReason: AUTHENTICATED_FAILED` (Jira
+    /// served the call anonymously); 401 = invalid; 403 with
+    /// `X-Authentication-Denied-Reason: CAPTCHA_CHALLENGE` = CAPTCHA lock. Anything else
+    /// is an error (the caller fails closed).
+    pub async fn check_basic(&self, check_path: &str, authorization: &HeaderValue) -> Result<JiraAnswer, String> {
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(check_path)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut auth = authorization.clone();
+        auth.set_sensitive(true);
+        let req = Request::get(uri)
+            .header(AUTHORIZATION, auth)
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, "jira-auth-proxy")
+            .body(crate::error::full(bytes::Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(self.response_timeout, self.client.request(req))
+            .await
+            .map_err(|_| "Jira did not answer in time".to_string())?
+            .map_err(|e| describe(&e))?;
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let login_reason = header("x-seraph-loginreason");
+        let denied = header("x-authentication-denied-reason");
+        let user_header = header("x-ausername");
+        match resp.status().as_u16() {
+            401 => Ok(JiraAnswer::Invalid("jira_rejected")),
+            403 if denied.to_ascii_uppercase().contains("CAPTCHA") => Ok(JiraAnswer::Captcha),
+            403 => Ok(JiraAnswer::Invalid("jira_denied")),
+            200 if login_reason.to_ascii_uppercase().contains("FAILED")
+                || login_reason.to_ascii_uppercase().contains("DENIED")
+                || user_header.eq_ignore_ascii_case("anonymous") =>
+            {
+                Ok(JiraAnswer::Invalid("jira_rejected"))
+            }
+            200 => {
+                let body = http_body_util::Limited::new(resp.into_body(), CHECK_BODY_LIMIT)
+                    .collect()
+                    .await
+                    .map_err(|e| format!("reading Jira's answer: {e}"))?
+                    .to_bytes();
+                let json: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|_| "Jira's /myself answer is not JSON".to_string())?;
+                match json.get("name").and_then(|n| n.as_str()) {
+                    Some(name) if !name.is_empty() => Ok(JiraAnswer::Valid(name.to_owned())),
+                    _ => Err("Jira's /myself answer has no user name".into()),
+                }
+            }
+            s => Err(format!("Jira answered {s} to the credential check")),
+        }
+    }
 }
 
 /// A short, secret-free description of a client error for the logs.
