@@ -68,8 +68,15 @@ fn benches(c: &mut Criterion) {
         .body(())
         .expect("req");
     let (parts, _) = req.into_parts();
-    let kreq = AuthRequest { parts: &parts, client_ip: [127, 0, 0, 1].into(), now: SystemTime::now() };
-    assert!(matches!(rt.block_on(chain.authenticate(&kreq)), Verdict::Authenticated(_)));
+    let kreq = AuthRequest {
+        parts: &parts,
+        client_ip: [127, 0, 0, 1].into(),
+        now: SystemTime::now(),
+    };
+    assert!(matches!(
+        rt.block_on(chain.authenticate(&kreq)),
+        Verdict::Authenticated(_)
+    ));
     c.bench_function("api_key_bearer_chain", |b| {
         b.iter(|| rt.block_on(chain.authenticate(&kreq)));
     });

@@ -280,7 +280,10 @@ fn keys_emit(opts: &KeyOpts, imported: Option<String>) -> Result<(), String> {
 fn keys_list(path: &std::path::Path) -> Result<(), String> {
     let cfg = Config::load(path).map_err(|e| format!("{}:\n{e}", path.display()))?;
     let now = std::time::SystemTime::now();
-    println!("{:<12} {:<16} {:<24} {:<22} {:<14} status", "id", "user", "name", "expires", "scopes");
+    println!(
+        "{:<12} {:<16} {:<24} {:<22} {:<14} status",
+        "id", "user", "name", "expires", "scopes"
+    );
     for k in &cfg.api_keys {
         let status = if k.revoked {
             "REVOKED"
@@ -289,8 +292,14 @@ fn keys_list(path: &std::path::Path) -> Result<(), String> {
         } else {
             "active"
         };
-        let expires = k.expires.map_or("never".into(), |e| jira_auth_proxy::time::rfc3339(e)[..19].to_string() + "Z");
-        let scopes = if k.scopes.is_empty() { "(all)".into() } else { k.scopes.join(",") };
+        let expires = k.expires.map_or("never".into(), |e| {
+            jira_auth_proxy::time::rfc3339(e)[..19].to_string() + "Z"
+        });
+        let scopes = if k.scopes.is_empty() {
+            "(all)".into()
+        } else {
+            k.scopes.join(",")
+        };
         println!(
             "{:<12} {:<16} {:<24} {:<22} {:<14} {status}",
             k.id,

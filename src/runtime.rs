@@ -54,7 +54,10 @@ impl Runtime {
         let mut errors = Vec::new();
         let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
         let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new(cfg.state.max_entries));
-        let upstream = Upstream::new(&cfg.upstream).map(Arc::new).map_err(|e| err("upstream.ca_file".into(), e)).ok();
+        let upstream = Upstream::new(&cfg.upstream)
+            .map(Arc::new)
+            .map_err(|e| err("upstream.ca_file".into(), e))
+            .ok();
         let mut members: Vec<Box<dyn Authenticator>> = Vec::new();
         let mut basic = None;
         for (i, m) in cfg.chain.iter().enumerate() {
@@ -71,11 +74,18 @@ impl Runtime {
                     }
                 }
                 AuthMember::ApiKey(k) => {
-                    members.push(Box::new(ApiKeyAuth::new(k, &cfg.api_keys, &cfg.users, &cfg.server.realm)));
+                    members.push(Box::new(ApiKeyAuth::new(
+                        k,
+                        &cfg.api_keys,
+                        &cfg.users,
+                        &cfg.server.realm,
+                    )));
                 }
             }
         }
-        let policy = Policy::compile(&cfg.access).map_err(|e| err("access.rules".into(), e)).ok();
+        let policy = Policy::compile(&cfg.access)
+            .map_err(|e| err("access.rules".into(), e))
+            .ok();
         let audit = Audit::open(&cfg.audit)
             .map_err(|e| err("audit.to".into(), e.to_string()))
             .ok();

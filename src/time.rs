@@ -53,7 +53,11 @@ pub fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
         let t = s.get(r).ok_or_else(bad)?;
-        if t.bytes().all(|c| c.is_ascii_digit()) { t.parse().map_err(|_| bad()) } else { Err(bad()) }
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().map_err(|_| bad())
+        } else {
+            Err(bad())
+        }
     };
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return Err(bad());
@@ -93,7 +97,9 @@ pub fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
         return Err(bad());
     }
     let total = days_from_civil(y, mo, d) * 86_400 + secs - offset;
-    u64::try_from(total).map(|t| UNIX_EPOCH + Duration::from_secs(t)).map_err(|_| bad())
+    u64::try_from(total)
+        .map(|t| UNIX_EPOCH + Duration::from_secs(t))
+        .map_err(|_| bad())
 }
 
 fn days_in_month(y: i64, m: i64) -> i64 {
@@ -122,18 +128,34 @@ mod parse_tests {
 
     #[test]
     fn rfc3339_round_trips_and_offsets_apply() {
-        for s in ["1970-01-01T00:00:00.000Z", "2024-02-29T12:34:56.000Z", "2099-12-31T23:59:59.000Z"] {
+        for s in [
+            "1970-01-01T00:00:00.000Z",
+            "2024-02-29T12:34:56.000Z",
+            "2099-12-31T23:59:59.000Z",
+        ] {
             assert_eq!(rfc3339(parse_rfc3339(s).expect(s)), s);
         }
         let a = parse_rfc3339("2027-06-30T02:00:00+02:00").expect("offset");
         assert_eq!(a, parse_rfc3339("2027-06-30T00:00:00Z").expect("z"));
-        assert_eq!(parse_rfc3339("2027-06-30").expect("date"), parse_rfc3339("2027-06-30T00:00:00Z").expect("z"));
+        assert_eq!(
+            parse_rfc3339("2027-06-30").expect("date"),
+            parse_rfc3339("2027-06-30T00:00:00Z").expect("z")
+        );
         assert!(parse_rfc3339("2027-06-30T00:00:00.123456Z").is_ok());
     }
 
     #[test]
     fn rfc3339_malformed_is_refused() {
-        for s in ["", "2027", "2027-13-01", "2027-02-30", "2027-06-30T25:00:00Z", "2027-06-30T00:00:00", "2027-06-30T00:00Z", "yyyy-mm-dd"] {
+        for s in [
+            "",
+            "2027",
+            "2027-13-01",
+            "2027-02-30",
+            "2027-06-30T25:00:00Z",
+            "2027-06-30T00:00:00",
+            "2027-06-30T00:00Z",
+            "yyyy-mm-dd",
+        ] {
             assert!(parse_rfc3339(s).is_err(), "{s}");
         }
     }

@@ -47,7 +47,7 @@ fn python() -> PathBuf {
     py
 }
 
-fn run_script(script: &str, proxy_url: &str) {
+fn run_script(script: &str, proxy_url: &str, env: &[(&str, &str)]) {
     let py = python();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/interop")
@@ -55,6 +55,7 @@ fn run_script(script: &str, proxy_url: &str) {
     let out = Command::new(py)
         .arg(path)
         .env("PROXY_URL", proxy_url)
+        .envs(env.iter().copied())
         .output()
         .expect("python runs");
     let (stdout, stderr) = (
@@ -70,9 +71,37 @@ async fn python_jira_and_atlassian_api_with_basic_auth() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;
     let url = format!("http://{}", proxy.addr);
-    tokio::task::spawn_blocking(move || run_script("basic_auth.py", &url))
+    tokio::task::spawn_blocking(move || run_script("basic_auth.py", &url, &[]))
         .await
         .unwrap();
     let users: Vec<_> = jira.seen().into_iter().filter_map(|s| s.user).collect();
     assert!(users.len() >= 2 && users.iter().all(|u| u == "alice"), "{users:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_jira_with_an_api_key_as_basic_password_and_as_token() {
+    use jira_auth_proxy::auth::api_key::{digest_key, format_digest, generate};
+    let (key, _) = generate().unwrap();
+    let block = format!(
+        "[[api_keys]]\nid = \"py\"\nhash = \"{}\"\nuser = \"py-bot\"\n",
+        format_digest(&digest_key(&key))
+    );
+    let text = basic_config(&block).replace(
+        "[[auth.chain]]\ntype = \"basic\"",
+        "[[auth.chain]]\ntype = \"api_key\"\n[[auth.chain]]\ntype = \"basic\"",
+    );
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&text, jira.addr).await;
+    let url = format!("http://{}", proxy.addr);
+    tokio::task::spawn_blocking(move || {
+        run_script(
+            "api_keys.py",
+            &url,
+            &[("API_KEY", key.as_str()), ("KEY_OWNER", "py-bot")],
+        )
+    })
+    .await
+    .unwrap();
+    let users: Vec<_> = jira.seen().into_iter().filter_map(|s| s.user).collect();
+    assert_eq!(users, vec!["py-bot".to_string(), "py-bot".to_string()]);
 }

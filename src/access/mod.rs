@@ -144,7 +144,8 @@ impl Rule {
             && (self.groups_not.is_empty() || !in_groups(&self.groups_not))
             && (self.source.is_empty() || self.source.iter().any(|n| n.contains(&s.client_ip)))
             && (self.scopes.is_empty()
-                || s.principal.is_some_and(|p| self.scopes.iter().all(|sc| p.scopes().contains(sc))))
+                || s.principal
+                    .is_some_and(|p| self.scopes.iter().all(|sc| p.scopes().contains(sc))))
             && self.anonymous.is_none_or(|a| a != authed)
             && self.authenticated.is_none_or(|a| a == authed)
     }

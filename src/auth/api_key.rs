@@ -94,7 +94,11 @@ enum Source {
 impl ApiKeyAuth {
     pub fn new(cfg: &ApiKeyConfig, keys: &[ApiKeyEntry], users: &[LocalUser], realm: &str) -> Self {
         let groups_of = |user: &str| {
-            users.iter().find(|u| u.name.eq_ignore_ascii_case(user)).map(|u| u.groups.clone()).unwrap_or_default()
+            users
+                .iter()
+                .find(|u| u.name.eq_ignore_ascii_case(user))
+                .map(|u| u.groups.clone())
+                .unwrap_or_default()
         };
         let keys = keys
             .iter()
@@ -112,9 +116,18 @@ impl ApiKeyAuth {
                 (k.digest, key)
             })
             .collect();
-        let challenge =
-            if cfg.bearer { HeaderValue::from_str(&format!("Bearer realm=\"{realm}\"")).ok() } else { None };
-        ApiKeyAuth { keys, headers: cfg.headers.clone(), bearer: cfg.bearer, basic: cfg.basic, challenge }
+        let challenge = if cfg.bearer {
+            HeaderValue::from_str(&format!("Bearer realm=\"{realm}\"")).ok()
+        } else {
+            None
+        };
+        ApiKeyAuth {
+            keys,
+            headers: cfg.headers.clone(),
+            bearer: cfg.bearer,
+            basic: cfg.basic,
+            challenge,
+        }
     }
 
     /// The presented key and where it came from; `Err` for ambiguous or malformed input.

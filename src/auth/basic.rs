@@ -76,9 +76,16 @@ struct Account {
 /// Who checks the password.
 enum Backend {
     /// `[[users]]` with argon2 hashes.
-    Local { accounts: HashMap<String, Account>, verifier: Verifier },
+    Local {
+        accounts: HashMap<String, Account>,
+        verifier: Verifier,
+    },
     /// Jira itself (`GET /rest/api/2/myself` with the credential), once per cache TTL.
-    Jira { upstream: Arc<Upstream>, check_path: String, captcha_backoff: Duration },
+    Jira {
+        upstream: Arc<Upstream>,
+        check_path: String,
+        captcha_backoff: Duration,
+    },
 }
 
 pub struct BasicAuth {
@@ -111,15 +118,24 @@ impl BasicAuth {
                     let hash = PasswordHash::new(&u.password_hash).map_err(|e| format!("user {}: {e}", u.name))?;
                     accounts.insert(
                         u.name.to_lowercase(),
-                        Account { name: u.name.clone(), hash: Arc::new(hash), groups: u.groups.clone() },
+                        Account {
+                            name: u.name.clone(),
+                            hash: Arc::new(hash),
+                            groups: u.groups.clone(),
+                        },
                     );
                 }
                 let verifier = Verifier::new(accounts.values().next().map(|a| &*a.hash))?;
                 Backend::Local { accounts, verifier }
             }
-            BasicBackend::Jira { check_path, captcha_backoff } => {
-                Backend::Jira { upstream, check_path: check_path.clone(), captcha_backoff: *captcha_backoff }
-            }
+            BasicBackend::Jira {
+                check_path,
+                captcha_backoff,
+            } => Backend::Jira {
+                upstream,
+                check_path: check_path.clone(),
+                captcha_backoff: *captcha_backoff,
+            },
         };
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
             .map_err(|_| "realm is not a valid header value".to_string())?;
@@ -161,7 +177,11 @@ impl BasicAuth {
 
     async fn locked_reason(&self, key: &str, window: Duration) -> Result<RejectReason, AuthError> {
         let retry_after = self.store.ttl(key).await?.unwrap_or(window);
-        Ok(RejectReason { code: "locked_out", retry_after: Some(retry_after), forbidden: None })
+        Ok(RejectReason {
+            code: "locked_out",
+            retry_after: Some(retry_after),
+            forbidden: None,
+        })
     }
 
     /// Read-only lockout check (for cache hits, which are not guesses).
@@ -210,23 +230,33 @@ impl BasicAuth {
         match &self.backend {
             Backend::Local { accounts, verifier } => {
                 let account = accounts.get(&user.to_lowercase());
-                let ok = verifier.verify(password.as_bytes(), account.map(|a| a.hash.clone())).await?;
+                let ok = verifier
+                    .verify(password.as_bytes(), account.map(|a| a.hash.clone()))
+                    .await?;
                 Ok(match account {
                     Some(a) if ok => Checked::Valid(Principal::new(AuthKind::Basic, a.name.clone(), a.groups.clone())),
                     Some(_) => Checked::Invalid("bad_password"),
                     None => Checked::Invalid("unknown_user"),
                 })
             }
-            Backend::Jira { upstream, check_path, captcha_backoff } => {
+            Backend::Jira {
+                upstream,
+                check_path,
+                captcha_backoff,
+            } => {
                 let ck = Self::captcha_key(user);
                 if self.store.get(&ck).await?.is_some() {
                     return Ok(Checked::Captcha);
                 }
                 match upstream.check_basic(check_path, header).await {
-                    Ok(JiraAnswer::Valid(name)) => Ok(Checked::Valid(Principal::new(AuthKind::Basic, name, Vec::new()))),
+                    Ok(JiraAnswer::Valid(name)) => {
+                        Ok(Checked::Valid(Principal::new(AuthKind::Basic, name, Vec::new())))
+                    }
                     Ok(JiraAnswer::Invalid(code)) => Ok(Checked::Invalid(code)),
                     Ok(JiraAnswer::Captcha) => {
-                        self.store.put(&ck, bytes::Bytes::from_static(b"1"), *captcha_backoff).await?;
+                        self.store
+                            .put(&ck, bytes::Bytes::from_static(b"1"), *captcha_backoff)
+                            .await?;
                         Ok(Checked::Captcha)
                     }
                     Err(e) => Err(AuthError::Internal(format!("Jira credential check: {e}"))),
@@ -255,7 +285,9 @@ impl Authenticator for BasicAuth {
             Some(Err(code)) => return Ok(Outcome::Rejected(RejectReason::new(code))),
             Some(Ok(c)) => c,
         };
-        let digest = self.cache.digest(&[b"basic", user.to_lowercase().as_bytes(), password.as_bytes()]);
+        let digest = self
+            .cache
+            .digest(&[b"basic", user.to_lowercase().as_bytes(), password.as_bytes()]);
         if let Some(p) = self.cache.get(&digest) {
             if let Some(r) = self.is_locked(&user, req.client_ip).await? {
                 return Ok(Outcome::Rejected(r));

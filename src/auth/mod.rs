@@ -115,7 +115,7 @@ impl Principal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectReason {
     pub code: &'static str,
-        /// Set when the caller should wait (lockout): answered as 429 with Retry-After.
+    /// Set when the caller should wait (lockout): answered as 429 with Retry-After.
     pub retry_after: Option<Duration>,
     /// Set when retrying cannot help and the caller must be told why: answered as 403
     /// with this fixed message (e.g. Jira's CAPTCHA lock).
@@ -124,7 +124,11 @@ pub struct RejectReason {
 
 impl RejectReason {
     pub fn new(code: &'static str) -> Self {
-        RejectReason { code, retry_after: None, forbidden: None }
+        RejectReason {
+            code,
+            retry_after: None,
+            forbidden: None,
+        }
     }
 }
 

@@ -162,14 +162,22 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let api_keys = api_keys(&mut cx, keys_raw);
     let identity = identity(&mut cx, identity_raw);
     let access = access(&mut cx, access_raw, rules_raw, &chain);
-    if chain.iter().any(|m| matches!(m, AuthMember::Basic(BasicConfig { backend: BasicBackend::Local, .. })))
-        && users.is_empty()
+    if chain.iter().any(|m| {
+        matches!(
+            m,
+            AuthMember::Basic(BasicConfig {
+                backend: BasicBackend::Local,
+                ..
+            })
+        )
+    }) && users.is_empty()
     {
         cx.warnings
             .push("auth.chain has a basic member but no [[users]] are configured".into());
     }
     if !api_keys.is_empty() && !chain.iter().any(|m| matches!(m, AuthMember::ApiKey(_))) {
-        cx.warnings.push("[[api_keys]] are configured but auth.chain has no api_key member".into());
+        cx.warnings
+            .push("[[api_keys]] are configured but auth.chain has no api_key member".into());
     }
     if server.tls.is_none() && !server.listen.ip().is_loopback() {
         cx.warnings.push(format!(
@@ -549,15 +557,25 @@ fn basic(cx: &mut Ctx, b: raw::Basic, path: &str) -> Option<BasicConfig> {
                 &format!("{path}.captcha_backoff"),
                 Duration::from_secs(900),
             );
-            BasicBackend::Jira { check_path, captcha_backoff }
+            BasicBackend::Jira {
+                check_path,
+                captcha_backoff,
+            }
         }
         Some(other) => {
-            cx.err(format!("{path}.backend"), format!("unknown backend {other:?}; expected \"local\" or \"jira\""));
+            cx.err(
+                format!("{path}.backend"),
+                format!("unknown backend {other:?}; expected \"local\" or \"jira\""),
+            );
             return None;
         }
     };
     let is_jira = matches!(backend, BasicBackend::Jira { .. });
-    let cache_ttl = cx.duration(b.cache_ttl.as_deref(), &format!("{path}.cache_ttl"), Duration::from_secs(300));
+    let cache_ttl = cx.duration(
+        b.cache_ttl.as_deref(),
+        &format!("{path}.cache_ttl"),
+        Duration::from_secs(300),
+    );
     // Against Jira the default stays below Jira's default CAPTCHA threshold (3 failures).
     let default_max = if is_jira { 2 } else { 5 };
     let lockout = match b.lockout {
@@ -568,7 +586,11 @@ fn basic(cx: &mut Ctx, b: raw::Basic, path: &str) -> Option<BasicConfig> {
         }),
         Some(l) if l.max_failures == 0 => None,
         Some(l) => {
-            let window = cx.duration(Some(&l.window), &format!("{path}.lockout.window"), Duration::from_secs(900));
+            let window = cx.duration(
+                Some(&l.window),
+                &format!("{path}.lockout.window"),
+                Duration::from_secs(900),
+            );
             if window.is_zero() {
                 cx.err(format!("{path}.lockout.window"), "must be longer than 0s");
             }
@@ -722,7 +744,8 @@ fn rule(cx: &mut Ctx, r: raw::Rule, path: &str, names: &mut HashSet<String>, cha
     }
     let source = cidrs(cx, &r.source, &format!("{path}.source"));
     if !r.scopes.is_empty() && r.auth.iter().all(|a| a != "api_key") && !r.auth.is_empty() {
-        cx.warnings.push(format!("{path}.scopes: only api_key credentials carry scopes today"));
+        cx.warnings
+            .push(format!("{path}.scopes: only api_key credentials carry scopes today"));
     }
     RuleConfig {
         name: r.name,
@@ -748,7 +771,11 @@ fn api_key_member(cx: &mut Ctx, k: raw::ApiKey, path: &str) -> Option<ApiKeyConf
         .enumerate()
         .filter_map(|(i, h)| header_name(cx, h, &format!("{path}.headers[{i}]")))
         .collect();
-    let cfg = ApiKeyConfig { headers, bearer: k.bearer.unwrap_or(true), basic: k.basic.unwrap_or(true) };
+    let cfg = ApiKeyConfig {
+        headers,
+        bearer: k.bearer.unwrap_or(true),
+        basic: k.basic.unwrap_or(true),
+    };
     if cfg.headers.is_empty() && !cfg.bearer && !cfg.basic {
         cx.err(path, "accepts keys nowhere: give headers, or leave bearer/basic on");
     }
@@ -774,9 +801,15 @@ fn key_file(cx: &mut Ctx, file: &str) -> Vec<(String, raw::ApiKeyEntry)> {
     };
     let keys = cx.array(table.remove("api_keys"), &format!("{file}: api_keys"));
     for k in table.keys() {
-        cx.err(format!("{file}: {k}"), "unknown key (a key file holds only [[api_keys]])");
+        cx.err(
+            format!("{file}: {k}"),
+            "unknown key (a key file holds only [[api_keys]])",
+        );
     }
-    keys.into_iter().enumerate().map(|(i, k)| (format!("{file}: api_keys[{i}]"), k)).collect()
+    keys.into_iter()
+        .enumerate()
+        .map(|(i, k)| (format!("{file}: api_keys[{i}]"), k))
+        .collect()
 }
 
 fn api_keys(cx: &mut Ctx, keys: Vec<(String, raw::ApiKeyEntry)>) -> Vec<ApiKeyEntry> {
@@ -784,7 +817,12 @@ fn api_keys(cx: &mut Ctx, keys: Vec<(String, raw::ApiKeyEntry)>) -> Vec<ApiKeyEn
     let mut digests = HashSet::new();
     let mut out = Vec::new();
     for (path, k) in keys {
-        if k.id.is_empty() || !k.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if k.id.is_empty()
+            || !k
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             cx.err(format!("{path}.id"), "letters, digits, '-' and '_' only");
         } else if !ids.insert(k.id.clone()) {
             cx.err(format!("{path}.id"), format!("duplicate key id {:?}", k.id));

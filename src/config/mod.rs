@@ -193,7 +193,10 @@ pub struct ApiKeyEntry {
 pub enum BasicBackend {
     Local,
     /// Ask Jira (`check_path`, default `/rest/api/2/myself`) with the credential.
-    Jira { check_path: String, captcha_backoff: Duration },
+    Jira {
+        check_path: String,
+        captcha_backoff: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]

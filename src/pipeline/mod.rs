@@ -123,10 +123,12 @@ async fn authenticate(rt: &Runtime, ctx: &mut RequestCtx, parts: &http::request:
             ctx.outcome = "rejected";
             ctx.auth_kind = Some(kind);
             ctx.reason = Some(reason.code);
-                        Err(match (reason.retry_after, reason.forbidden) {
+            Err(match (reason.retry_after, reason.forbidden) {
                 (Some(retry_after), _) => ProxyError::LockedOut { retry_after },
                 (None, Some(message)) => ProxyError::Refused(message),
-                (None, None) => ProxyError::AuthFailed { challenges: rt.chain.challenges().to_vec() },
+                (None, None) => ProxyError::AuthFailed {
+                    challenges: rt.chain.challenges().to_vec(),
+                },
             })
         }
         Verdict::Failed(kind, e) => {

@@ -223,7 +223,13 @@ impl Upstream {
             .await
             .map_err(|_| "Jira did not answer in time".to_string())?
             .map_err(|e| describe(&e))?;
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
         let login_reason = header("x-seraph-loginreason");
         let denied = header("x-authentication-denied-reason");
         let user_header = header("x-ausername");

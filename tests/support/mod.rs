@@ -70,9 +70,31 @@ pub enum JiraTrust {
     HeaderWithSecret,
 }
 
+/// Jira's own password check, as Seraph answers on `/rest/api/2/myself` with Basic:
+/// right password = 200 with the user; wrong = 401 and a failure counted; after
+/// `CAPTCHA_AFTER` consecutive failures the account needs a CAPTCHA (403 with
+/// `X-Authentication-Denied-Reason: CAPTCHA_CHALLENGE`) even with the right password.
+/// User `ghost200` gets Jira's odd answer: 200, served anonymously, with
+/// `X-Seraph-LoginReason: AUTHENTICATED_FAILED`.
+pub const CAPTCHA_AFTER: u32 = 3;
+
+#[derive(Default)]
+struct Account {
+    password: String,
+    failures: u32,
+}
+
+#[derive(Default)]
+pub struct JiraState {
+    seen: Mutex<Vec<Seen>>,
+    accounts: Mutex<std::collections::HashMap<String, Account>>,
+    /// Basic credentials Jira itself checked.
+    pub basic_checks: AtomicU64,
+}
+
 pub struct FakeJira {
     pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    pub state: Arc<JiraState>,
 }
 
 impl FakeJira {
@@ -84,20 +106,45 @@ impl FakeJira {
         Self::start_with(trust, Some(acceptor)).await
     }
 
+    /// A fake Jira that also checks Basic credentials itself, for these accounts.
+    pub async fn with_accounts(accounts: &[(&str, &str)]) -> FakeJira {
+        let jira = Self::start_with(JiraTrust::Header, None).await;
+        let mut map = jira.state.accounts.lock().unwrap();
+        for (u, p) in accounts {
+            map.insert(
+                u.to_string(),
+                Account {
+                    password: p.to_string(),
+                    failures: 0,
+                },
+            );
+        }
+        drop(map);
+        jira
+    }
+
+    pub fn failures(&self, user: &str) -> u32 {
+        self.state.accounts.lock().unwrap().get(user).map_or(0, |a| a.failures)
+    }
+
+    pub fn basic_checks(&self) -> u64 {
+        self.state.basic_checks.load(Ordering::SeqCst)
+    }
+
     async fn start_with(trust: JiraTrust, tls: Option<tokio_rustls::TlsAcceptor>) -> FakeJira {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let seen2 = seen.clone();
+        let state = Arc::new(JiraState::default());
+        let seen2 = state.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let seen = seen2.clone();
+                let state = seen2.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| jira(req, trust, seen.clone()));
+                    let svc = service_fn(move |req| jira(req, trust, state.clone()));
                     let b = hyper::server::conn::http1::Builder::new();
                     match tls {
                         None => {
@@ -112,11 +159,11 @@ impl FakeJira {
                 });
             }
         });
-        FakeJira { addr, seen }
+        FakeJira { addr, state }
     }
 
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.state.seen.lock().unwrap().clone()
     }
 
     pub fn last(&self) -> Seen {
@@ -124,7 +171,7 @@ impl FakeJira {
     }
 
     pub fn count(&self) -> usize {
-        self.seen.lock().unwrap().len()
+        self.state.seen.lock().unwrap().len()
     }
 }
 
@@ -135,10 +182,59 @@ fn query_param(target: &str, name: &str) -> Option<u64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
+/// Seraph's Basic check on `/rest/api/2/myself`, when the fake has accounts.
+fn seraph(state: &JiraState, headers: &HeaderMap) -> Option<Response<ProxyBody>> {
+    use base64::Engine;
+    let auth = headers.get("authorization")?.to_str().ok()?.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(auth).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    let mut accounts = state.accounts.lock().unwrap();
+    if accounts.is_empty() {
+        return None;
+    }
+    state.basic_checks.fetch_add(1, Ordering::SeqCst);
+    let denied = |status: StatusCode, reason: &str| {
+        let mut r = json(
+            status,
+            serde_json::json!({"errorMessages": ["Login failed"], "errors": {}}),
+            None,
+        );
+        r.headers_mut().insert("x-seraph-loginreason", reason.parse().unwrap());
+        r
+    };
+    if user == "ghost200" {
+        let mut r = json(StatusCode::OK, serde_json::json!({"name": null}), None);
+        r.headers_mut()
+            .insert("x-seraph-loginreason", "AUTHENTICATED_FAILED".parse().unwrap());
+        return Some(r);
+    }
+    let Some(account) = accounts.get_mut(user) else {
+        return Some(denied(StatusCode::UNAUTHORIZED, "AUTHENTICATED_FAILED"));
+    };
+    if account.failures >= CAPTCHA_AFTER {
+        let mut r = denied(StatusCode::FORBIDDEN, "AUTHENTICATION_DENIED");
+        r.headers_mut().insert(
+            "x-authentication-denied-reason",
+            "CAPTCHA_CHALLENGE; login-url=http://jira/login.jsp".parse().unwrap(),
+        );
+        return Some(r);
+    }
+    if account.password != password {
+        account.failures += 1;
+        return Some(denied(StatusCode::UNAUTHORIZED, "AUTHENTICATED_FAILED"));
+    }
+    account.failures = 0;
+    let body = serde_json::json!({"name": user, "key": format!("JIRAUSER-{user}"), "active": true});
+    let mut r = json(StatusCode::OK, body, Some(user));
+    r.headers_mut().insert("x-seraph-loginreason", "OK".parse().unwrap());
+    Some(r)
+}
+
 async fn jira(
     req: Request<Incoming>,
     trust: JiraTrust,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    state: Arc<JiraState>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let target = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
@@ -162,7 +258,7 @@ async fn jira(
             ctx.update(d);
         }
     }
-    seen.lock().unwrap().push(Seen {
+    state.seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
         target: target.clone(),
         headers: parts.headers.clone(),
@@ -171,6 +267,11 @@ async fn jira(
         user: user.clone(),
     });
     let path = parts.uri.path();
+    if path == "/rest/api/2/myself"
+        && let Some(r) = seraph(&state, &parts.headers)
+    {
+        return Ok(r);
+    }
     if let Some(ms) = path.strip_prefix("/test/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
     }

@@ -1,0 +1,176 @@
+//! Basic auth checked by Jira itself (`backend = "jira"`): one check per credential per
+//! TTL, Jira's odd answers understood, and the proxy's lockout tripping before Jira's
+//! CAPTCHA so guessing through the proxy never locks a real user out of Jira.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::*;
+
+fn jira_backend_config(lockout: &str) -> String {
+    format!(
+        r#"version = 1
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://{{jira}}"
+response_timeout = "2s"
+connect_timeout = "1s"
+[[auth.chain]]
+type = "basic"
+backend = "jira"
+cache_ttl = "5m"
+{lockout}
+[[access.rules]]
+name = "authenticated"
+authenticated = true
+effect = "allow"
+"#
+    )
+}
+
+async fn setup(lockout: &str) -> (FakeJira, Proxy) {
+    let jira = FakeJira::with_accounts(&[("alice", "alice-jira-pw"), ("bob", "bob-jira-pw")]).await;
+    let proxy = Proxy::start(&jira_backend_config(lockout), jira.addr).await;
+    (jira, proxy)
+}
+
+#[tokio::test]
+async fn jira_checks_a_credential_once_for_a_hundred_requests() {
+    let (jira, proxy) = setup("").await;
+    for _ in 0..100 {
+        let r = get(
+            &proxy.url("/rest/api/2/issue/X-1"),
+            &[("authorization", &basic("alice", "alice-jira-pw"))],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(jira.basic_checks(), 1);
+    let forwarded: Vec<_> = jira
+        .seen()
+        .into_iter()
+        .filter(|s| s.target == "/rest/api/2/issue/X-1")
+        .collect();
+    assert_eq!(forwarded.len(), 100);
+    assert!(
+        forwarded
+            .iter()
+            .all(|s| s.user.as_deref() == Some("alice") && s.headers.get("authorization").is_none())
+    );
+}
+
+#[tokio::test]
+async fn jira_says_wrong_password_so_401_and_not_cached() {
+    let (jira, proxy) = setup("").await;
+    for _ in 0..2 {
+        let r = get(&proxy.url("/x"), &[("authorization", &basic("alice", "nope"))]).await;
+        assert_eq!(r.status, 401);
+    }
+    assert_eq!(jira.basic_checks(), 2, "failures are never cached");
+    assert_eq!(proxy.audit().pop().unwrap()["reason"], "jira_rejected");
+}
+
+#[tokio::test]
+async fn jira_200_with_authenticated_failed_is_a_failure() {
+    let (jira, proxy) = setup("").await;
+    let r = get(&proxy.url("/x"), &[("authorization", &basic("ghost200", "x"))]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(proxy.audit().pop().unwrap()["reason"], "jira_rejected");
+    assert_eq!(jira.basic_checks(), 1);
+}
+
+#[tokio::test]
+async fn jira_captcha_lock_is_a_clear_403_and_stops_further_checks() {
+    // Lockout off so the test reaches Jira's own CAPTCHA (as if the user failed elsewhere).
+    let (jira, proxy) = setup("lockout = { max_failures = 0, window = \"1m\" }").await;
+    for _ in 0..CAPTCHA_AFTER {
+        get(&proxy.url("/x"), &[("authorization", &basic("bob", "guess"))]).await;
+    }
+    let checks = jira.basic_checks();
+    let r = get(&proxy.url("/x"), &[("authorization", &basic("bob", "bob-jira-pw"))]).await;
+    assert_eq!(r.status, 403);
+    let msg = r.json()["errorMessages"][0].as_str().unwrap().to_string();
+    assert!(msg.contains("CAPTCHA") && msg.contains("browser"), "{msg}");
+    assert_eq!(proxy.audit().pop().unwrap()["reason"], "jira_captcha");
+    assert_eq!(jira.basic_checks(), checks + 1);
+    for _ in 0..5 {
+        let r = get(&proxy.url("/x"), &[("authorization", &basic("bob", "bob-jira-pw"))]).await;
+        assert_eq!(r.status, 403);
+    }
+    assert_eq!(
+        jira.basic_checks(),
+        checks + 1,
+        "a CAPTCHA-locked user's attempts no longer go to Jira"
+    );
+}
+
+#[tokio::test]
+async fn brute_force_through_the_proxy_never_trips_jiras_captcha() {
+    let (jira, proxy) = setup("").await;
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        statuses.push(
+            get(
+                &proxy.url("/x"),
+                &[("authorization", &basic("alice", &format!("guess{i}")))],
+            )
+            .await
+            .status,
+        );
+    }
+    assert_eq!(&statuses[..2], &[401, 401]);
+    assert!(statuses[2..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(
+        jira.failures("alice") < CAPTCHA_AFTER,
+        "Jira counted {} failures",
+        jira.failures("alice")
+    );
+    assert_eq!(jira.basic_checks(), 2);
+}
+
+#[tokio::test]
+async fn many_users_guessed_from_one_address_hit_the_address_limit() {
+    let (jira, proxy) = setup("lockout = { max_failures = 2, max_failures_per_address = 4, window = \"10m\" }").await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(
+            get(
+                &proxy.url("/x"),
+                &[("authorization", &basic(&format!("user{i}"), "guess"))],
+            )
+            .await
+            .status,
+        );
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 401, 429, 429, 429, 429]);
+    assert_eq!(jira.basic_checks(), 4);
+}
+
+#[tokio::test]
+async fn jira_unreachable_during_the_check_fails_closed_with_503() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = Proxy::start(&jira_backend_config(""), closed).await;
+    let r = get(&proxy.url("/x"), &[("authorization", &basic("alice", "alice-jira-pw"))]).await;
+    assert_eq!(r.status, 503);
+    assert!(r.json()["errorMessages"].is_array());
+    assert_eq!(proxy.audit().pop().unwrap()["reason"], "dependency_failed");
+}
+
+#[tokio::test]
+async fn passthrough_mode_sends_the_checked_credential_on_to_jira() {
+    let jira = FakeJira::with_accounts(&[("alice", "alice-jira-pw")]).await;
+    let text = jira_backend_config("").replace(
+        "connect_timeout = \"1s\"",
+        "connect_timeout = \"1s\"\n[upstream.identity]\nmode = \"passthrough\"",
+    );
+    let proxy = Proxy::start(&text, jira.addr).await;
+    let auth = basic("alice", "alice-jira-pw");
+    let r = get(&proxy.url("/rest/api/2/issue/X-1"), &[("authorization", &auth)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(jira.last().headers.get("authorization").unwrap(), auth.as_str());
+    assert_eq!(jira.last().user, None);
+}
