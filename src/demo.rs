@@ -28,10 +28,12 @@ pub struct Demo {
     pub jira: SocketAddr,
     /// Requests that reached the stand-in Jira.
     pub jira_hits: Arc<AtomicU64>,
+    /// A read-only API key for `ci-bot`, made for this run.
+    pub api_key: String,
 }
 
 /// The demo's config, as an admin would write it.
-pub fn config_text(listen: SocketAddr, jira: SocketAddr, alice_hash: &str) -> String {
+pub fn config_text(listen: SocketAddr, jira: SocketAddr, alice_hash: &str, key_hash: &str) -> String {
     format!(
         r#"version = 1
 
@@ -51,9 +53,19 @@ secret = "{SECRET}"
 to = "stdout"
 
 [[auth.chain]]
+type = "api_key"
+
+[[auth.chain]]
 type = "basic"
 cache_ttl = "5m"
 lockout = {{ max_failures = 5, window = "15m" }}
+
+[[api_keys]]
+id = "demo"
+hash = "{key_hash}"
+user = "ci-bot"
+name = "demo key"
+scopes = ["read"]
 
 [[users]]
 name = "{DEMO_USER}"
@@ -82,10 +94,17 @@ pub async fn start(listen: SocketAddr) -> anyhow::Result<Demo> {
     let jira_hits = Arc::new(AtomicU64::new(0));
     tokio::spawn(stand_in_jira(jira_listener, jira_hits.clone()));
     let hash = crate::auth::password::hash(DEMO_PASSWORD.as_bytes()).map_err(anyhow::Error::msg)?;
-    let cfg = Config::parse(&config_text(listen, jira, &hash), std::path::Path::new("."))
+    let (api_key, _) = crate::auth::api_key::generate().map_err(anyhow::Error::msg)?;
+    let key_hash = crate::auth::api_key::format_digest(&crate::auth::api_key::digest_key(&api_key));
+    let cfg = Config::parse(&config_text(listen, jira, &hash, &key_hash), std::path::Path::new("."))
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     let proxy = server::start(cfg).await?;
-    Ok(Demo { proxy, jira, jira_hits })
+    Ok(Demo {
+        proxy,
+        jira,
+        jira_hits,
+        api_key,
+    })
 }
 
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
@@ -117,12 +136,17 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
   # 5. A rule lets anonymous callers read the server info
   curl -s {p}/rest/api/2/serverInfo
 
-  # 6. An ambiguous path is refused before anything else
+  # 6. A read-only API key for ci-bot (made for this run): reads pass, writes are refused
+  curl -s -H 'X-API-Key: {key}' {p}/rest/api/2/issue/DEMO-1
+  curl -si -X POST -H 'X-API-Key: {key}' {p}/rest/api/2/issue
+
+  # 7. An ambiguous path is refused before anything else
   curl -si --path-as-is '{p}/rest/api/2/..%2f..%2fsecure/admin'
 
   Ctrl-C stops the demo.
 "#,
         jira = demo.jira,
+        key = demo.api_key,
     );
     server::shutdown_signal().await;
     demo.proxy.shutdown().await;

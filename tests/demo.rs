@@ -41,10 +41,37 @@ async fn demo_shows_success_401_and_spoofing_stripped() {
 
     let r = get(&format!("{base}/rest/api/2/myself"), &[]).await;
     assert_eq!(r.status, 401);
-    assert!(r.header("www-authenticate").unwrap().starts_with("Basic realm="));
+    let challenges: Vec<_> = r
+        .headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        challenges.iter().any(|c| c.starts_with("Basic realm=")),
+        "{challenges:?}"
+    );
+    assert!(
+        challenges.iter().any(|c| c.starts_with("Bearer realm=")),
+        "{challenges:?}"
+    );
 
     let r = get(&format!("{base}/rest/api/2/serverInfo"), &[]).await;
     assert_eq!(r.status, 200);
+
+    let r = get(&format!("{base}/rest/api/2/issue/DEMO-1"), &[("x-api-key", &d.api_key)]).await;
+    assert_eq!(
+        (r.status, r.json()["fields"]["reporter"]["name"].as_str()),
+        (200, Some("ci-bot"))
+    );
+    let r = send(
+        "POST",
+        &format!("{base}/rest/api/2/issue"),
+        &[("x-api-key", &d.api_key)],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 403);
 
     let answer = raw(
         d.proxy.addr,
