@@ -133,10 +133,9 @@ async fn basic_parallel_guesses_cannot_overrun_the_lockout() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;
     let url = proxy.url("/x");
-    let auth = basic("alice", "guess");
     let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let (url, auth) = (url.clone(), auth.clone());
+        .map(|i| {
+            let (url, auth) = (url.clone(), basic("alice", &format!("guess{i}")));
             tokio::spawn(async move { get(&url, &[("authorization", &auth)]).await.status })
         })
         .collect();
@@ -650,4 +649,25 @@ async fn request_target_with_a_fragment_is_judged_and_forwarded_without_it() {
     assert_eq!(raw_status(&raw(proxy.addr, req.as_bytes()).await), 200);
     assert_eq!(jira.last().target, "/rest/api/2/myself");
     assert_eq!(proxy.audit().pop().unwrap()["path"], "/rest/api/2/myself");
+}
+
+#[tokio::test]
+async fn basic_cold_cache_burst_of_the_right_password_is_one_check_and_never_locked_out() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&basic_config(""), jira.addr).await;
+    let url = proxy.url("/x");
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                get(&url, &[("authorization", &basic("alice", "alice-pw"))])
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(proxy.basic_verifications(), 1);
 }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use argon2::PasswordHash;
@@ -21,6 +21,7 @@ use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::HeaderValue;
 use http::header::AUTHORIZATION;
+use tokio::sync::OnceCell;
 
 use super::cache::CredentialCache;
 use super::password::Verifier;
@@ -90,6 +91,8 @@ enum Backend {
 
 pub struct BasicAuth {
     backend: Backend,
+    /// Slow checks under way, by credential digest (see `authenticate`).
+    inflight: Mutex<HashMap<[u8; 32], Arc<OnceCell<Decided>>>>,
     cache: CredentialCache,
     lockout: Option<LockoutConfig>,
     store: Arc<dyn StateStore>,
@@ -141,6 +144,7 @@ impl BasicAuth {
             .map_err(|_| "realm is not a valid header value".to_string())?;
         Ok(BasicAuth {
             backend,
+            inflight: Mutex::new(HashMap::new()),
             cache: CredentialCache::new(cfg.cache_ttl, cfg.cache_max_entries),
             lockout: cfg.lockout,
             store,
@@ -294,22 +298,67 @@ impl Authenticator for BasicAuth {
             }
             return Ok(Outcome::Authenticated(p));
         }
-        if let Some(r) = self.reserve(&user, req.client_ip).await? {
-            return Ok(Outcome::Rejected(r));
+        // One slow check per distinct credential at a time: a burst of parallel requests
+        // with the same (right) password on a cold cache is one attempt, not a burst of
+        // attempts that would trip the lockout, and costs one argon2 run or Jira call.
+        let cell = self.inflight_cell(digest);
+        let decided = cell
+            .get_or_init(|| async {
+                self.slow_path(&user, &password, value, req.client_ip, digest)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .clone();
+        self.inflight_done(digest, &cell);
+        match decided {
+            Ok(Ok(p)) => Ok(Outcome::Authenticated(p)),
+            Ok(Err(r)) => Ok(Outcome::Rejected(r)),
+            Err(e) => Err(AuthError::Internal(e)),
         }
-        match self.check(&user, &password, value).await? {
+    }
+}
+
+/// The shared result of one slow check: a principal, or why not.
+type Decided = Result<Result<Principal, RejectReason>, String>;
+
+impl BasicAuth {
+    fn inflight_cell(&self, digest: [u8; 32]) -> Arc<OnceCell<Decided>> {
+        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(digest).or_insert_with(|| Arc::new(OnceCell::new())).clone()
+    }
+
+    fn inflight_done(&self, digest: [u8; 32], cell: &Arc<OnceCell<Decided>>) {
+        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&digest).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            map.remove(&digest);
+        }
+    }
+
+    async fn slow_path(
+        &self,
+        user: &str,
+        password: &str,
+        header: &HeaderValue,
+        ip: IpAddr,
+        digest: [u8; 32],
+    ) -> Result<Result<Principal, RejectReason>, AuthError> {
+        if let Some(r) = self.reserve(user, ip).await? {
+            return Ok(Err(r));
+        }
+        Ok(match self.check(user, password, header).await? {
             Checked::Valid(p) => {
-                self.release(&user, req.client_ip).await?;
+                self.release(user, ip).await?;
                 self.cache.insert(digest, p.clone());
-                Ok(Outcome::Authenticated(p))
+                Ok(p)
             }
-            Checked::Invalid(code) => Ok(Outcome::Rejected(RejectReason::new(code))),
-            Checked::Captcha => Ok(Outcome::Rejected(RejectReason {
+            Checked::Invalid(code) => Err(RejectReason::new(code)),
+            Checked::Captcha => Err(RejectReason {
                 code: "jira_captcha",
                 retry_after: None,
                 forbidden: Some(CAPTCHA_MESSAGE),
-            })),
-        }
+            }),
+        })
     }
 }
 
