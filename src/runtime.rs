@@ -9,12 +9,17 @@ use ipnet::IpNet;
 use crate::access::Policy;
 use crate::auth::api_key::ApiKeyAuth;
 use crate::auth::basic::BasicAuth;
+use crate::auth::introspection::IntrospectionAuth;
+use crate::auth::jwt::JwtAuth;
+use crate::auth::jwt::keys::{KeyEntry, KeyStore, Source, parse_jwks};
 use crate::auth::{Authenticator, Chain};
 use crate::config::{AuthMember, Config, ConfigError, ConfigErrors, ServerConfig};
+use crate::config::{JwtConfig, JwtKeys};
 use crate::identity::IdentityMap;
 use crate::observe::audit::Audit;
 use crate::store::{MemoryStore, StateStore};
 use crate::upstream::Upstream;
+use crate::upstream::fetch::Fetcher;
 
 pub struct Runtime {
     pub server: ServerConfig,
@@ -27,6 +32,8 @@ pub struct Runtime {
     pub audit: Audit,
     /// The Basic member, kept for its counters.
     pub basic: Option<Arc<BasicAuth>>,
+    /// The JWT members, kept for their key-set counters.
+    pub jwt: Vec<Arc<JwtAuth>>,
     pub identity_mode: String,
 }
 
@@ -40,6 +47,9 @@ impl<A: Authenticator> Authenticator for Shared<A> {
     }
     fn challenge(&self) -> Option<http::HeaderValue> {
         self.0.challenge()
+    }
+    fn accepts_bearer(&self) -> bool {
+        self.0.accepts_bearer()
     }
     async fn authenticate(
         &self,
@@ -60,6 +70,7 @@ impl Runtime {
             .ok();
         let mut members: Vec<Box<dyn Authenticator>> = Vec::new();
         let mut basic = None;
+        let mut jwt = Vec::new();
         for (i, m) in cfg.chain.iter().enumerate() {
             match m {
                 AuthMember::Basic(b) => {
@@ -80,6 +91,22 @@ impl Runtime {
                         &cfg.users,
                         &cfg.server.realm,
                     )));
+                }
+                AuthMember::Jwt(j) => match jwt_member(j, &cfg.server.realm) {
+                    Ok(a) => {
+                        let a = Arc::new(a);
+                        jwt.push(a.clone());
+                        members.push(Box::new(Shared(a)));
+                    }
+                    Err(e) => err(format!("auth.chain[{i}]"), e),
+                },
+                AuthMember::Introspection(c) => {
+                    match Fetcher::new(c.ca_file.as_deref(), c.fetch_timeout)
+                        .and_then(|f| IntrospectionAuth::new(c, f, &cfg.server.realm))
+                    {
+                        Ok(a) => members.push(Box::new(a)),
+                        Err(e) => err(format!("auth.chain[{i}]"), e),
+                    }
                 }
             }
         }
@@ -105,9 +132,33 @@ impl Runtime {
                 store,
                 audit,
                 basic,
+                jwt,
                 identity_mode: cfg.upstream.identity.describe(),
             }),
             _ => Err(ConfigErrors(errors)),
         }
     }
+}
+
+/// Builds one JWT member with its key store.
+fn jwt_member(cfg: &JwtConfig, realm: &str) -> Result<JwtAuth, String> {
+    let remote = |discovery, jwks_uri| -> Result<Source, String> {
+        let fetcher = Box::new(Fetcher::new(cfg.ca_file.as_deref(), cfg.fetch_timeout)?);
+        Ok(Source::Remote {
+            discovery,
+            jwks_uri,
+            fetcher,
+        })
+    };
+    let source = match &cfg.keys {
+        JwtKeys::Discovery(u) => remote(Some(u.clone()), None)?,
+        JwtKeys::JwksUri(u) => remote(None, Some(u.clone()))?,
+        JwtKeys::JwksDocument(doc) => Source::Static(parse_jwks(doc)?),
+        JwtKeys::Pem(pem) => Source::Static(vec![
+            KeyEntry::from_pem(pem, &cfg.algorithms).map_err(|e| format!("public_key: {e}"))?,
+        ]),
+        JwtKeys::SecretOnly => Source::Static(Vec::new()),
+    };
+    let store = KeyStore::new(source, cfg.refetch_interval, cfg.max_age);
+    Ok(JwtAuth::new(cfg.clone(), store, realm))
 }

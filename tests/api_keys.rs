@@ -159,10 +159,14 @@ async fn key_from_an_allowed_address_behind_a_trusted_proxy_is_accepted() {
 #[tokio::test]
 async fn unknown_bearer_without_our_prefix_goes_on_down_the_chain() {
     let (jira, proxy) = setup().await;
+    // Nobody after the key member knows this bearer token either: refused, not anonymous.
     let r = get(&proxy.url("/x"), &[("authorization", "Bearer some-jwt-or-jira-pat")]).await;
     assert_eq!(r.status, 401);
     let line = proxy.audit().pop().unwrap();
-    assert_eq!(line["outcome"], "anonymous", "no member claimed it: {line}");
+    assert_eq!((line["outcome"].as_str(), line["reason"].as_str()), (Some("rejected"), Some("unknown_bearer")), "{line}");
+    let challenge = r.header("www-authenticate").unwrap();
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    assert!(!challenge.contains("some-jwt"), "{challenge}");
     // A Basic password that is not a key is Basic's business.
     let r = get(&proxy.url("/x"), &[("authorization", &basic("alice", "alice-pw"))]).await;
     assert_eq!(r.status, 200);

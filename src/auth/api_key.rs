@@ -197,6 +197,10 @@ impl Authenticator for ApiKeyAuth {
         self.challenge.clone()
     }
 
+    fn accepts_bearer(&self) -> bool {
+        self.bearer
+    }
+
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
         let (value, source) = match self.presented(req) {
             Ok(Some(p)) => p,

@@ -185,6 +185,7 @@ impl BasicAuth {
             code: "locked_out",
             retry_after: Some(retry_after),
             forbidden: None,
+            bearer_error: None,
         })
     }
 
@@ -357,6 +358,7 @@ impl BasicAuth {
                 code: "jira_captcha",
                 retry_after: None,
                 forbidden: Some(CAPTCHA_MESSAGE),
+                bearer_error: None,
             }),
         })
     }

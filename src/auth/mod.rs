@@ -8,6 +8,8 @@
 pub mod api_key;
 pub mod basic;
 pub mod cache;
+pub mod introspection;
+pub mod jwt;
 pub mod password;
 
 use std::net::IpAddr;
@@ -120,6 +122,9 @@ pub struct RejectReason {
     /// Set when retrying cannot help and the caller must be told why: answered as 403
     /// with this fixed message (e.g. Jira's CAPTCHA lock).
     pub forbidden: Option<&'static str>,
+    /// RFC 6750 §3 `error` and `error_description` for the Bearer challenge (fixed texts;
+    /// never the token).
+    pub bearer_error: Option<(&'static str, &'static str)>,
 }
 
 impl RejectReason {
@@ -128,7 +133,13 @@ impl RejectReason {
             code,
             retry_after: None,
             forbidden: None,
+            bearer_error: None,
         }
+    }
+
+    pub fn with_bearer_error(mut self, error: &'static str, description: &'static str) -> Self {
+        self.bearer_error = Some((error, description));
+        self
     }
 }
 
@@ -160,6 +171,10 @@ pub trait Authenticator: Send + Sync {
     fn kind(&self) -> AuthKind;
     /// This scheme's `WWW-Authenticate` challenge, sent on every 401.
     fn challenge(&self) -> Option<HeaderValue>;
+    /// Whether this member reads `Authorization: Bearer` tokens (see `Chain::authenticate`).
+    fn accepts_bearer(&self) -> bool {
+        false
+    }
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError>;
 }
 
@@ -174,6 +189,17 @@ pub enum Verdict {
 pub struct Chain {
     members: Vec<Box<dyn Authenticator>>,
     challenges: Vec<HeaderValue>,
+}
+
+/// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1), if any.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim();
+    (!token.is_empty()).then_some(token)
 }
 
 impl Chain {
@@ -203,6 +229,14 @@ impl Chain {
                 Ok(Outcome::Rejected(r)) => return Verdict::Rejected(m.kind(), r),
                 Err(e) => return Verdict::Failed(m.kind(), e),
             }
+        }
+        // A bearer token that no member recognised is refused, never taken as anonymous.
+        if bearer_token(req.parts).is_some()
+            && let Some(m) = self.members.iter().find(|m| m.accepts_bearer())
+        {
+            let reason = RejectReason::new("unknown_bearer")
+                .with_bearer_error("invalid_token", "The access token is not recognised");
+            return Verdict::Rejected(m.kind(), reason);
         }
         Verdict::Anonymous
     }

@@ -525,9 +525,15 @@ fn chain(cx: &mut Ctx, members: Vec<raw::AuthMember>) -> Vec<AuthMember> {
         let member = match m {
             raw::AuthMember::Basic(b) => basic(cx, b, &path).map(AuthMember::Basic),
             raw::AuthMember::ApiKey(k) => api_key_member(cx, k, &path).map(AuthMember::ApiKey),
+            raw::AuthMember::Jwt(j) => jwt_member(cx, j, &path).map(|j| AuthMember::Jwt(Box::new(j))),
+            raw::AuthMember::Introspection(i) => {
+                introspection_member(cx, i, &path).map(|i| AuthMember::Introspection(Box::new(i)))
+            }
         };
         if let Some(member) = member {
-            if !seen.insert(member.kind()) {
+            // Bearer-token members may repeat (one per issuer); the others appear once.
+            let repeatable = matches!(member, AuthMember::Jwt(_) | AuthMember::Introspection(_));
+            if !repeatable && !seen.insert(member.kind()) {
                 cx.err(
                     &path,
                     format!("a second {} member; each scheme appears once", member.kind().as_str()),
@@ -862,4 +868,202 @@ fn api_keys(cx: &mut Ctx, keys: Vec<(String, raw::ApiKeyEntry)>) -> Vec<ApiKeyEn
         });
     }
     out
+}
+
+fn url(cx: &mut Ctx, s: &str, path: &str) -> Option<Uri> {
+    match Uri::from_str(s) {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => Some(u),
+        _ => {
+            cx.err(path, format!("not an absolute http(s) URL: {s:?}"));
+            None
+        }
+    }
+}
+
+const JWT_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
+];
+
+fn jwt_member(cx: &mut Ctx, j: raw::Jwt, path: &str) -> Option<JwtConfig> {
+    let at = |k: &str| format!("{path}.{k}");
+    if j.issuer.is_empty() {
+        cx.err(at("issuer"), "must not be empty");
+    }
+    let mut algorithms = Vec::new();
+    for (i, a) in j
+        .algorithms
+        .clone()
+        .unwrap_or_else(|| vec!["RS256".into()])
+        .iter()
+        .enumerate()
+    {
+        match (
+            JWT_ALGORITHMS.contains(&a.as_str()),
+            a.parse::<jsonwebtoken::Algorithm>(),
+        ) {
+            (true, Ok(alg)) => algorithms.push(alg),
+            _ => cx.err(
+                format!("{path}.algorithms[{i}]"),
+                format!("{a:?} is not accepted; use one of {}", JWT_ALGORITHMS.join(", ")),
+            ),
+        }
+    }
+    let hs256_secret = j
+        .hs256_secret
+        .as_deref()
+        .and_then(|s| match Secret::resolve(s, cx.base) {
+            Ok(sec) if sec.expose().len() >= 32 => Some(sec),
+            Ok(_) => {
+                cx.err(at("hs256_secret"), "must be at least 32 bytes (RFC 7518 §3.2)");
+                None
+            }
+            Err(e) => {
+                cx.err(at("hs256_secret"), e);
+                None
+            }
+        });
+    let hs = algorithms.contains(&jsonwebtoken::Algorithm::HS256);
+    if hs && hs256_secret.is_none() && j.hs256_secret.is_none() {
+        cx.err(
+            at("algorithms"),
+            "HS256 needs hs256_secret (it is never verified with a public key)",
+        );
+    }
+    if !hs && j.hs256_secret.is_some() {
+        cx.err(at("hs256_secret"), "set, but HS256 is not in algorithms");
+    }
+    let asymmetric = algorithms.iter().any(|a| *a != jsonwebtoken::Algorithm::HS256);
+    let sources = [
+        j.discovery == Some(true),
+        j.jwks_uri.is_some(),
+        j.jwks_file.is_some(),
+        j.public_key.is_some(),
+    ];
+    let keys = match sources.iter().filter(|s| **s).count() {
+        0 if !asymmetric => JwtKeys::SecretOnly,
+        0 => {
+            cx.err(
+                path.to_string(),
+                "give one key source: discovery = true, jwks_uri, jwks_file or public_key",
+            );
+            return None;
+        }
+        1 => jwt_keys(cx, &j, path)?,
+        _ => {
+            cx.err(
+                path.to_string(),
+                "give only one of discovery, jwks_uri, jwks_file, public_key",
+            );
+            return None;
+        }
+    };
+    if j.audiences.is_empty() {
+        cx.err(
+            at("audiences"),
+            "give at least one audience (RFC 8725 §3.9: tokens for other services must not pass)",
+        );
+    }
+    let typ = j.typ.map(|t| {
+        let t = t.to_ascii_lowercase();
+        t.strip_prefix("application/").map(str::to_owned).unwrap_or(t)
+    });
+    Some(JwtConfig {
+        issuer: j.issuer,
+        keys,
+        audiences: j.audiences,
+        algorithms,
+        hs256_secret,
+        user_claim: j.user_claim.unwrap_or_else(|| "preferred_username".into()),
+        groups_claim: j.groups_claim,
+        leeway: cx.duration(j.leeway.as_deref(), &at("leeway"), Duration::from_secs(30)),
+        typ,
+        refetch_interval: cx.duration(
+            j.jwks_refetch_interval.as_deref(),
+            &at("jwks_refetch_interval"),
+            Duration::from_secs(30),
+        ),
+        max_age: cx.duration(j.jwks_max_age.as_deref(), &at("jwks_max_age"), Duration::from_secs(600)),
+        fetch_timeout: cx.duration(j.fetch_timeout.as_deref(), &at("fetch_timeout"), Duration::from_secs(5)),
+        ca_file: j.ca_file.as_deref().map(|p| cx.path(p)),
+    })
+}
+
+fn jwt_keys(cx: &mut Ctx, j: &raw::Jwt, path: &str) -> Option<JwtKeys> {
+    if j.discovery == Some(true) {
+        let base = j.issuer.trim_end_matches('/');
+        return url(
+            cx,
+            &format!("{base}/.well-known/openid-configuration"),
+            &format!("{path}.issuer"),
+        )
+        .map(JwtKeys::Discovery);
+    }
+    if let Some(u) = &j.jwks_uri {
+        return url(cx, u, &format!("{path}.jwks_uri")).map(JwtKeys::JwksUri);
+    }
+    let read = |cx: &mut Ctx, spec: &str, key: &str| match Secret::resolve(spec, cx.base) {
+        Ok(s) => Some(s.expose().to_vec()),
+        Err(e) => {
+            cx.err(format!("{path}.{key}"), e);
+            None
+        }
+    };
+    if let Some(f) = &j.jwks_file {
+        let spec = if f.starts_with("file:") {
+            f.clone()
+        } else {
+            format!("file:{f}")
+        };
+        let bytes = read(cx, &spec, "jwks_file")?;
+        return match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(doc) => match crate::auth::jwt::keys::parse_jwks(&doc) {
+                Ok(k) if !k.is_empty() => Some(JwtKeys::JwksDocument(doc)),
+                Ok(_) => {
+                    cx.err(format!("{path}.jwks_file"), "holds no usable signing key");
+                    None
+                }
+                Err(e) => {
+                    cx.err(format!("{path}.jwks_file"), e);
+                    None
+                }
+            },
+            Err(_) => {
+                cx.err(format!("{path}.jwks_file"), "not JSON");
+                None
+            }
+        };
+    }
+    let pem = read(cx, j.public_key.as_deref().unwrap_or(""), "public_key")?;
+    Some(JwtKeys::Pem(pem))
+}
+
+fn introspection_member(cx: &mut Ctx, i: raw::Introspection, path: &str) -> Option<IntrospectionConfig> {
+    let at = |k: &str| format!("{path}.{k}");
+    let url = url(cx, &i.url, &at("url"));
+    let secret = match Secret::resolve(&i.client_secret, cx.base) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            cx.err(at("client_secret"), e);
+            None
+        }
+    };
+    if i.client_id.is_empty() {
+        cx.err(at("client_id"), "must not be empty");
+    }
+    Some(IntrospectionConfig {
+        url: url?,
+        client_id: i.client_id,
+        client_secret: secret?,
+        user_claim: i.user_claim.unwrap_or_else(|| "username".into()),
+        groups_claim: i.groups_claim,
+        cache_ttl: cx.duration(i.cache_ttl.as_deref(), &at("cache_ttl"), Duration::from_secs(300)),
+        negative_cache_ttl: cx.duration(
+            i.negative_cache_ttl.as_deref(),
+            &at("negative_cache_ttl"),
+            Duration::from_secs(10),
+        ),
+        cache_max_entries: i.cache_max_entries.unwrap_or(100_000),
+        fetch_timeout: cx.duration(i.fetch_timeout.as_deref(), &at("fetch_timeout"), Duration::from_secs(5)),
+        ca_file: i.ca_file.as_deref().map(|p| cx.path(p)),
+    })
 }

@@ -157,6 +157,54 @@ pub enum AuditTarget {
 pub enum AuthMember {
     Basic(BasicConfig),
     ApiKey(ApiKeyConfig),
+    Jwt(Box<JwtConfig>),
+    Introspection(Box<IntrospectionConfig>),
+}
+
+/// Where a JWT member's verification keys come from.
+#[derive(Debug, Clone)]
+pub enum JwtKeys {
+    /// `{issuer}/.well-known/openid-configuration` names the JWKS.
+    Discovery(Uri),
+    JwksUri(Uri),
+    /// A JWKS document read from a file at load (offline setups).
+    JwksDocument(serde_json::Value),
+    /// One PEM public key read at load.
+    Pem(Vec<u8>),
+    /// HS256 only, with `hs256_secret`.
+    SecretOnly,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub keys: JwtKeys,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub hs256_secret: Option<Secret>,
+    pub user_claim: String,
+    pub groups_claim: Option<String>,
+    pub leeway: Duration,
+    /// Required `typ` header, lowercase, without `application/` (e.g. `at+jwt`).
+    pub typ: Option<String>,
+    pub refetch_interval: Duration,
+    pub max_age: Duration,
+    pub fetch_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IntrospectionConfig {
+    pub url: Uri,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub user_claim: String,
+    pub groups_claim: Option<String>,
+    pub cache_ttl: Duration,
+    pub negative_cache_ttl: Duration,
+    pub cache_max_entries: usize,
+    pub fetch_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl AuthMember {
@@ -164,6 +212,8 @@ impl AuthMember {
         match self {
             AuthMember::Basic(_) => AuthKind::Basic,
             AuthMember::ApiKey(_) => AuthKind::ApiKey,
+            AuthMember::Jwt(_) => AuthKind::Jwt,
+            AuthMember::Introspection(_) => AuthKind::Introspection,
         }
     }
 }

@@ -77,6 +77,45 @@ pub struct Audit {
 pub enum AuthMember {
     Basic(Basic),
     ApiKey(ApiKey),
+    Jwt(Jwt),
+    Introspection(Introspection),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    pub issuer: String,
+    pub discovery: Option<bool>,
+    pub jwks_uri: Option<String>,
+    pub jwks_file: Option<String>,
+    pub public_key: Option<String>,
+    pub hs256_secret: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub user_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    pub leeway: Option<String>,
+    pub typ: Option<String>,
+    pub jwks_refetch_interval: Option<String>,
+    pub jwks_max_age: Option<String>,
+    pub fetch_timeout: Option<String>,
+    pub ca_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Introspection {
+    pub url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub user_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    pub cache_ttl: Option<String>,
+    pub negative_cache_ttl: Option<String>,
+    pub cache_max_entries: Option<usize>,
+    pub fetch_timeout: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -40,7 +40,7 @@ connect_timeout = "5x"
 type = "basic"
 cache_ttl = "soon"
 [[auth.chain]]
-type = "jwt"
+type = "saml"
 issuer = "https://login.example.com"
 [[users]]
 name = "alice"
@@ -60,7 +60,7 @@ x = 1
         "upstream.url: not an absolute http(s) URL",
         "upstream.connect_timeout: unknown unit",
         "auth.chain[0].cache_ttl: not a duration",
-        "auth.chain[1].type: unknown variant `jwt`",
+        "auth.chain[1].type: unknown variant `saml`",
         "users[0].password_hash: not an argon2 PHC string",
         "access.rules[0].effect: expected \"allow\" or \"deny\"",
         "access.rules[0].paths[0]: path patterns start with '/'",
@@ -168,4 +168,20 @@ fn unimplemented_choices_say_so() {
             .any(|e| e.starts_with("state.backend") && e.contains("not available")),
         "{errs:?}"
     );
+}
+
+#[test]
+fn jwt_members_need_audiences_a_key_source_and_a_secret_for_hs256() {
+    let jwt = |body: &str| errors(&format!("{BASE}\n[[auth.chain]]\ntype = \"jwt\"\nissuer = \"https://idp\"\n{body}"));
+    let e = jwt("");
+    assert!(e.iter().any(|e| e.starts_with("auth.chain[0]: give one key source")), "{e:?}");
+    let e = jwt("jwks_uri = \"https://idp/jwks\"");
+    assert!(e.iter().any(|e| e.starts_with("auth.chain[0].audiences")), "{e:?}");
+    let e = jwt("jwks_uri = \"https://idp/jwks\"\naudiences = [\"jira\"]\nalgorithms = [\"HS256\"]");
+    assert!(e.iter().any(|e| e.contains("HS256 needs hs256_secret")), "{e:?}");
+    let e = jwt("jwks_uri = \"https://idp/jwks\"\naudiences = [\"jira\"]\nalgorithms = [\"none\"]");
+    assert!(e.iter().any(|e| e.starts_with("auth.chain[0].algorithms[0]")), "{e:?}");
+    let e = jwt("discovery = true\njwks_uri = \"https://idp/jwks\"\naudiences = [\"jira\"]");
+    assert!(e.iter().any(|e| e.contains("only one of")), "{e:?}");
+    assert!(jwt("discovery = true\naudiences = [\"jira\"]").is_empty());
 }

@@ -127,7 +127,7 @@ async fn authenticate(rt: &Runtime, ctx: &mut RequestCtx, parts: &http::request:
                 (Some(retry_after), _) => ProxyError::LockedOut { retry_after },
                 (None, Some(message)) => ProxyError::Refused(message),
                 (None, None) => ProxyError::AuthFailed {
-                    challenges: rt.chain.challenges().to_vec(),
+                    challenges: challenges(rt, reason.bearer_error),
                 },
             })
         }
@@ -190,6 +190,25 @@ fn authorize(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
         });
     }
     Err(ProxyError::Forbidden)
+}
+
+/// The chain's challenges; a refused bearer token adds RFC 6750 §3 `error` and
+/// `error_description` to the Bearer challenge (fixed texts, never the token).
+fn challenges(rt: &Runtime, bearer_error: Option<(&'static str, &'static str)>) -> Vec<HeaderValue> {
+    let mut out = rt.chain.challenges().to_vec();
+    if let Some((error, description)) = bearer_error {
+        for c in out.iter_mut() {
+            if c.as_bytes().starts_with(b"Bearer ")
+                && let Ok(v) = HeaderValue::from_str(&format!(
+                    "{}, error=\"{error}\", error_description=\"{description}\"",
+                    c.to_str().unwrap_or("Bearer")
+                ))
+            {
+                *c = v;
+            }
+        }
+    }
+    out
 }
 
 fn error_reason(e: &ProxyError) -> &'static str {

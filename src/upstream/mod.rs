@@ -2,6 +2,7 @@
 //! roots or a configured CA file), bodies streamed both ways, and the identity asserted
 //! by the configured mode. Only this module writes the identity header.
 
+pub mod fetch;
 pub mod headers;
 
 use std::time::Duration;
@@ -49,7 +50,7 @@ pub struct Upstream {
     asserted: Vec<HeaderName>,
 }
 
-fn roots(ca_file: Option<&std::path::Path>, https: bool) -> Result<RootCertStore, String> {
+pub(crate) fn roots(ca_file: Option<&std::path::Path>, https: bool) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {

@@ -1,0 +1,189 @@
+//! Opaque bearer tokens checked by the issuer's introspection endpoint (RFC 7662): a POST
+//! of `token=...&token_type_hint=access_token` with the proxy's client credentials (HTTP
+//! Basic, RFC 6749 §2.3.1). Active answers are cached until the token's `exp` (bounded by
+//! `cache_ttl`), inactive ones briefly; the endpoint failing fails closed (503).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_lc_rs::digest;
+use base64::Engine;
+use http::{HeaderValue, Uri};
+use serde_json::Value;
+
+use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason, bearer_token};
+use crate::config::IntrospectionConfig;
+use crate::upstream::fetch::Fetcher;
+
+type Cached = (Instant, Option<Principal>);
+
+pub struct IntrospectionAuth {
+    url: Uri,
+    client_auth: HeaderValue,
+    user_claim: String,
+    groups_claim: Option<String>,
+    cache_ttl: Duration,
+    negative_ttl: Duration,
+    max_entries: usize,
+    fetcher: Fetcher,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    challenge: Option<HeaderValue>,
+}
+
+fn form_encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+impl IntrospectionAuth {
+    pub fn new(cfg: &IntrospectionConfig, fetcher: Fetcher, realm: &str) -> Result<Self, String> {
+        // RFC 6749 §2.3.1: client id and secret are form-encoded before Basic encoding.
+        let secret =
+            String::from_utf8(cfg.client_secret.expose().to_vec()).map_err(|_| "client_secret is not UTF-8")?;
+        let pair = format!("{}:{}", form_encode(&cfg.client_id), form_encode(&secret));
+        let mut client_auth = HeaderValue::from_str(&format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        ))
+        .map_err(|e| e.to_string())?;
+        client_auth.set_sensitive(true);
+        Ok(IntrospectionAuth {
+            url: cfg.url.clone(),
+            client_auth,
+            user_claim: cfg.user_claim.clone(),
+            groups_claim: cfg.groups_claim.clone(),
+            cache_ttl: cfg.cache_ttl,
+            negative_ttl: cfg.negative_cache_ttl,
+            max_entries: cfg.cache_max_entries.max(1),
+            fetcher,
+            cache: Mutex::new(HashMap::new()),
+            challenge: HeaderValue::from_str(&format!("Bearer realm=\"{realm}\"")).ok(),
+        })
+    }
+
+    fn cached(&self, key: &[u8; 32]) -> Option<Option<Principal>> {
+        let map = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key)
+            .filter(|(exp, _)| *exp > Instant::now())
+            .map(|(_, p)| p.clone())
+    }
+
+    fn remember(&self, key: [u8; 32], ttl: Duration, p: Option<Principal>) {
+        if ttl.is_zero() {
+            return;
+        }
+        let mut map = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= self.max_entries {
+            let now = Instant::now();
+            map.retain(|_, (exp, _)| *exp > now);
+            if map.len() >= self.max_entries {
+                map.clear();
+            }
+        }
+        map.insert(key, (Instant::now() + ttl, p));
+    }
+
+    /// The answer to a principal and how long it may be cached, or `None` when inactive.
+    fn read_answer(&self, v: &Value, now: SystemTime) -> Result<Option<(Principal, Duration)>, &'static str> {
+        if v.get("active").and_then(Value::as_bool) != Some(true) {
+            return Ok(None);
+        }
+        let now_s = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+        let ttl = match v.get("exp") {
+            None => self.cache_ttl,
+            Some(e) => match e.as_u64() {
+                Some(exp) if exp <= now_s => return Ok(None),
+                Some(exp) => self.cache_ttl.min(Duration::from_secs(exp - now_s)),
+                None => return Err("malformed_claim"),
+            },
+        };
+        let user = v
+            .get(&self.user_claim)
+            .or_else(|| {
+                if self.user_claim == "username" {
+                    v.get("sub")
+                } else {
+                    None
+                }
+            })
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or("user_claim_missing")?;
+        let list = |x: &Value| -> Vec<String> {
+            match x {
+                Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
+                Value::Array(a) => a.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect(),
+                _ => Vec::new(),
+            }
+        };
+        let groups = self
+            .groups_claim
+            .as_ref()
+            .and_then(|g| v.get(g))
+            .map(list)
+            .unwrap_or_default();
+        let scopes = v.get("scope").map(list).unwrap_or_default();
+        Ok(Some((
+            Principal::new(AuthKind::Introspection, user.to_owned(), groups).with_scopes(scopes),
+            ttl,
+        )))
+    }
+}
+
+#[async_trait]
+impl Authenticator for IntrospectionAuth {
+    fn kind(&self) -> AuthKind {
+        AuthKind::Introspection
+    }
+
+    fn challenge(&self) -> Option<HeaderValue> {
+        self.challenge.clone()
+    }
+
+    fn accepts_bearer(&self) -> bool {
+        true
+    }
+
+    async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
+        let Some(token) = bearer_token(req.parts) else {
+            return Ok(Outcome::NotPresent);
+        };
+        let inactive = || {
+            Outcome::Rejected(
+                RejectReason::new("token_inactive")
+                    .with_bearer_error("invalid_token", "The access token is not active"),
+            )
+        };
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+        match self.cached(&key) {
+            Some(Some(p)) => return Ok(Outcome::Authenticated(p)),
+            Some(None) => return Ok(inactive()),
+            None => {}
+        }
+        let form = format!("token={}&token_type_hint=access_token", form_encode(token));
+        let (status, answer) = self
+            .fetcher
+            .post_form(&self.url, &self.client_auth, form)
+            .await
+            .map_err(|e| AuthError::Internal(format!("introspection: {e}")))?;
+        if status != 200 {
+            // 401/400: the endpoint refused OUR client credentials: a configuration fault.
+            return Err(AuthError::Internal(format!("introspection endpoint answered {status}")));
+        }
+        match self.read_answer(&answer, req.now) {
+            Ok(Some((p, ttl))) => {
+                self.remember(key, ttl, Some(p.clone()));
+                Ok(Outcome::Authenticated(p))
+            }
+            Ok(None) => {
+                self.remember(key, self.negative_ttl, None);
+                Ok(inactive())
+            }
+            Err(code) => Ok(Outcome::Rejected(
+                RejectReason::new(code).with_bearer_error("invalid_token", "The access token names no usable user"),
+            )),
+        }
+    }
+}
