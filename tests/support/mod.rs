@@ -23,6 +23,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod idp;
+
 use jira_auth_proxy::config::Config;
 use jira_auth_proxy::error::{Body as ProxyBody, full};
 use jira_auth_proxy::server::{self, Running};
