@@ -35,6 +35,9 @@ pub enum ProxyError {
     /// Authenticated, but the rules deny the request.
     #[error("forbidden")]
     Forbidden,
+    /// A bearer credential lacks a scope a rule requires (RFC 6750 §3.1).
+    #[error("insufficient scope")]
+    InsufficientScope { challenge: Option<HeaderValue> },
     /// Refused with a fixed explanation the caller needs (e.g. Jira's CAPTCHA lock).
     #[error("refused: {0}")]
     Refused(&'static str),
@@ -57,7 +60,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::AuthRequired { .. } | ProxyError::AuthFailed { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::Forbidden | ProxyError::Refused(_) => StatusCode::FORBIDDEN,
+            ProxyError::Forbidden | ProxyError::Refused(_) | ProxyError::InsufficientScope { .. } => {
+                StatusCode::FORBIDDEN
+            }
             ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Dependency(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,7 +77,9 @@ impl ProxyError {
                 "You are not authenticated. Authentication required to perform this operation."
             }
             ProxyError::LockedOut { .. } => "Too many failed login attempts for this account. Try again later.",
-            ProxyError::Forbidden => "You do not have permission to perform this operation.",
+            ProxyError::Forbidden | ProxyError::InsufficientScope { .. } => {
+                "You do not have permission to perform this operation."
+            }
             ProxyError::Refused(m) => m,
             ProxyError::UpstreamUnreachable(_) => "Jira could not be reached. Try again later.",
             ProxyError::UpstreamTimeout => "Jira did not answer in time.",
@@ -89,6 +96,9 @@ impl ProxyError {
                 for c in challenges {
                     headers.append(WWW_AUTHENTICATE, c);
                 }
+            }
+            ProxyError::InsufficientScope { challenge: Some(c) } => {
+                headers.insert(WWW_AUTHENTICATE, c);
             }
             ProxyError::LockedOut { retry_after } => {
                 let secs = retry_after.as_secs().max(1);

@@ -125,7 +125,7 @@ impl Runtime {
             (Some(policy), Some(upstream), Some(audit)) if errors.is_empty() => Ok(Runtime {
                 server: cfg.server.clone(),
                 trusted_proxies: cfg.server.trusted_proxies.clone(),
-                chain: Chain::new(members),
+                chain: Chain::new(members).delegating_unknown_bearer(cfg.passthrough_unknown_bearer),
                 identity: IdentityMap::new(cfg.identity.clone()),
                 policy,
                 upstream,

@@ -163,7 +163,11 @@ async fn unknown_bearer_without_our_prefix_goes_on_down_the_chain() {
     let r = get(&proxy.url("/x"), &[("authorization", "Bearer some-jwt-or-jira-pat")]).await;
     assert_eq!(r.status, 401);
     let line = proxy.audit().pop().unwrap();
-    assert_eq!((line["outcome"].as_str(), line["reason"].as_str()), (Some("rejected"), Some("unknown_bearer")), "{line}");
+    assert_eq!(
+        (line["outcome"].as_str(), line["reason"].as_str()),
+        (Some("rejected"), Some("unknown_bearer")),
+        "{line}"
+    );
     let challenge = r.header("www-authenticate").unwrap();
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
     assert!(!challenge.contains("some-jwt"), "{challenge}");
@@ -201,6 +205,11 @@ async fn read_scoped_key_may_read_but_not_write() {
         .await;
         assert_eq!(r.status, 403, "{m}");
         assert_eq!(reason(&proxy), "insufficient_scope");
+        assert!(
+            r.header("www-authenticate")
+                .unwrap()
+                .contains("error=\"insufficient_scope\"")
+        );
     }
     assert_eq!(jira.count(), before);
 }

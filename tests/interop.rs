@@ -105,3 +105,26 @@ async fn python_jira_with_an_api_key_as_basic_password_and_as_token() {
     let users: Vec<_> = jira.seen().into_iter().filter_map(|s| s.user).collect();
     assert_eq!(users, vec!["py-bot".to_string(), "py-bot".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_jira_with_a_pyjwt_token_and_its_jwks() {
+    let idp = support::idp::Idp::start(&[]).await;
+    let jwks = temp_dir().join("jwks.json");
+    *idp.state.jwks_file.lock().unwrap() = Some(jwks.clone());
+    let text = format!(
+        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{{jira}}\"\n\
+         [[auth.chain]]\ntype = \"jwt\"\nissuer = \"{}\"\ndiscovery = true\naudiences = [\"jira\"]\n\
+         algorithms = [\"RS256\", \"ES256\"]\n\
+         [[access.rules]]\nname = \"all\"\nauthenticated = true\neffect = \"allow\"\n",
+        idp.issuer
+    );
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&text, jira.addr).await;
+    let url = format!("http://{}", proxy.addr);
+    let (issuer, out) = (idp.issuer.clone(), jwks.to_str().unwrap().to_string());
+    tokio::task::spawn_blocking(move || run_script("jwt_bearer.py", &url, &[("ISSUER", &issuer), ("JWKS_OUT", &out)]))
+        .await
+        .unwrap();
+    let users: Vec<_> = jira.seen().into_iter().filter_map(|s| s.user).collect();
+    assert_eq!(users, vec!["frank".to_string(), "frank".to_string()]);
+}

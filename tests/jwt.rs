@@ -56,15 +56,29 @@ async fn setup(extra: &str) -> Setup {
     let idp = Idp::start(&[&rsa, &ec, &ed]).await;
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&jwt_config(&idp, extra), jira.addr).await;
-    Setup { idp, jira, proxy, rsa, ec, ed }
+    Setup {
+        idp,
+        jira,
+        proxy,
+        rsa,
+        ec,
+        ed,
+    }
 }
 
 async fn call(s: &Setup, token: &str) -> Resp {
-    get(&s.proxy.url("/rest/api/2/myself"), &[("authorization", &format!("Bearer {token}"))]).await
+    get(
+        &s.proxy.url("/rest/api/2/myself"),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
 }
 
 fn reason(s: &Setup) -> String {
-    s.proxy.audit().pop().unwrap()["reason"].as_str().unwrap_or("").to_string()
+    s.proxy.audit().pop().unwrap()["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[tokio::test]
@@ -75,7 +89,10 @@ async fn bearer_rs256_es256_and_eddsa_tokens_are_accepted() {
         assert_eq!(r.status, 200, "{:?}", key.alg);
         let seen = s.jira.last();
         assert_eq!(seen.user.as_deref(), Some(user));
-        assert!(seen.headers.get("authorization").is_none(), "the token stays with the proxy");
+        assert!(
+            seen.headers.get("authorization").is_none(),
+            "the token stays with the proxy"
+        );
     }
     assert_eq!(s.proxy.audit().pop().unwrap()["auth"], "jwt");
 }
@@ -93,7 +110,10 @@ async fn refused(s: &Setup, token: &str, why: &str) {
     assert_eq!(r.status, 401, "{why}");
     assert_eq!(reason(s), why);
     let challenge = r.header("www-authenticate").unwrap().to_string();
-    assert!(challenge.starts_with("Bearer realm=\"Jira\", error=\"invalid_token\""), "{challenge}");
+    assert!(
+        challenge.starts_with("Bearer realm=\"Jira\", error=\"invalid_token\""),
+        "{challenge}"
+    );
     assert!(!challenge.contains(token), "the token must not be echoed");
 }
 
@@ -104,7 +124,11 @@ async fn bearer_expired_not_yet_valid_and_future_iat_are_refused() {
     c["exp"] = json!(now() - 120);
     refused(&s, &s.rsa.sign(&c), "token_expired").await;
     let r = call(&s, &s.rsa.sign(&c)).await;
-    assert!(r.header("www-authenticate").unwrap().contains("error_description=\"The access token expired\""));
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .contains("error_description=\"The access token expired\"")
+    );
     let mut c = s.idp.claims("alice");
     c["nbf"] = json!(now() + 600);
     refused(&s, &s.rsa.sign(&c), "token_not_yet_valid").await;
@@ -144,11 +168,14 @@ async fn bearer_from_another_issuer_is_refused_as_unrecognised() {
 #[tokio::test]
 async fn bearer_alg_none_is_refused() {
     let s = setup("").await;
-    let b64 = |v: serde_json::Value| {
-        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.to_string())
-    };
+    let b64 =
+        |v: serde_json::Value| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.to_string());
     for alg in ["none", "None", "NONE"] {
-        let token = format!("{}.{}.", b64(json!({"alg": alg, "typ": "JWT"})), b64(s.idp.claims("admin")));
+        let token = format!(
+            "{}.{}.",
+            b64(json!({"alg": alg, "typ": "JWT"})),
+            b64(s.idp.claims("admin"))
+        );
         refused(&s, &token, "malformed_jwt").await;
     }
     assert_eq!(s.jira.count(), 0);
@@ -169,8 +196,10 @@ async fn bearer_hs256_signed_with_the_rsa_public_key_is_refused() {
 async fn bearer_hs256_member_never_verifies_with_a_public_key() {
     let secret = "a-shared-secret-of-at-least-32-bytes!";
     let s = setup("").await;
-    let text = jwt_config(&s.idp, &format!("hs256_secret = \"{secret}\""))
-        .replace("algorithms = [\"RS256\", \"ES256\", \"EdDSA\"]", "algorithms = [\"RS256\", \"HS256\"]");
+    let text = jwt_config(&s.idp, &format!("hs256_secret = \"{secret}\"")).replace(
+        "algorithms = [\"RS256\", \"ES256\", \"EdDSA\"]",
+        "algorithms = [\"RS256\", \"HS256\"]",
+    );
     let proxy = Proxy::start(&text, s.jira.addr).await;
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some("rsa-1".into());
@@ -179,8 +208,14 @@ async fn bearer_hs256_member_never_verifies_with_a_public_key() {
         let url = proxy.url("/x");
         async move { get(&url, &[("authorization", &format!("Bearer {token}"))]).await.status }
     };
-    assert_eq!(send(jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).await, 200);
-    assert_eq!(send(jsonwebtoken::EncodingKey::from_secret(s.rsa.public_pem.as_bytes())).await, 401);
+    assert_eq!(
+        send(jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).await,
+        200
+    );
+    assert_eq!(
+        send(jsonwebtoken::EncodingKey::from_secret(s.rsa.public_pem.as_bytes())).await,
+        401
+    );
 }
 
 #[tokio::test]
@@ -191,11 +226,21 @@ async fn bearer_embedded_jwk_header_is_ignored() {
     h.kid = Some("attacker".into());
     h.jwk = Some(attacker.jwk.clone());
     h.jku = Some("http://evil.example.com/jwks".into());
-    refused(&s, &attacker.sign_with_header(h, &s.idp.claims("admin")), "unknown_key_id").await;
+    refused(
+        &s,
+        &attacker.sign_with_header(h, &s.idp.claims("admin")),
+        "unknown_key_id",
+    )
+    .await;
     // Same kid as a real key, signed by the attacker's key: bad signature.
     let mut h = Header::new(Algorithm::RS256);
     h.kid = Some("rsa-1".into());
-    refused(&s, &attacker.sign_with_header(h, &s.idp.claims("admin")), "bad_signature").await;
+    refused(
+        &s,
+        &attacker.sign_with_header(h, &s.idp.claims("admin")),
+        "bad_signature",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -219,16 +264,27 @@ async fn bearer_unknown_kids_refetch_at_most_once_per_interval() {
         let k = SigningKey::generate(Algorithm::ES256, &format!("junk-{i}"));
         assert_eq!(call(&s, &k.sign(&s.idp.claims("alice"))).await.status, 401);
     }
-    assert!(s.idp.jwks_fetches() <= fetches + 1, "{} fetches", s.idp.jwks_fetches() - fetches);
+    assert!(
+        s.idp.jwks_fetches() <= fetches + 1,
+        "{} fetches",
+        s.idp.jwks_fetches() - fetches
+    );
 }
 
 #[tokio::test]
 async fn bearer_keys_keep_serving_while_the_issuer_is_down() {
     // jwks_max_age 0s: every request finds the key set old and tries to refresh it.
-    let s = setup("").await.with_config("jwks_refetch_interval = \"0s\"\njwks_max_age = \"0s\"").await;
+    let s = setup("")
+        .await
+        .with_config("jwks_refetch_interval = \"0s\"\njwks_max_age = \"0s\"")
+        .await;
     assert_eq!(call(&s, &s.rsa.sign(&s.idp.claims("alice"))).await.status, 200);
     s.idp.set_down(true);
-    assert_eq!(call(&s, &s.ec.sign(&s.idp.claims("bob"))).await.status, 200, "stale but valid keys serve");
+    assert_eq!(
+        call(&s, &s.ec.sign(&s.idp.claims("bob"))).await.status,
+        200,
+        "stale but valid keys serve"
+    );
     let failures: u64 = s.proxy.running.runtime().jwt.iter().map(|j| j.key_counters().0).sum();
     assert!(failures >= 1, "the failed refresh is counted");
 }
@@ -272,14 +328,32 @@ async fn bearer_claim_paths_groups_and_scopes_reach_the_rules() {
     c["ext"] = json!({"jira_user": "dave"});
     c["scope"] = json!("openid write");
     let token = s.rsa.sign(&c);
-    let r = send("POST", &proxy.url("/rest/api/2/issue"), &[("authorization", &format!("Bearer {token}"))], bytes::Bytes::new()).await;
+    let r = send(
+        "POST",
+        &proxy.url("/rest/api/2/issue"),
+        &[("authorization", &format!("Bearer {token}"))],
+        bytes::Bytes::new(),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(s.jira.last().user.as_deref(), Some("dave"));
     assert_eq!(proxy.audit().pop().unwrap()["rule"], "writers");
     c["scope"] = json!("openid read");
     let token = s.rsa.sign(&c);
-    let r = send("POST", &proxy.url("/rest/api/2/issue"), &[("authorization", &format!("Bearer {token}"))], bytes::Bytes::new()).await;
+    let r = send(
+        "POST",
+        &proxy.url("/rest/api/2/issue"),
+        &[("authorization", &format!("Bearer {token}"))],
+        bytes::Bytes::new(),
+    )
+    .await;
     assert_eq!(r.status, 403);
+    let challenge = r.header("www-authenticate").unwrap();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"write\""),
+        "{challenge}"
+    );
+    assert_eq!(proxy.audit().pop().unwrap()["reason"], "insufficient_scope");
 }
 
 #[tokio::test]
@@ -287,11 +361,26 @@ async fn bearer_typ_check_wants_an_access_token() {
     let s = setup("").await.with_config("typ = \"at+jwt\"").await;
     let mut h = Header::new(Algorithm::RS256);
     h.kid = Some("rsa-1".into());
-    refused(&s, &s.rsa.sign_with_header(h.clone(), &s.idp.claims("alice")), "wrong_token_type").await;
+    refused(
+        &s,
+        &s.rsa.sign_with_header(h.clone(), &s.idp.claims("alice")),
+        "wrong_token_type",
+    )
+    .await;
     h.typ = Some("at+jwt".into());
-    assert_eq!(call(&s, &s.rsa.sign_with_header(h.clone(), &s.idp.claims("alice"))).await.status, 200);
+    assert_eq!(
+        call(&s, &s.rsa.sign_with_header(h.clone(), &s.idp.claims("alice")))
+            .await
+            .status,
+        200
+    );
     h.typ = Some("application/at+jwt".into());
-    assert_eq!(call(&s, &s.rsa.sign_with_header(h, &s.idp.claims("alice"))).await.status, 200);
+    assert_eq!(
+        call(&s, &s.rsa.sign_with_header(h, &s.idp.claims("alice")))
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -358,20 +447,31 @@ async fn opaque_token_active_by_introspection_is_accepted_and_cached() {
         assert_eq!(r.status, 200);
     }
     assert_eq!(jira.last().user.as_deref(), Some("erin"));
-    assert_eq!(idp.state.introspections.load(std::sync::atomic::Ordering::SeqCst), 1, "cached after one call");
+    assert_eq!(
+        idp.state.introspections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "cached after one call"
+    );
     assert_eq!(proxy.audit().pop().unwrap()["auth"], "introspection");
 }
 
 #[tokio::test]
 async fn opaque_token_inactive_or_expired_is_401_and_negative_answers_are_cached() {
     let idp = Idp::start(&[]).await;
-    idp.state.tokens.lock().unwrap().insert("stale".into(), json!({"active": true, "username": "erin", "exp": now() - 5}));
+    idp.state.tokens.lock().unwrap().insert(
+        "stale".into(),
+        json!({"active": true, "username": "erin", "exp": now() - 5}),
+    );
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&introspection_config(&idp, CLIENT_SECRET), jira.addr).await;
     for token in ["never-issued", "never-issued", "stale"] {
         let r = get(&proxy.url("/x"), &[("authorization", &format!("Bearer {token}"))]).await;
         assert_eq!(r.status, 401);
-        assert!(r.header("www-authenticate").unwrap().contains("error=\"invalid_token\""));
+        assert!(
+            r.header("www-authenticate")
+                .unwrap()
+                .contains("error=\"invalid_token\"")
+        );
     }
     assert_eq!(idp.state.introspections.load(std::sync::atomic::Ordering::SeqCst), 2);
     assert_eq!(jira.count(), 0);
@@ -382,10 +482,16 @@ async fn introspection_endpoint_down_or_refusing_our_client_fails_closed() {
     let idp = Idp::start(&[]).await;
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&introspection_config(&idp, "wrong-secret"), jira.addr).await;
-    assert_eq!(get(&proxy.url("/x"), &[("authorization", "Bearer t")]).await.status, 503);
+    assert_eq!(
+        get(&proxy.url("/x"), &[("authorization", "Bearer t")]).await.status,
+        503
+    );
     let proxy = Proxy::start(&introspection_config(&idp, CLIENT_SECRET), jira.addr).await;
     idp.set_down(true);
-    assert_eq!(get(&proxy.url("/x"), &[("authorization", "Bearer t")]).await.status, 503);
+    assert_eq!(
+        get(&proxy.url("/x"), &[("authorization", "Bearer t")]).await.status,
+        503
+    );
     assert_eq!(jira.count(), 0);
 }
 
@@ -395,4 +501,48 @@ impl Setup {
         let proxy = Proxy::start(&jwt_config(&self.idp, extra), self.jira.addr).await;
         Setup { proxy, ..self }
     }
+}
+
+#[tokio::test]
+async fn unknown_bearer_goes_to_jira_unchanged_when_passthrough_is_on() {
+    let s = setup("").await;
+    let text = jwt_config(&s.idp, "").replace("[[auth.chain]]", "[auth]\npassthrough_unknown_bearer = true\n[[auth.chain]]").replace(
+        "[[access.rules]]\nname = \"authenticated\"",
+        "[[access.rules]]\nname = \"jira checks its own tokens\"\nauth = [\"jira_token\"]\neffect = \"allow\"\n[[access.rules]]\nname = \"authenticated\"",
+    );
+    let proxy = Proxy::start(&text, s.jira.addr).await;
+    let pat = "NjQ4MjkxNzM1OTAyOkJ0kZ3vhYlC1Ctqwl5dUiqeG2QG";
+    let r = get(
+        &proxy.url("/rest/api/2/myself"),
+        &[
+            ("authorization", &format!("Bearer {pat}")),
+            ("x-forwarded-user", "admin"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.status, 401,
+        "the fake Jira does not know the PAT: it answers for itself"
+    );
+    let seen = s.jira.last();
+    assert_eq!(seen.headers.get("authorization").unwrap(), &format!("Bearer {pat}"));
+    assert_eq!(
+        seen.user, None,
+        "no identity is asserted for a token the proxy did not check"
+    );
+    let line = proxy.audit().pop().unwrap();
+    assert_eq!(
+        (line["outcome"].as_str(), line["auth"].as_str()),
+        (Some("delegated"), Some("jira_token"))
+    );
+    // A JWT of the configured issuer is still checked by the proxy, not delegated.
+    let mut c = s.idp.claims("alice");
+    c["exp"] = json!(now() - 3600);
+    let r = get(
+        &proxy.url("/x"),
+        &[("authorization", &format!("Bearer {}", s.rsa.sign(&c)))],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(proxy.audit().pop().unwrap()["reason"], "token_expired");
 }

@@ -16,6 +16,8 @@ use glob::Glob;
 pub struct Subject<'a> {
     pub method: &'a Method,
     pub path: &'a str,
+    /// How the caller authenticated; set without a principal for tokens handed to Jira.
+    pub kind: Option<AuthKind>,
     pub principal: Option<&'a Principal>,
     pub jira_user: Option<&'a str>,
     pub client_ip: IpAddr,
@@ -29,6 +31,9 @@ pub struct Decision {
     pub rule: Option<String>,
     /// False in report mode: a `Deny` is logged, not enforced.
     pub enforced: bool,
+    /// On a denial: the scopes of an earlier allow rule that held in every other respect,
+    /// so a bearer caller can be told `insufficient_scope`.
+    pub missing_scopes: Option<Vec<String>>,
 }
 
 impl Decision {
@@ -92,16 +97,26 @@ impl Policy {
 
     pub fn decide(&self, s: &Subject<'_>) -> Decision {
         let enforced = self.mode == AccessMode::Enforce;
+        let mut missing_scopes = None;
         for r in &self.rules {
-            if r.matches(s) {
-                return Decision {
-                    effect: r.effect,
-                    rule: Some(r.name.clone()),
-                    enforced,
-                };
+            match r.matches(s) {
+                Match::Yes => {
+                    let missing_scopes = if r.effect == Effect::Deny { missing_scopes } else { None };
+                    return Decision {
+                        effect: r.effect,
+                        rule: Some(r.name.clone()),
+                        enforced,
+                        missing_scopes,
+                    };
+                }
+                Match::AllButScopes if r.effect == Effect::Allow && missing_scopes.is_none() => {
+                    missing_scopes = Some(r.scopes.clone());
+                }
+                _ => {}
             }
         }
         Decision {
+            missing_scopes,
             effect: self.default,
             rule: None,
             enforced,
@@ -129,26 +144,38 @@ fn compile_rule(r: &RuleConfig) -> Result<Rule, String> {
 }
 
 impl Rule {
-    fn matches(&self, s: &Subject<'_>) -> bool {
+    fn matches(&self, s: &Subject<'_>) -> Match {
         let authed = s.principal.is_some();
         let user = s.jira_user.map(str::to_lowercase);
         let groups: Vec<String> = s.principal.map(|p| lower(p.groups())).unwrap_or_default();
         let in_groups = |list: &[String]| list.iter().any(|g| groups.contains(g));
         let is_user = |list: &[String]| user.as_ref().is_some_and(|u| list.contains(u));
-        (self.methods.is_empty() || self.methods.contains(s.method))
+        let others = (self.methods.is_empty() || self.methods.contains(s.method))
             && (self.paths.is_empty() || self.paths.iter().any(|g| g.matches(s.path)))
-            && (self.auth.is_empty() || s.principal.is_some_and(|p| self.auth.contains(&p.kind())))
+            && (self.auth.is_empty() || s.kind.is_some_and(|k| self.auth.contains(&k)))
             && (self.users.is_empty() || is_user(&self.users))
             && (self.users_not.is_empty() || !is_user(&self.users_not))
             && (self.groups.is_empty() || in_groups(&self.groups))
             && (self.groups_not.is_empty() || !in_groups(&self.groups_not))
             && (self.source.is_empty() || self.source.iter().any(|n| n.contains(&s.client_ip)))
-            && (self.scopes.is_empty()
-                || s.principal
-                    .is_some_and(|p| self.scopes.iter().all(|sc| p.scopes().contains(sc))))
             && self.anonymous.is_none_or(|a| a != authed)
-            && self.authenticated.is_none_or(|a| a == authed)
+            && self.authenticated.is_none_or(|a| a == authed);
+        let scopes = self.scopes.is_empty()
+            || s.principal
+                .is_some_and(|p| self.scopes.iter().all(|sc| p.scopes().contains(sc)));
+        match (others, scopes) {
+            (true, true) => Match::Yes,
+            (true, false) => Match::AllButScopes,
+            _ => Match::No,
+        }
     }
+}
+
+enum Match {
+    Yes,
+    No,
+    /// Everything but the required scopes held: worth telling the caller (RFC 6750 §3.1).
+    AllButScopes,
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ fn decide(p: &Policy, method: &str, path: &str, who: Option<(&str, &[&str])>, ip
     let d = p.decide(&Subject {
         method: &m,
         path,
+        kind: principal.as_ref().map(|p| p.kind()),
         principal: principal.as_ref(),
         jira_user: who.map(|(u, _)| u),
         client_ip: ip.parse().expect("ip"),
@@ -140,6 +141,7 @@ fn report_mode_decides_but_does_not_enforce() {
     let d = p.decide(&Subject {
         method: &Method::DELETE,
         path: "/x",
+        kind: None,
         principal: None,
         jira_user: None,
         client_ip: "1.1.1.1".parse().expect("ip"),

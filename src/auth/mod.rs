@@ -29,6 +29,9 @@ pub enum AuthKind {
     Jwt,
     Introspection,
     Session,
+    /// A bearer token the proxy does not know, handed to Jira to check
+    /// (`auth.passthrough_unknown_bearer`); no principal.
+    JiraToken,
 }
 
 impl AuthKind {
@@ -40,6 +43,7 @@ impl AuthKind {
             AuthKind::Jwt => "jwt",
             AuthKind::Introspection => "introspection",
             AuthKind::Session => "session",
+            AuthKind::JiraToken => "jira_token",
         }
     }
 
@@ -51,6 +55,7 @@ impl AuthKind {
             AuthKind::Jwt,
             AuthKind::Introspection,
             AuthKind::Session,
+            AuthKind::JiraToken,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -184,11 +189,14 @@ pub enum Verdict {
     Authenticated(Principal),
     Rejected(AuthKind, RejectReason),
     Failed(AuthKind, AuthError),
+    /// A bearer token nobody recognised, to be checked by Jira itself.
+    Delegated,
 }
 
 pub struct Chain {
     members: Vec<Box<dyn Authenticator>>,
     challenges: Vec<HeaderValue>,
+    delegate_unknown_bearer: bool,
 }
 
 /// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1), if any.
@@ -203,6 +211,12 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
 }
 
 impl Chain {
+    /// Bearer tokens no member recognises go to Jira (see `Verdict::Delegated`).
+    pub fn delegating_unknown_bearer(mut self, on: bool) -> Self {
+        self.delegate_unknown_bearer = on;
+        self
+    }
+
     pub fn new(members: Vec<Box<dyn Authenticator>>) -> Self {
         let mut challenges: Vec<HeaderValue> = Vec::new();
         for c in members.iter().filter_map(|m| m.challenge()) {
@@ -210,7 +224,11 @@ impl Chain {
                 challenges.push(c);
             }
         }
-        Chain { members, challenges }
+        Chain {
+            members,
+            challenges,
+            delegate_unknown_bearer: false,
+        }
     }
 
     pub fn challenges(&self) -> &[HeaderValue] {
@@ -230,7 +248,11 @@ impl Chain {
                 Err(e) => return Verdict::Failed(m.kind(), e),
             }
         }
-        // A bearer token that no member recognised is refused, never taken as anonymous.
+        // A bearer token that no member recognised is refused, never taken as anonymous
+        // (unless the admin hands such tokens to Jira, e.g. for Jira's own PATs).
+        if bearer_token(req.parts).is_some() && self.delegate_unknown_bearer {
+            return Verdict::Delegated;
+        }
         if bearer_token(req.parts).is_some()
             && let Some(m) = self.members.iter().find(|m| m.accepts_bearer())
         {

@@ -110,12 +110,21 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let state_raw: raw::State = cx.section(&mut root, "state");
     let audit_raw: raw::Audit = cx.section(&mut root, "audit");
     let identity_raw: raw::IdentityRules = cx.section(&mut root, "identity");
+    let mut passthrough_unknown_bearer = false;
     let chain_raw: Vec<raw::AuthMember> = match root.remove("auth") {
         None => Vec::new(),
         Some(Value::Table(mut t)) => {
             let chain = t.remove("chain");
+            match t.remove("passthrough_unknown_bearer") {
+                None => {}
+                Some(Value::Boolean(b)) => passthrough_unknown_bearer = b,
+                Some(_) => cx.err("auth.passthrough_unknown_bearer", "must be true or false"),
+            }
             for k in t.keys() {
-                cx.err(format!("auth.{k}"), "unknown key (expected [[auth.chain]])");
+                cx.err(
+                    format!("auth.{k}"),
+                    "unknown key (expected [[auth.chain]] or passthrough_unknown_bearer)",
+                );
             }
             cx.array(chain, "auth.chain")
         }
@@ -199,6 +208,7 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         state,
         audit,
         chain,
+        passthrough_unknown_bearer,
         users,
         api_keys,
         identity,

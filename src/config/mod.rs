@@ -70,6 +70,9 @@ pub struct Config {
     pub state: StateConfig,
     pub audit: AuditTarget,
     pub chain: Vec<AuthMember>,
+    /// Bearer tokens no member recognises go to Jira unchanged (Jira's own personal
+    /// access tokens), instead of being refused.
+    pub passthrough_unknown_bearer: bool,
     pub users: Vec<LocalUser>,
     /// From `[[api_keys]]` and `api_keys_file`.
     pub api_keys: Vec<ApiKeyEntry>,

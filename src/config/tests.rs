@@ -172,9 +172,16 @@ fn unimplemented_choices_say_so() {
 
 #[test]
 fn jwt_members_need_audiences_a_key_source_and_a_secret_for_hs256() {
-    let jwt = |body: &str| errors(&format!("{BASE}\n[[auth.chain]]\ntype = \"jwt\"\nissuer = \"https://idp\"\n{body}"));
+    let jwt = |body: &str| {
+        errors(&format!(
+            "{BASE}\n[[auth.chain]]\ntype = \"jwt\"\nissuer = \"https://idp\"\n{body}"
+        ))
+    };
     let e = jwt("");
-    assert!(e.iter().any(|e| e.starts_with("auth.chain[0]: give one key source")), "{e:?}");
+    assert!(
+        e.iter().any(|e| e.starts_with("auth.chain[0]: give one key source")),
+        "{e:?}"
+    );
     let e = jwt("jwks_uri = \"https://idp/jwks\"");
     assert!(e.iter().any(|e| e.starts_with("auth.chain[0].audiences")), "{e:?}");
     let e = jwt("jwks_uri = \"https://idp/jwks\"\naudiences = [\"jira\"]\nalgorithms = [\"HS256\"]");

@@ -113,6 +113,11 @@ async fn authenticate(rt: &Runtime, ctx: &mut RequestCtx, parts: &http::request:
             ctx.outcome = "anonymous";
             Ok(())
         }
+        Verdict::Delegated => {
+            ctx.outcome = "delegated";
+            ctx.auth_kind = Some(AuthKind::JiraToken);
+            Ok(())
+        }
         Verdict::Authenticated(p) => {
             ctx.outcome = "authenticated";
             ctx.auth_kind = Some(p.kind());
@@ -160,16 +165,20 @@ fn identify(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
 }
 
 fn authorize(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
+    // API keys' own scopes: "read" alone allows only safe methods. (Token scopes from an
+    // identity provider mean whatever that provider says; rules decide about those.)
     if let Some(p) = &ctx.principal
+        && p.kind() == AuthKind::ApiKey
         && !crate::access::scope_allows(p.scopes(), &ctx.method)
     {
         ctx.reason = Some("insufficient_scope");
-        return Err(ProxyError::Forbidden);
+        return Err(insufficient_scope(rt, &["write".to_string()]));
     }
     let path = ctx.path.as_ref().map_or("/", |p| p.decoded.as_str());
     let decision = rt.policy.decide(&crate::access::Subject {
         method: &ctx.method,
         path,
+        kind: ctx.auth_kind,
         principal: ctx.principal.as_ref(),
         jira_user: ctx.jira_user.as_deref(),
         client_ip: ctx.client_ip,
@@ -189,7 +198,32 @@ fn authorize(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
             challenges: rt.chain.challenges().to_vec(),
         });
     }
-    Err(ProxyError::Forbidden)
+    let bearer = matches!(
+        ctx.auth_kind,
+        Some(AuthKind::Jwt | AuthKind::Introspection | AuthKind::ApiKey)
+    );
+    match decision.missing_scopes {
+        Some(scopes) if bearer => {
+            ctx.reason = Some("insufficient_scope");
+            Err(insufficient_scope(rt, &scopes))
+        }
+        _ => Err(ProxyError::Forbidden),
+    }
+}
+
+/// RFC 6750 §3.1: 403 with a Bearer challenge naming the scopes that would have helped.
+fn insufficient_scope(rt: &Runtime, scopes: &[String]) -> ProxyError {
+    let scope: String = scopes
+        .join(" ")
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ')
+        .collect();
+    let challenge = HeaderValue::from_str(&format!(
+        "Bearer realm=\"{}\", error=\"insufficient_scope\", error_description=\"The access token lacks a required scope\", scope=\"{scope}\"",
+        rt.server.realm
+    ))
+    .ok();
+    ProxyError::InsufficientScope { challenge }
 }
 
 /// The chain's challenges; a refused bearer token adds RFC 6750 §3 `error` and
@@ -219,6 +253,7 @@ fn error_reason(e: &ProxyError) -> &'static str {
         ProxyError::LockedOut { .. } => "locked_out",
         ProxyError::Forbidden => "forbidden",
         ProxyError::Refused(_) => "refused",
+        ProxyError::InsufficientScope { .. } => "insufficient_scope",
         ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
         ProxyError::UpstreamTimeout => "upstream_timeout",
         ProxyError::Dependency(_) => "dependency_failed",

@@ -167,7 +167,9 @@ impl Upstream {
             h.insert("x-forwarded-for", v);
         }
         h.insert("x-request-id", ctx.id.clone());
-        self.assert_identity(h, ctx.jira_user.as_deref())?;
+        if ctx.auth_kind != Some(crate::auth::AuthKind::JiraToken) {
+            self.assert_identity(h, ctx.jira_user.as_deref())?;
+        }
         Ok(Request::from_parts(parts, body.boxed()))
     }
 

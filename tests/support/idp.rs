@@ -39,7 +39,9 @@ impl SigningKey {
     pub fn generate(alg: Algorithm, kid: &str) -> SigningKey {
         use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, PKCS_RSA_SHA256, RsaKeySize};
         let kp = match alg {
-            Algorithm::RS256 | Algorithm::PS256 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).unwrap(),
+            Algorithm::RS256 | Algorithm::PS256 => {
+                KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).unwrap()
+            }
             Algorithm::ES256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
             Algorithm::EdDSA => KeyPair::generate_for(&PKCS_ED25519).unwrap(),
             other => panic!("no test key for {other:?}"),
@@ -58,7 +60,13 @@ impl SigningKey {
             Jwk::from_encoding_key(&encoding, alg).unwrap()
         };
         jwk.common.key_id = Some(kid.to_string());
-        SigningKey { alg, kid: kid.to_string(), encoding, jwk, public_pem: kp.public_key_pem() }
+        SigningKey {
+            alg,
+            kid: kid.to_string(),
+            encoding,
+            jwk,
+            public_pem: kp.public_key_pem(),
+        }
     }
 
     /// A token signed with this key (header `kid` and `alg` set).
@@ -85,6 +93,8 @@ pub struct IdpState {
     pub introspections: AtomicU64,
     /// token -> introspection answer
     pub tokens: Mutex<HashMap<String, Value>>,
+    /// When set, the JWKS is this file's content (written by another program).
+    pub jwks_file: Mutex<Option<std::path::PathBuf>>,
 }
 
 pub struct Idp {
@@ -103,11 +113,15 @@ impl Idp {
         let (st, iss) = (state.clone(), issuer.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (st, iss) = (st.clone(), iss.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| answer(req, st.clone(), iss.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -136,7 +150,8 @@ impl Idp {
 fn reply(status: StatusCode, v: Value) -> Response<ProxyBody> {
     let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     r
 }
 
@@ -145,15 +160,27 @@ async fn answer(req: Request<Incoming>, st: Arc<IdpState>, issuer: String) -> Re
         return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "down"})));
     }
     let path = req.uri().path().to_string();
-    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = req.into_body().collect().await.unwrap().to_bytes();
     Ok(match path.as_str() {
-        "/realms/test/.well-known/openid-configuration" => {
-            reply(StatusCode::OK, json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}))
-        }
+        "/realms/test/.well-known/openid-configuration" => reply(
+            StatusCode::OK,
+            json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}),
+        ),
         "/realms/test/jwks" => {
             st.jwks_fetches.fetch_add(1, Ordering::SeqCst);
-            reply(StatusCode::OK, json!({"keys": *st.keys.lock().unwrap()}))
+            let file = st.jwks_file.lock().unwrap().clone();
+            match file {
+                Some(f) => reply(
+                    StatusCode::OK,
+                    serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap(),
+                ),
+                None => reply(StatusCode::OK, json!({"keys": *st.keys.lock().unwrap()})),
+            }
         }
         "/realms/test/introspect" => {
             st.introspections.fetch_add(1, Ordering::SeqCst);
@@ -166,7 +193,13 @@ async fn answer(req: Request<Incoming>, st: Arc<IdpState>, issuer: String) -> Re
             }
             let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
             let token = form.get("token").cloned().unwrap_or_default();
-            let ans = st.tokens.lock().unwrap().get(&token).cloned().unwrap_or(json!({"active": false}));
+            let ans = st
+                .tokens
+                .lock()
+                .unwrap()
+                .get(&token)
+                .cloned()
+                .unwrap_or(json!({"active": false}));
             reply(StatusCode::OK, ans)
         }
         _ => reply(StatusCode::NOT_FOUND, json!({})),
