@@ -82,5 +82,62 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(core, benches);
+/// A cold JWT verification through the chain (no verified-token cache yet): RS256 and
+/// ES256, keys from a JWKS file.
+fn jwt_benches(c: &mut Criterion) {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
+    let rsa = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).expect("rsa");
+    let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("ec");
+    let rsa_key = EncodingKey::from_rsa_pem(rsa.serialize_pem().as_bytes()).expect("rsa pem");
+    let ec_key = EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).expect("ec pem");
+    let mut jwks = Vec::new();
+    for (key, alg, kid) in [(&rsa_key, Algorithm::RS256, "r"), (&ec_key, Algorithm::ES256, "e")] {
+        let mut jwk = Jwk::from_encoding_key(key, alg).expect("jwk");
+        jwk.common.key_id = Some(kid.into());
+        jwks.push(jwk);
+    }
+    let dir = std::env::temp_dir().join(format!("jap-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("jwks.json"), serde_json::json!({ "keys": jwks }).to_string()).expect("write");
+    let text = "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+        [audit]\nto = \"off\"\n[[auth.chain]]\ntype = \"jwt\"\nissuer = \"urn:bench\"\njwks_file = \"jwks.json\"\n\
+        audiences = [\"jira\"]\nalgorithms = [\"RS256\", \"ES256\"]\nuser_claim = \"sub\"\n";
+    let cfg = Config::parse(text, &dir).expect("config");
+    let runtime = Runtime::build(&cfg).expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let exp = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+        + 3600;
+    let claims = serde_json::json!({"iss": "urn:bench", "aud": "jira", "sub": "bench-user", "exp": exp});
+    for (key, alg, kid, name) in [
+        (&rsa_key, Algorithm::RS256, "r", "jwt_rs256_chain"),
+        (&ec_key, Algorithm::ES256, "e", "jwt_es256_chain"),
+    ] {
+        let mut h = Header::new(alg);
+        h.kid = Some(kid.into());
+        let token = jsonwebtoken::encode(&h, &claims, key).expect("sign");
+        let req = http::Request::get("/x")
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .expect("req");
+        let (parts, _) = req.into_parts();
+        let areq = AuthRequest {
+            parts: &parts,
+            client_ip: [127, 0, 0, 1].into(),
+            now: SystemTime::now(),
+        };
+        assert!(matches!(
+            rt.block_on(runtime.chain.authenticate(&areq)),
+            Verdict::Authenticated(_)
+        ));
+        c.bench_function(name, |b| b.iter(|| rt.block_on(runtime.chain.authenticate(&areq))));
+    }
+}
+
+criterion_group!(core, benches, jwt_benches);
 criterion_main!(core);
