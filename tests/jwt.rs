@@ -546,3 +546,29 @@ async fn unknown_bearer_goes_to_jira_unchanged_when_passthrough_is_on() {
     assert_eq!(r.status, 401);
     assert_eq!(proxy.audit().pop().unwrap()["reason"], "token_expired");
 }
+
+#[tokio::test]
+async fn bearer_verified_token_is_cached_until_exp_and_the_cache_can_be_off() {
+    let s = setup("").await;
+    let token = s.rsa.sign(&s.idp.claims("alice"));
+    for _ in 0..10 {
+        assert_eq!(call(&s, &token).await.status, 200);
+    }
+    let verifications = |p: &Proxy| p.running.runtime().jwt.iter().map(|j| j.verifications()).sum::<u64>();
+    assert_eq!(verifications(&s.proxy), 1);
+    // A different token (same user, other signature) is verified on its own.
+    let other = s.ec.sign(&s.idp.claims("alice"));
+    assert_eq!(call(&s, &other).await.status, 200);
+    assert_eq!(verifications(&s.proxy), 2);
+    // A tampered copy of the cached token is not a cache hit.
+    let i = token.len() - 10;
+    let flipped = if &token[i..=i] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{flipped}{}", &token[..i], &token[i + 1..]);
+    assert_eq!(call(&s, &tampered).await.status, 401);
+
+    let s = s.with_config("token_cache_ttl = \"0s\"").await;
+    for _ in 0..3 {
+        assert_eq!(call(&s, &token).await.status, 200);
+    }
+    assert_eq!(verifications(&s.proxy), 3);
+}

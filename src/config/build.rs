@@ -995,6 +995,12 @@ fn jwt_member(cx: &mut Ctx, j: raw::Jwt, path: &str) -> Option<JwtConfig> {
         max_age: cx.duration(j.jwks_max_age.as_deref(), &at("jwks_max_age"), Duration::from_secs(600)),
         fetch_timeout: cx.duration(j.fetch_timeout.as_deref(), &at("fetch_timeout"), Duration::from_secs(5)),
         ca_file: j.ca_file.as_deref().map(|p| cx.path(p)),
+        token_cache_ttl: cx.duration(
+            j.token_cache_ttl.as_deref(),
+            &at("token_cache_ttl"),
+            Duration::from_secs(300),
+        ),
+        token_cache_max_entries: j.token_cache_max_entries.unwrap_or(100_000),
     })
 }
 

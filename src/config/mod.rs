@@ -194,6 +194,9 @@ pub struct JwtConfig {
     pub max_age: Duration,
     pub fetch_timeout: Duration,
     pub ca_file: Option<PathBuf>,
+    /// Verified tokens are remembered until `exp`, at most this long (0 = never).
+    pub token_cache_ttl: Duration,
+    pub token_cache_max_entries: usize,
 }
 
 #[derive(Debug, Clone)]

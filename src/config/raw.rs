@@ -101,6 +101,8 @@ pub struct Jwt {
     pub jwks_max_age: Option<String>,
     pub fetch_timeout: Option<String>,
     pub ca_file: Option<String>,
+    pub token_cache_ttl: Option<String>,
+    pub token_cache_max_entries: Option<usize>,
 }
 
 #[derive(Deserialize)]

@@ -9,7 +9,10 @@
 
 pub mod keys;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use http::HeaderValue;
@@ -25,6 +28,11 @@ pub struct JwtAuth {
     keys: KeyStore,
     hmac: Option<DecodingKey>,
     challenge: Option<HeaderValue>,
+    /// Tokens already verified, by SHA-256 of the whole token, until their `exp` (at
+    /// most `token_cache_ttl`, so a key withdrawn from the JWKS stops counting soon).
+    verified: Mutex<HashMap<[u8; 32], (Instant, Principal)>>,
+    /// Signature verifications run (cache misses), for tests and metrics.
+    verifications: AtomicU64,
 }
 
 /// A refusal with its RFC 6750 `error_description` (fixed text; never the token).
@@ -41,7 +49,43 @@ impl JwtAuth {
             keys,
             hmac,
             challenge,
+            verified: Mutex::new(HashMap::new()),
+            verifications: AtomicU64::new(0),
         }
+    }
+
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    fn cached(&self, key: &[u8; 32]) -> Option<Principal> {
+        let map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key)
+            .filter(|(until, _)| *until > Instant::now())
+            .map(|(_, p)| p.clone())
+    }
+
+    fn remember(&self, key: [u8; 32], claims: &Map<String, Value>, now: SystemTime, p: &Principal) {
+        let now_s = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+        let Some(exp) = claims.get("exp").and_then(Value::as_u64) else {
+            return;
+        };
+        let ttl = self
+            .cfg
+            .token_cache_ttl
+            .min(Duration::from_secs(exp.saturating_sub(now_s)));
+        if ttl.is_zero() {
+            return;
+        }
+        let mut map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= self.cfg.token_cache_max_entries.max(1) {
+            let t = Instant::now();
+            map.retain(|_, (until, _)| *until > t);
+            if map.len() >= self.cfg.token_cache_max_entries.max(1) {
+                map.clear();
+            }
+        }
+        map.insert(key, (Instant::now() + ttl, p.clone()));
     }
 
     pub fn key_counters(&self) -> (u64, u64) {
@@ -87,6 +131,7 @@ impl JwtAuth {
                 Lookup::Unavailable(e) => return Err(AuthError::Internal(format!("issuer keys unavailable: {e}"))),
             }
         };
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let validation = self.validation(alg);
         let mut last = ErrorKind::InvalidSignature;
         for key in &candidates {
@@ -231,6 +276,11 @@ impl Authenticator for JwtAuth {
         let Some(token) = bearer_token(req.parts) else {
             return Ok(Outcome::NotPresent);
         };
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref());
+        if let Some(p) = self.cached(&digest) {
+            return Ok(Outcome::Authenticated(p));
+        }
         let p = match peek(token) {
             None => return Ok(Outcome::NotPresent),
             Some(Err(())) => return Ok(refuse("malformed_jwt", "The access token is malformed")),
@@ -257,7 +307,10 @@ impl Authenticator for JwtAuth {
             return Ok(outcome);
         }
         Ok(match self.principal(&claims) {
-            Ok(p) => Outcome::Authenticated(p),
+            Ok(p) => {
+                self.remember(digest, &claims, req.now, &p);
+                Outcome::Authenticated(p)
+            }
             Err(o) => o,
         })
     }
