@@ -14,7 +14,6 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use aws_lc_rs::digest;
 use base64::Engine;
 use http::header::AUTHORIZATION;
 use http::{HeaderName, HeaderValue};
@@ -31,10 +30,7 @@ pub type KeyDigest = [u8; 32];
 
 /// SHA-256 of the whole key.
 pub fn digest_key(key: &str) -> KeyDigest {
-    let d = digest::digest(&digest::SHA256, key.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+    super::cache::sha256(key.as_bytes())
 }
 
 /// The config form of a digest: `sha256:<64 hex>`.

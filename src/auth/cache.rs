@@ -1,24 +1,91 @@
-//! Verification cache: a slow check (argon2) is paid once per credential per TTL.
+//! Caches of verification results, all bounded and all keyed by a 32-byte digest of the
+//! whole credential (never the credential itself).
 //!
-//! Keyed by HMAC-SHA256 of the *whole* credential under a per-process random key, so the
-//! cache never holds a password, a changed password is a new entry, and two credentials
-//! can only share an entry by an HMAC collision. Only successes are stored; bounded size.
+//! [`TtlMap`] is the bounded map with per-entry expiry every authenticator uses.
+//! [`CredentialCache`] keys it by HMAC-SHA256 of the credential under a per-process random
+//! key, so a password is never held, a changed password is a new entry, and two credentials
+//! can only share an entry by an HMAC collision. Only successes go in there.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::{digest, hmac};
 
 use super::Principal;
 
-type Digest = [u8; 32];
+pub type Digest = [u8; 32];
+
+/// SHA-256 of `bytes` (for random tokens and keys, where a fast hash is right).
+pub fn sha256(bytes: &[u8]) -> Digest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
+    out
+}
+
+/// A bounded map from digests to values that expire. When full, expired entries are
+/// swept; if it is still full it starts over (costing one re-verification per active
+/// credential) rather than grow.
+pub struct TtlMap<V> {
+    max_entries: usize,
+    map: Mutex<HashMap<Digest, (Instant, V)>>,
+}
+
+impl<V: Clone> TtlMap<V> {
+    pub fn new(max_entries: usize) -> Self {
+        TtlMap {
+            max_entries: max_entries.max(1),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, (Instant, V)>> {
+        // Every mutation is one insert/remove/retain: a poisoned map is still consistent.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, key: &Digest) -> Option<V> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        match map.get(key) {
+            Some((until, v)) if *until > now => Some(v.clone()),
+            Some(_) => {
+                map.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Stores `value` for `ttl` (a zero TTL stores nothing).
+    pub fn insert(&self, key: Digest, value: V, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut map = self.lock();
+        if map.len() >= self.max_entries {
+            map.retain(|_, (until, _)| *until > now);
+            if map.len() >= self.max_entries {
+                map.clear();
+            }
+        }
+        map.insert(key, (now + ttl, value));
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 pub struct CredentialCache {
     key: hmac::Key,
     ttl: Duration,
-    max_entries: usize,
-    map: Mutex<HashMap<Digest, (Instant, Principal)>>,
+    map: TtlMap<Principal>,
 }
 
 impl CredentialCache {
@@ -29,13 +96,8 @@ impl CredentialCache {
         CredentialCache {
             key,
             ttl,
-            max_entries: max_entries.max(1),
-            map: Mutex::new(HashMap::new()),
+            map: TtlMap::new(max_entries),
         }
-    }
-
-    pub fn enabled(&self) -> bool {
-        !self.ttl.is_zero()
     }
 
     /// The cache key for a credential made of several parts (e.g. user and password);
@@ -52,49 +114,20 @@ impl CredentialCache {
         out
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, (Instant, Principal)>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub fn get(&self, digest: &Digest) -> Option<Principal> {
-        if !self.enabled() {
-            return None;
-        }
-        let now = Instant::now();
-        let mut map = self.lock();
-        match map.get(digest) {
-            Some((exp, p)) if *exp > now => Some(p.clone()),
-            Some(_) => {
-                map.remove(digest);
-                None
-            }
-            None => None,
-        }
+        self.map.get(digest)
     }
 
     pub fn insert(&self, digest: Digest, principal: Principal) {
-        if !self.enabled() {
-            return;
-        }
-        let now = Instant::now();
-        let mut map = self.lock();
-        if map.len() >= self.max_entries {
-            map.retain(|_, (exp, _)| *exp > now);
-            if map.len() >= self.max_entries {
-                // Still full of live entries: start over rather than grow. Costs one
-                // re-verification per active credential.
-                map.clear();
-            }
-        }
-        map.insert(digest, (now + self.ttl, principal));
+        self.map.insert(digest, principal, self.ttl);
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.map.is_empty()
     }
 }
 
@@ -128,5 +161,14 @@ mod tests {
             c.insert(c.digest(&[&[i]]), Principal::for_tests(AuthKind::Basic, "x", &[]));
         }
         assert!(c.len() <= 3);
+    }
+
+    #[test]
+    fn entries_expire() {
+        let m: TtlMap<u8> = TtlMap::new(10);
+        m.insert(sha256(b"a"), 1, Duration::from_millis(1));
+        m.insert(sha256(b"b"), 2, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!((m.get(&sha256(b"a")), m.get(&sha256(b"b"))), (None, Some(2)));
     }
 }

@@ -3,21 +3,18 @@
 //! Basic, RFC 6749 §2.3.1). Active answers are cached until the token's `exp` (bounded by
 //! `cache_ttl`), inactive ones briefly; the endpoint failing fails closed (503).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use aws_lc_rs::digest;
 use base64::Engine;
 use http::{HeaderValue, Uri};
 use serde_json::Value;
 
+use super::cache::{TtlMap, sha256};
+use super::jwt::string_list;
 use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason, bearer_token};
 use crate::config::IntrospectionConfig;
 use crate::upstream::fetch::Fetcher;
-
-type Cached = (Instant, Option<Principal>);
 
 pub struct IntrospectionAuth {
     url: Uri,
@@ -26,9 +23,9 @@ pub struct IntrospectionAuth {
     groups_claim: Option<String>,
     cache_ttl: Duration,
     negative_ttl: Duration,
-    max_entries: usize,
     fetcher: Fetcher,
-    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Answers by SHA-256 of the token: a principal (active) or `None` (inactive).
+    cache: TtlMap<Option<Principal>>,
     challenge: Option<HeaderValue>,
 }
 
@@ -55,33 +52,10 @@ impl IntrospectionAuth {
             groups_claim: cfg.groups_claim.clone(),
             cache_ttl: cfg.cache_ttl,
             negative_ttl: cfg.negative_cache_ttl,
-            max_entries: cfg.cache_max_entries.max(1),
             fetcher,
-            cache: Mutex::new(HashMap::new()),
+            cache: TtlMap::new(cfg.cache_max_entries),
             challenge: HeaderValue::from_str(&format!("Bearer realm=\"{realm}\"")).ok(),
         })
-    }
-
-    fn cached(&self, key: &[u8; 32]) -> Option<Option<Principal>> {
-        let map = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key)
-            .filter(|(exp, _)| *exp > Instant::now())
-            .map(|(_, p)| p.clone())
-    }
-
-    fn remember(&self, key: [u8; 32], ttl: Duration, p: Option<Principal>) {
-        if ttl.is_zero() {
-            return;
-        }
-        let mut map = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.max_entries {
-            let now = Instant::now();
-            map.retain(|_, (exp, _)| *exp > now);
-            if map.len() >= self.max_entries {
-                map.clear();
-            }
-        }
-        map.insert(key, (Instant::now() + ttl, p));
     }
 
     /// The answer to a principal and how long it may be cached, or `None` when inactive.
@@ -110,20 +84,13 @@ impl IntrospectionAuth {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .ok_or("user_claim_missing")?;
-        let list = |x: &Value| -> Vec<String> {
-            match x {
-                Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
-                Value::Array(a) => a.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect(),
-                _ => Vec::new(),
-            }
-        };
         let groups = self
             .groups_claim
             .as_ref()
             .and_then(|g| v.get(g))
-            .map(list)
+            .map(string_list)
             .unwrap_or_default();
-        let scopes = v.get("scope").map(list).unwrap_or_default();
+        let scopes = v.get("scope").map(string_list).unwrap_or_default();
         Ok(Some((
             Principal::new(AuthKind::Introspection, user.to_owned(), groups).with_scopes(scopes),
             ttl,
@@ -155,9 +122,8 @@ impl Authenticator for IntrospectionAuth {
                     .with_bearer_error("invalid_token", "The access token is not active"),
             )
         };
-        let mut key = [0u8; 32];
-        key.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
-        match self.cached(&key) {
+        let key = sha256(token.as_bytes());
+        match self.cache.get(&key) {
             Some(Some(p)) => return Ok(Outcome::Authenticated(p)),
             Some(None) => return Ok(inactive()),
             None => {}
@@ -174,11 +140,11 @@ impl Authenticator for IntrospectionAuth {
         }
         match self.read_answer(&answer, req.now) {
             Ok(Some((p, ttl))) => {
-                self.remember(key, ttl, Some(p.clone()));
+                self.cache.insert(key, Some(p.clone()), ttl);
                 Ok(Outcome::Authenticated(p))
             }
             Ok(None) => {
-                self.remember(key, self.negative_ttl, None);
+                self.cache.insert(key, None, self.negative_ttl);
                 Ok(inactive())
             }
             Err(code) => Ok(Outcome::Rejected(

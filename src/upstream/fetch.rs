@@ -27,13 +27,7 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<Fetcher, String> {
-        let roots = super::roots(ca_file, true)?;
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = super::client_tls(ca_file, true)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeout));

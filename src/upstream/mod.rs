@@ -50,7 +50,7 @@ pub struct Upstream {
     asserted: Vec<HeaderName>,
 }
 
-pub(crate) fn roots(ca_file: Option<&std::path::Path>, https: bool) -> Result<RootCertStore, String> {
+fn roots(ca_file: Option<&std::path::Path>, https: bool) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -77,17 +77,22 @@ pub(crate) fn roots(ca_file: Option<&std::path::Path>, https: bool) -> Result<Ro
     Ok(roots)
 }
 
+/// A rustls client configuration (aws-lc-rs) trusting `ca_file` only, or the system
+/// roots for https when no file is given.
+pub(crate) fn client_tls(ca_file: Option<&std::path::Path>, https: bool) -> Result<rustls::ClientConfig, String> {
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots(ca_file, https)?)
+        .with_no_client_auth())
+}
+
 impl Upstream {
     /// Builds the client. The error names what is wrong (for `upstream.ca_file`).
     pub fn new(cfg: &UpstreamConfig) -> Result<Self, String> {
         let https = cfg.scheme == Scheme::HTTPS;
-        let roots = roots(cfg.ca_file.as_deref(), https)?;
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = client_tls(cfg.ca_file.as_deref(), https)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);

@@ -9,16 +9,15 @@
 
 pub mod keys;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use http::HeaderValue;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
 
+use super::cache::{Digest, TtlMap, sha256};
 use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason, bearer_token};
 use crate::config::JwtConfig;
 use keys::{KeyStore, Lookup};
@@ -30,7 +29,7 @@ pub struct JwtAuth {
     challenge: Option<HeaderValue>,
     /// Tokens already verified, by SHA-256 of the whole token, until their `exp` (at
     /// most `token_cache_ttl`, so a key withdrawn from the JWKS stops counting soon).
-    verified: Mutex<HashMap<[u8; 32], (Instant, Principal)>>,
+    verified: TtlMap<Principal>,
     /// Signature verifications run (cache misses), for tests and metrics.
     verifications: AtomicU64,
 }
@@ -44,12 +43,13 @@ impl JwtAuth {
     pub fn new(cfg: JwtConfig, keys: KeyStore, realm: &str) -> JwtAuth {
         let hmac = cfg.hs256_secret.as_ref().map(|s| DecodingKey::from_secret(s.expose()));
         let challenge = HeaderValue::from_str(&format!("Bearer realm=\"{realm}\"")).ok();
+        let cfg_max = cfg.token_cache_max_entries;
         JwtAuth {
             cfg,
             keys,
             hmac,
             challenge,
-            verified: Mutex::new(HashMap::new()),
+            verified: TtlMap::new(cfg_max),
             verifications: AtomicU64::new(0),
         }
     }
@@ -58,38 +58,21 @@ impl JwtAuth {
         self.verifications.load(Ordering::Relaxed)
     }
 
-    fn cached(&self, key: &[u8; 32]) -> Option<Principal> {
-        let map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key)
-            .filter(|(until, _)| *until > Instant::now())
-            .map(|(_, p)| p.clone())
-    }
-
-    fn remember(&self, key: [u8; 32], claims: &Map<String, Value>, now: SystemTime, p: &Principal) {
-        let now_s = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
-        let Some(exp) = claims.get("exp").and_then(Value::as_u64) else {
-            return;
-        };
-        let ttl = self
-            .cfg
-            .token_cache_ttl
-            .min(Duration::from_secs(exp.saturating_sub(now_s)));
-        if ttl.is_zero() {
-            return;
-        }
-        let mut map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.cfg.token_cache_max_entries.max(1) {
-            let t = Instant::now();
-            map.retain(|_, (until, _)| *until > t);
-            if map.len() >= self.cfg.token_cache_max_entries.max(1) {
-                map.clear();
-            }
-        }
-        map.insert(key, (Instant::now() + ttl, p.clone()));
-    }
-
+    /// (failed key-set fetches, key-set fetches), for tests, metrics and readiness.
     pub fn key_counters(&self) -> (u64, u64) {
         self.keys.counters()
+    }
+
+    /// Remembers a verified token until its `exp`, at most `token_cache_ttl`.
+    fn remember(&self, key: Digest, claims: &Map<String, Value>, now: SystemTime, p: &Principal) {
+        let now_s = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+        if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
+            let ttl = self
+                .cfg
+                .token_cache_ttl
+                .min(Duration::from_secs(exp.saturating_sub(now_s)));
+            self.verified.insert(key, p.clone(), ttl);
+        }
     }
 
     fn validation(&self, alg: Algorithm) -> Validation {
@@ -213,7 +196,7 @@ fn claim_path<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Valu
 }
 
 /// A list of strings, or one space-separated string (OAuth `scope`).
-fn string_list(v: &Value) -> Vec<String> {
+pub(crate) fn string_list(v: &Value) -> Vec<String> {
     match v {
         Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
         Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
@@ -276,9 +259,8 @@ impl Authenticator for JwtAuth {
         let Some(token) = bearer_token(req.parts) else {
             return Ok(Outcome::NotPresent);
         };
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref());
-        if let Some(p) = self.cached(&digest) {
+        let digest = sha256(token.as_bytes());
+        if let Some(p) = self.verified.get(&digest) {
             return Ok(Outcome::Authenticated(p));
         }
         let p = match peek(token) {
