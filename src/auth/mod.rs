@@ -9,6 +9,7 @@ pub mod api_key;
 pub mod basic;
 pub mod cache;
 pub mod introspection;
+pub mod oauth1;
 pub mod jwt;
 pub mod password;
 

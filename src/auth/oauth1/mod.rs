@@ -1,0 +1,3 @@
+//! OAuth 1.0a as Jira speaks it. `rfc5849` holds the signature rules both directions share.
+
+pub mod rfc5849;
