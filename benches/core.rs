@@ -55,6 +55,8 @@ fn benches(c: &mut Criterion) {
         parts: &parts,
         client_ip: [127, 0, 0, 1].into(),
         now: SystemTime::now(),
+        form: None,
+        tls: false,
     };
     assert!(matches!(
         rt.block_on(chain.authenticate(&areq)),
@@ -72,6 +74,8 @@ fn benches(c: &mut Criterion) {
         parts: &parts,
         client_ip: [127, 0, 0, 1].into(),
         now: SystemTime::now(),
+        form: None,
+        tls: false,
     };
     assert!(matches!(
         rt.block_on(chain.authenticate(&kreq)),
@@ -130,6 +134,8 @@ fn jwt_benches(c: &mut Criterion) {
             parts: &parts,
             client_ip: [127, 0, 0, 1].into(),
             now: SystemTime::now(),
+            form: None,
+            tls: false,
         };
         assert!(matches!(
             rt.block_on(runtime.chain.authenticate(&areq)),

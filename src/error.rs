@@ -41,6 +41,9 @@ pub enum ProxyError {
     /// Refused with a fixed explanation the caller needs (e.g. Jira's CAPTCHA lock).
     #[error("refused: {0}")]
     Refused(&'static str),
+    /// A body the proxy must read itself (an OAuth form) is over its cap.
+    #[error("payload too large")]
+    PayloadTooLarge,
     /// Jira could not be reached or broke the connection.
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
@@ -63,6 +66,7 @@ impl ProxyError {
             ProxyError::Forbidden | ProxyError::Refused(_) | ProxyError::InsufficientScope { .. } => {
                 StatusCode::FORBIDDEN
             }
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Dependency(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -81,6 +85,7 @@ impl ProxyError {
                 "You do not have permission to perform this operation."
             }
             ProxyError::Refused(m) => m,
+            ProxyError::PayloadTooLarge => "The form body is too large to check its OAuth signature.",
             ProxyError::UpstreamUnreachable(_) => "Jira could not be reached. Try again later.",
             ProxyError::UpstreamTimeout => "Jira did not answer in time.",
             ProxyError::Dependency(_) => "Authentication is temporarily unavailable. Try again later.",

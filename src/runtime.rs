@@ -12,6 +12,7 @@ use crate::auth::basic::BasicAuth;
 use crate::auth::introspection::IntrospectionAuth;
 use crate::auth::jwt::JwtAuth;
 use crate::auth::jwt::keys::{KeyEntry, KeyStore, Source, parse_jwks};
+use crate::auth::oauth1::inbound::OAuth1Auth;
 use crate::auth::{Authenticator, Chain};
 use crate::config::{AuthMember, Config, ConfigError, ConfigErrors, ServerConfig};
 use crate::config::{JwtConfig, JwtKeys};
@@ -34,6 +35,8 @@ pub struct Runtime {
     pub basic: Option<Arc<BasicAuth>>,
     /// The JWT members, kept for their key-set counters.
     pub jwt: Vec<Arc<JwtAuth>>,
+    /// An OAuth 1.0a member exists: small form bodies of OAuth requests are read.
+    pub reads_oauth_forms: bool,
     pub identity_mode: String,
 }
 
@@ -71,6 +74,7 @@ impl Runtime {
         let mut members: Vec<Box<dyn Authenticator>> = Vec::new();
         let mut basic = None;
         let mut jwt = Vec::new();
+        let mut reads_oauth_forms = false;
         for (i, m) in cfg.chain.iter().enumerate() {
             match m {
                 AuthMember::Basic(b) => {
@@ -97,6 +101,13 @@ impl Runtime {
                         let a = Arc::new(a);
                         jwt.push(a.clone());
                         members.push(Box::new(Shared(a)));
+                    }
+                    Err(e) => err(format!("auth.chain[{i}]"), e),
+                },
+                AuthMember::OAuth1(o) => match OAuth1Auth::new(o, store.clone()) {
+                    Ok(a) => {
+                        reads_oauth_forms = true;
+                        members.push(Box::new(a));
                     }
                     Err(e) => err(format!("auth.chain[{i}]"), e),
                 },
@@ -133,6 +144,7 @@ impl Runtime {
                 audit,
                 basic,
                 jwt,
+                reads_oauth_forms,
                 identity_mode: cfg.upstream.identity.describe(),
             }),
             _ => Err(ConfigErrors(errors)),

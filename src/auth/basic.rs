@@ -186,6 +186,7 @@ impl BasicAuth {
             retry_after: Some(retry_after),
             forbidden: None,
             bearer_error: None,
+            oauth_problem: None,
         })
     }
 
@@ -359,6 +360,7 @@ impl BasicAuth {
                 retry_after: None,
                 forbidden: Some(CAPTCHA_MESSAGE),
                 bearer_error: None,
+                oauth_problem: None,
             }),
         })
     }

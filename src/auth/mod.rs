@@ -9,8 +9,8 @@ pub mod api_key;
 pub mod basic;
 pub mod cache;
 pub mod introspection;
-pub mod oauth1;
 pub mod jwt;
+pub mod oauth1;
 pub mod password;
 
 use std::net::IpAddr;
@@ -131,6 +131,8 @@ pub struct RejectReason {
     /// RFC 6750 §3 `error` and `error_description` for the Bearer challenge (fixed texts;
     /// never the token).
     pub bearer_error: Option<(&'static str, &'static str)>,
+    /// OAuth 1.0a `oauth_problem` for the OAuth challenge (Jira's problem names).
+    pub oauth_problem: Option<&'static str>,
 }
 
 impl RejectReason {
@@ -140,7 +142,13 @@ impl RejectReason {
             retry_after: None,
             forbidden: None,
             bearer_error: None,
+            oauth_problem: None,
         }
+    }
+
+    pub fn with_oauth_problem(mut self, problem: &'static str) -> Self {
+        self.oauth_problem = Some(problem);
+        self
     }
 
     pub fn with_bearer_error(mut self, error: &'static str, description: &'static str) -> Self {
@@ -170,6 +178,10 @@ pub struct AuthRequest<'a> {
     pub parts: &'a Parts,
     pub client_ip: IpAddr,
     pub now: SystemTime,
+    /// The parameters of a small form-encoded body, read only for OAuth 1.0a signatures.
+    pub form: Option<&'a [(String, String)]>,
+    /// Whether the client's connection is TLS (to us, or to a trusted balancer).
+    pub tls: bool,
 }
 
 #[async_trait]

@@ -56,6 +56,8 @@ async fn run(c: &Chain) -> Verdict {
         parts: &parts,
         client_ip: [127, 0, 0, 1].into(),
         now: SystemTime::now(),
+        form: None,
+        tls: false,
     })
     .await
 }

@@ -166,7 +166,22 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let upstream = upstream(&mut cx, upstream_raw);
     let state = state(&mut cx, state_raw);
     let audit = audit(&mut cx, audit_raw);
-    let chain = chain(&mut cx, chain_raw);
+    let consumers_raw: Vec<raw::OAuth1Consumer> = match root.remove("oauth1") {
+        None => Vec::new(),
+        Some(Value::Table(mut t)) => {
+            let list = t.remove("consumers");
+            for k in t.keys() {
+                cx.err(format!("oauth1.{k}"), "unknown key (expected [[oauth1.consumers]])");
+            }
+            cx.array(list, "oauth1.consumers")
+        }
+        Some(_) => {
+            cx.err("oauth1", "must be a table with [[oauth1.consumers]] entries");
+            Vec::new()
+        }
+    };
+    let consumers = oauth1_consumers(&mut cx, consumers_raw);
+    let chain = chain(&mut cx, chain_raw, server.public_url.as_ref(), &consumers);
     let users = users(&mut cx, users_raw);
     let api_keys = api_keys(&mut cx, keys_raw);
     let identity = identity(&mut cx, identity_raw);
@@ -527,7 +542,12 @@ fn audit(cx: &mut Ctx, r: raw::Audit) -> AuditTarget {
     }
 }
 
-fn chain(cx: &mut Ctx, members: Vec<raw::AuthMember>) -> Vec<AuthMember> {
+fn chain(
+    cx: &mut Ctx,
+    members: Vec<raw::AuthMember>,
+    public_url: Option<&Uri>,
+    consumers: &[OAuth1Consumer],
+) -> Vec<AuthMember> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (i, m) in members.into_iter().enumerate() {
@@ -538,6 +558,9 @@ fn chain(cx: &mut Ctx, members: Vec<raw::AuthMember>) -> Vec<AuthMember> {
             raw::AuthMember::Jwt(j) => jwt_member(cx, j, &path).map(|j| AuthMember::Jwt(Box::new(j))),
             raw::AuthMember::Introspection(i) => {
                 introspection_member(cx, i, &path).map(|i| AuthMember::Introspection(Box::new(i)))
+            }
+            raw::AuthMember::OAuth1(o) => {
+                oauth1_member(cx, o, &path, public_url, consumers).map(|o| AuthMember::OAuth1(Box::new(o)))
             }
         };
         if let Some(member) = member {
@@ -1081,5 +1104,110 @@ fn introspection_member(cx: &mut Ctx, i: raw::Introspection, path: &str) -> Opti
         cache_max_entries: i.cache_max_entries.unwrap_or(100_000),
         fetch_timeout: cx.duration(i.fetch_timeout.as_deref(), &at("fetch_timeout"), Duration::from_secs(5)),
         ca_file: i.ca_file.as_deref().map(|p| cx.path(p)),
+    })
+}
+
+fn oauth1_consumers(cx: &mut Ctx, list: Vec<raw::OAuth1Consumer>) -> Vec<OAuth1Consumer> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, c) in list.into_iter().enumerate() {
+        let at = |k: &str| format!("oauth1.consumers[{i}].{k}");
+        if c.key.is_empty() || !seen.insert(c.key.clone()) {
+            cx.err(at("key"), "must be non-empty and unique");
+        }
+        let public_key_der = c.public_key.as_deref().and_then(|spec| {
+            let pem = match Secret::resolve(spec, cx.base) {
+                Ok(s) => s.expose().to_vec(),
+                Err(e) => {
+                    cx.err(at("public_key"), e);
+                    return None;
+                }
+            };
+            use rustls_pki_types::pem::PemObject;
+            match rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(&pem) {
+                Ok(der) => match crate::auth::oauth1::rfc5849::rsa_public_key(der.as_ref()) {
+                    Ok(_) => Some(der.as_ref().to_vec()),
+                    Err(e) => {
+                        cx.err(at("public_key"), e);
+                        None
+                    }
+                },
+                Err(_) => {
+                    cx.err(at("public_key"), "not a PEM \"PUBLIC KEY\" block");
+                    None
+                }
+            }
+        });
+        let secret = c.secret.as_deref().and_then(|s| match Secret::resolve(s, cx.base) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                cx.err(at("secret"), e);
+                None
+            }
+        });
+        if c.public_key.is_none() && c.secret.is_none() {
+            cx.err(
+                format!("oauth1.consumers[{i}]"),
+                "give public_key (RSA-SHA1) or secret (HMAC-SHA1)",
+            );
+        }
+        let tl = c.two_legged.unwrap_or(raw::TwoLegged {
+            allowed: false,
+            run_as: None,
+            impersonation: false,
+        });
+        if tl.allowed && tl.run_as.is_none() {
+            cx.err(
+                at("two_legged.run_as"),
+                "two-legged requests without a requestor need a run_as user",
+            );
+        }
+        if let Some(u) = &tl.run_as
+            && crate::identity::validate(u).is_err()
+        {
+            cx.err(at("two_legged.run_as"), "not a usable username");
+        }
+        out.push(OAuth1Consumer {
+            name: c.name.unwrap_or_else(|| c.key.clone()),
+            key: c.key,
+            public_key_der,
+            secret,
+            two_legged: tl.allowed,
+            run_as: tl.run_as,
+            impersonation: tl.impersonation,
+        });
+    }
+    out
+}
+
+fn oauth1_member(
+    cx: &mut Ctx,
+    o: raw::OAuth1,
+    path: &str,
+    public_url: Option<&Uri>,
+    consumers: &[OAuth1Consumer],
+) -> Option<OAuth1Config> {
+    let Some(url) = public_url else {
+        cx.err(
+            path.to_string(),
+            "needs server.public_url: clients sign the URL they call",
+        );
+        return None;
+    };
+    if consumers.is_empty() {
+        cx.warnings
+            .push(format!("{path}: no [[oauth1.consumers]] are configured"));
+    }
+    let scheme = url.scheme_str().unwrap_or("https").to_owned();
+    let host = url.host().unwrap_or("").to_owned();
+    Some(OAuth1Config {
+        public_url: format!("{scheme}://{}", url.authority().map(|a| a.as_str()).unwrap_or("")),
+        origin: (scheme, host, url.port_u16()),
+        max_clock_skew: cx.duration(
+            o.max_clock_skew.as_deref(),
+            &format!("{path}.max_clock_skew"),
+            Duration::from_secs(300),
+        ),
+        consumers: consumers.to_vec(),
     })
 }

@@ -162,6 +162,33 @@ pub enum AuthMember {
     ApiKey(ApiKeyConfig),
     Jwt(Box<JwtConfig>),
     Introspection(Box<IntrospectionConfig>),
+    OAuth1(Box<OAuth1Config>),
+}
+
+/// The OAuth 1.0a provider member and its consumers (`[[oauth1.consumers]]`).
+#[derive(Debug, Clone)]
+pub struct OAuth1Config {
+    /// `server.public_url` as written, for the `realm`.
+    pub public_url: String,
+    /// Scheme, host and port clients sign against.
+    pub origin: (String, String, Option<u16>),
+    pub max_clock_skew: Duration,
+    pub consumers: Vec<OAuth1Consumer>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuth1Consumer {
+    pub key: String,
+    pub name: String,
+    /// RSA public key (DER) for RSA-SHA1, as Jira's application links use.
+    pub public_key_der: Option<Vec<u8>>,
+    /// Shared secret for HMAC-SHA1 (and PLAINTEXT over TLS).
+    pub secret: Option<Secret>,
+    /// Two-legged requests without a requestor run as `run_as`.
+    pub two_legged: bool,
+    pub run_as: Option<String>,
+    /// Two-legged requests may name the user (`xoauth_requestor_id`).
+    pub impersonation: bool,
 }
 
 /// Where a JWT member's verification keys come from.
@@ -220,6 +247,7 @@ impl AuthMember {
             AuthMember::ApiKey(_) => AuthKind::ApiKey,
             AuthMember::Jwt(_) => AuthKind::Jwt,
             AuthMember::Introspection(_) => AuthKind::Introspection,
+            AuthMember::OAuth1(_) => AuthKind::OAuth1,
         }
     }
 }

@@ -79,6 +79,34 @@ pub enum AuthMember {
     ApiKey(ApiKey),
     Jwt(Jwt),
     Introspection(Introspection),
+    #[serde(rename = "oauth1")]
+    OAuth1(OAuth1),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth1 {
+    pub max_clock_skew: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth1Consumer {
+    pub key: String,
+    pub name: Option<String>,
+    pub public_key: Option<String>,
+    pub secret: Option<String>,
+    pub two_legged: Option<TwoLegged>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwoLegged {
+    #[serde(default)]
+    pub allowed: bool,
+    pub run_as: Option<String>,
+    #[serde(default)]
+    pub impersonation: bool,
 }
 
 #[derive(Deserialize)]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Method, Request, Response};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::{AuthKind, AuthRequest, Principal, Verdict};
@@ -95,18 +96,65 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Incoming>) ->
 async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     admit::admit(rt, ctx, &mut parts)?;
+    let (form, body) = read_form(rt, &parts, body).await?;
     // Local endpoints (session login, OAuth 1.0a provider) are answered here once they exist.
-    authenticate(rt, ctx, &parts).await?;
+    authenticate(rt, ctx, &parts, form.as_deref()).await?;
     identify(rt, ctx)?;
     authorize(rt, ctx)?;
     rt.upstream.forward(ctx, parts, body).await
 }
 
-async fn authenticate(rt: &Runtime, ctx: &mut RequestCtx, parts: &http::request::Parts) -> Result<(), ProxyError> {
+/// Largest form body read for an OAuth 1.0a signature.
+const FORM_LIMIT: usize = 64 * 1024;
+
+/// OAuth 1.0a signs form-encoded bodies (RFC 5849 §3.4.1.3.1): when a request carries
+/// OAuth parameters and such a body, it is read (under a cap) and forwarded from memory;
+/// every other body streams untouched.
+async fn read_form(
+    rt: &Runtime,
+    parts: &http::request::Parts,
+    body: Incoming,
+) -> Result<(Option<Vec<(String, String)>>, Body), ProxyError> {
+    let is_form = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !rt.reads_oauth_forms || !is_form || !crate::auth::oauth1::inbound::carries_oauth(parts) {
+        return Ok((None, body.boxed()));
+    }
+    let bytes = match Limited::new(body, FORM_LIMIT).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(ProxyError::PayloadTooLarge);
+        }
+        Err(_) => return Err(ProxyError::BadRequest("The request body could not be read.")),
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| ProxyError::BadRequest("The form body is not UTF-8."))?;
+    Ok((
+        Some(crate::auth::oauth1::rfc5849::form_pairs(text)),
+        crate::error::full(bytes),
+    ))
+}
+
+async fn authenticate(
+    rt: &Runtime,
+    ctx: &mut RequestCtx,
+    parts: &http::request::Parts,
+    form: Option<&[(String, String)]>,
+) -> Result<(), ProxyError> {
     let req = AuthRequest {
         parts,
         client_ip: ctx.client_ip,
         now: ctx.time,
+        form,
+        tls: ctx.forwarded_proto == "https",
     };
     match rt.chain.authenticate(&req).await {
         Verdict::Anonymous => {
@@ -132,7 +180,7 @@ async fn authenticate(rt: &Runtime, ctx: &mut RequestCtx, parts: &http::request:
                 (Some(retry_after), _) => ProxyError::LockedOut { retry_after },
                 (None, Some(message)) => ProxyError::Refused(message),
                 (None, None) => ProxyError::AuthFailed {
-                    challenges: challenges(rt, reason.bearer_error),
+                    challenges: challenges(rt, &reason),
                 },
             })
         }
@@ -227,10 +275,23 @@ fn insufficient_scope(rt: &Runtime, scopes: &[String]) -> ProxyError {
 }
 
 /// The chain's challenges; a refused bearer token adds RFC 6750 §3 `error` and
-/// `error_description` to the Bearer challenge (fixed texts, never the token).
-fn challenges(rt: &Runtime, bearer_error: Option<(&'static str, &'static str)>) -> Vec<HeaderValue> {
+/// `error_description` to the Bearer challenge (fixed texts, never the token), a refused
+/// OAuth 1.0a request adds `oauth_problem` to the OAuth one (Jira's problem names).
+fn challenges(rt: &Runtime, reason: &crate::auth::RejectReason) -> Vec<HeaderValue> {
     let mut out = rt.chain.challenges().to_vec();
-    if let Some((error, description)) = bearer_error {
+    if let Some(problem) = reason.oauth_problem {
+        for c in out.iter_mut() {
+            if c.as_bytes().starts_with(b"OAuth ")
+                && let Ok(v) = HeaderValue::from_str(&format!(
+                    "{}, oauth_problem=\"{problem}\"",
+                    c.to_str().unwrap_or("OAuth")
+                ))
+            {
+                *c = v;
+            }
+        }
+    }
+    if let Some((error, description)) = reason.bearer_error {
         for c in out.iter_mut() {
             if c.as_bytes().starts_with(b"Bearer ")
                 && let Ok(v) = HeaderValue::from_str(&format!(
@@ -254,6 +315,7 @@ fn error_reason(e: &ProxyError) -> &'static str {
         ProxyError::Forbidden => "forbidden",
         ProxyError::Refused(_) => "refused",
         ProxyError::InsufficientScope { .. } => "insufficient_scope",
+        ProxyError::PayloadTooLarge => "payload_too_large",
         ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
         ProxyError::UpstreamTimeout => "upstream_timeout",
         ProxyError::Dependency(_) => "dependency_failed",

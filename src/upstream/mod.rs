@@ -12,7 +12,6 @@ use http::request::Parts;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -132,7 +131,7 @@ impl Upstream {
         &self.asserted
     }
 
-    pub async fn forward(&self, ctx: &RequestCtx, parts: Parts, body: Incoming) -> Result<Response<Body>, ProxyError> {
+    pub async fn forward(&self, ctx: &RequestCtx, parts: Parts, body: Body) -> Result<Response<Body>, ProxyError> {
         let req = self.build_request(ctx, parts, body)?;
         let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
         let resp = match sent {
@@ -145,7 +144,7 @@ impl Upstream {
         Ok(Response::from_parts(parts, body.boxed()))
     }
 
-    fn build_request(&self, ctx: &RequestCtx, mut parts: Parts, body: Incoming) -> Result<Request<Body>, ProxyError> {
+    fn build_request(&self, ctx: &RequestCtx, mut parts: Parts, body: Body) -> Result<Request<Body>, ProxyError> {
         let path = ctx.path.as_ref().map_or("/", |p| p.encoded.as_str());
         let pq = match &ctx.query {
             Some(q) => format!("{path}?{q}"),
@@ -175,7 +174,7 @@ impl Upstream {
         if ctx.auth_kind != Some(crate::auth::AuthKind::JiraToken) {
             self.assert_identity(h, ctx.jira_user.as_deref())?;
         }
-        Ok(Request::from_parts(parts, body.boxed()))
+        Ok(Request::from_parts(parts, body))
     }
 
     fn assert_identity(&self, h: &mut http::HeaderMap, user: Option<&str>) -> Result<(), ProxyError> {

@@ -41,7 +41,9 @@ pub fn parse_header(value: &str) -> Option<Result<Vec<(String, String)>, ParamEr
         if part.is_empty() {
             continue;
         }
-        let Some((k, v)) = part.split_once('=') else { return Some(Err(ParamError::Malformed)) };
+        let Some((k, v)) = part.split_once('=') else {
+            return Some(Err(ParamError::Malformed));
+        };
         let k = k.trim();
         let v = v.trim();
         let Some(v) = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
@@ -87,23 +89,41 @@ pub fn collect(
 
 /// §3.4.1.3.2: encode, sort by name then value, join; `oauth_signature` left out.
 pub fn normalize(params: &[(String, String)]) -> String {
-    let mut enc: Vec<(String, String)> =
-        params.iter().filter(|(k, _)| k != "oauth_signature").map(|(k, v)| (encode(k), encode(v))).collect();
+    let mut enc: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| k != "oauth_signature")
+        .map(|(k, v)| (encode(k), encode(v)))
+        .collect();
     enc.sort();
-    enc.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    enc.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// §3.4.1.2: lowercase scheme and host, default port dropped, no query.
 pub fn base_uri(scheme: &str, host: &str, port: Option<u16>, path: &str) -> String {
     let scheme = scheme.to_ascii_lowercase();
     let host = host.to_ascii_lowercase();
-    let default = matches!((scheme.as_str(), port), ("http", Some(80)) | ("https", Some(443)) | (_, None));
+    let default = matches!(
+        (scheme.as_str(), port),
+        ("http", Some(80)) | ("https", Some(443)) | (_, None)
+    );
     let path = if path.is_empty() { "/" } else { path };
-    if default { format!("{scheme}://{host}{path}") } else { format!("{scheme}://{host}:{}{path}", port.unwrap_or(0)) }
+    if default {
+        format!("{scheme}://{host}{path}")
+    } else {
+        format!("{scheme}://{host}:{}{path}", port.unwrap_or(0))
+    }
 }
 
 pub fn base_string(method: &str, base_uri: &str, params: &[(String, String)]) -> String {
-    format!("{}&{}&{}", method.to_ascii_uppercase(), encode(base_uri), encode(&normalize(params)))
+    format!(
+        "{}&{}&{}",
+        method.to_ascii_uppercase(),
+        encode(base_uri),
+        encode(&normalize(params))
+    )
 }
 
 fn b64(sig: &str) -> Option<Vec<u8>> {
@@ -117,14 +137,20 @@ pub fn hmac_sha1_key(consumer_secret: &[u8], token_secret: &[u8]) -> String {
 }
 
 pub fn sign_hmac_sha1(base: &str, consumer_secret: &[u8], token_secret: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, hmac_sha1_key(consumer_secret, token_secret).as_bytes());
+    let key = hmac::Key::new(
+        hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        hmac_sha1_key(consumer_secret, token_secret).as_bytes(),
+    );
     base64::engine::general_purpose::STANDARD.encode(hmac::sign(&key, base.as_bytes()))
 }
 
 /// Constant-time HMAC-SHA1 check.
 pub fn verify_hmac_sha1(base: &str, signature: &str, consumer_secret: &[u8], token_secret: &[u8]) -> bool {
     let Some(sig) = b64(signature) else { return false };
-    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, hmac_sha1_key(consumer_secret, token_secret).as_bytes());
+    let key = hmac::Key::new(
+        hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        hmac_sha1_key(consumer_secret, token_secret).as_bytes(),
+    );
     hmac::verify(&key, base.as_bytes(), &sig).is_ok()
 }
 
@@ -200,7 +226,12 @@ mod tests {
         assert_eq!(sig, "tR3+Ty81lMeYAr/Fid0kMTYa/WM=");
         assert!(verify_hmac_sha1(&base, &sig, b"kd94hf93k423kf44", b"pfkkdhi9sl3r4s00"));
         assert!(!verify_hmac_sha1(&base, &sig, b"kd94hf93k423kf44", b"wrong"));
-        assert!(!verify_hmac_sha1(&format!("{base}x"), &sig, b"kd94hf93k423kf44", b"pfkkdhi9sl3r4s00"));
+        assert!(!verify_hmac_sha1(
+            &format!("{base}x"),
+            &sig,
+            b"kd94hf93k423kf44",
+            b"pfkkdhi9sl3r4s00"
+        ));
     }
 
     #[test]
@@ -234,15 +265,23 @@ mod tests {
     #[test]
     fn header_parsing_edge_cases() {
         assert_eq!(parse_header("Basic abc"), None);
-        assert_eq!(parse_header("OAuth oauth_nonce=unquoted"), Some(Err(ParamError::Malformed)));
+        assert_eq!(
+            parse_header("OAuth oauth_nonce=unquoted"),
+            Some(Err(ParamError::Malformed))
+        );
         assert_eq!(parse_header("OAuth oauth_nonce"), Some(Err(ParamError::Malformed)));
-        let ok = parse_header("oauth  oauth_token=\"\", oauth_nonce=\"a%20b\"").expect("oauth").expect("ok");
+        let ok = parse_header("oauth  oauth_token=\"\", oauth_nonce=\"a%20b\"")
+            .expect("oauth")
+            .expect("ok");
         assert_eq!(ok, p(&[("oauth_token", ""), ("oauth_nonce", "a b")]));
     }
 
     #[test]
     fn base_uri_keeps_non_default_ports() {
-        assert_eq!(base_uri("HTTPS", "Jira.Example.com", Some(443), "/rest"), "https://jira.example.com/rest");
+        assert_eq!(
+            base_uri("HTTPS", "Jira.Example.com", Some(443), "/rest"),
+            "https://jira.example.com/rest"
+        );
         assert_eq!(base_uri("https", "jira", Some(8443), "/rest"), "https://jira:8443/rest");
         assert_eq!(base_uri("http", "jira", Some(8080), ""), "http://jira:8080/");
     }
