@@ -128,3 +128,46 @@ async fn python_jira_with_a_pyjwt_token_and_its_jwks() {
     let users: Vec<_> = jira.seen().into_iter().filter_map(|s| s.user).collect();
     assert_eq!(users, vec!["frank".to_string(), "frank".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_oauthlib_two_legged_rsa_sha1_and_hmac_sha1() {
+    let dir = temp_dir();
+    let kp = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
+    std::fs::write(dir.join("consumer.pem"), kp.serialize_pem()).unwrap();
+    std::fs::write(dir.join("consumer.pub.pem"), kp.public_key_pem()).unwrap();
+    // The client signs the URL it calls, so the proxy's public URL is its own address.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = basic_config("")
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\""),
+        )
+        .replace(
+            "[[auth.chain]]\ntype = \"basic\"",
+            "[[auth.chain]]\ntype = \"oauth1\"\n[[auth.chain]]\ntype = \"basic\"",
+        )
+        + "\n[[oauth1.consumers]]\nkey = \"applink-rsa\"\npublic_key = \"file:consumer.pub.pem\"\n\
+           two_legged = { allowed = false, impersonation = true }\n\
+           [[oauth1.consumers]]\nkey = \"reporting\"\nsecret = \"hmac-consumer-secret\"\n\
+           two_legged = { allowed = true, run_as = \"reporting-bot\" }\n";
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start_in(&text, jira.addr, dir.clone()).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let key = dir.join("consumer.pem").to_str().unwrap().to_string();
+    tokio::task::spawn_blocking(move || {
+        run_script(
+            "oauth1_two_legged.py",
+            &url,
+            &[("KEY_PEM", &key), ("HMAC_SECRET", "hmac-consumer-secret")],
+        )
+    })
+    .await
+    .unwrap();
+    let users: Vec<_> = jira.seen().into_iter().filter_map(|s| s.user).collect();
+    assert_eq!(users, vec!["alice", "alice", "reporting-bot"]);
+    drop(proxy);
+}

@@ -157,15 +157,6 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
             (raw::Access::default(), Vec::new())
         }
     };
-    for k in root.keys() {
-        cx.err(k.clone(), "unknown section");
-    }
-
-    let server = server(&mut cx, server_raw);
-    let admin = admin_raw.and_then(|a| admin(&mut cx, a));
-    let upstream = upstream(&mut cx, upstream_raw);
-    let state = state(&mut cx, state_raw);
-    let audit = audit(&mut cx, audit_raw);
     let consumers_raw: Vec<raw::OAuth1Consumer> = match root.remove("oauth1") {
         None => Vec::new(),
         Some(Value::Table(mut t)) => {
@@ -180,6 +171,15 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
             Vec::new()
         }
     };
+    for k in root.keys() {
+        cx.err(k.clone(), "unknown section");
+    }
+
+    let server = server(&mut cx, server_raw);
+    let admin = admin_raw.and_then(|a| admin(&mut cx, a));
+    let upstream = upstream(&mut cx, upstream_raw);
+    let state = state(&mut cx, state_raw);
+    let audit = audit(&mut cx, audit_raw);
     let consumers = oauth1_consumers(&mut cx, consumers_raw);
     let chain = chain(&mut cx, chain_raw, server.public_url.as_ref(), &consumers);
     let users = users(&mut cx, users_raw);

@@ -375,7 +375,11 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(text: &str, jira: SocketAddr) -> Proxy {
-        let dir = temp_dir();
+        Self::start_in(text, jira, temp_dir()).await
+    }
+
+    /// As `start`, with relative paths in the config resolved against `dir`.
+    pub async fn start_in(text: &str, jira: SocketAddr, dir: PathBuf) -> Proxy {
         let text = text
             .replace("{jira}", &jira.to_string())
             .replace("{dir}", dir.to_str().unwrap());

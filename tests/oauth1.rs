@@ -1,0 +1,317 @@
+//! OAuth 1.0a two-legged requests signed the way Jira's consumers sign them, checked by the
+//! proxy: signatures over URL, query and form body; Jira's impersonation rules; timestamp
+//! window; single-use nonces; Jira's `oauth_problem` names.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use bytes::Bytes;
+use jira_auth_proxy::auth::oauth1::rfc5849;
+use support::*;
+
+const PUBLIC: &str = "https://jira.example.com";
+const SECRET: &str = "consumer-secret-of-the-reporting-app";
+
+fn config(extra_consumer: &str) -> String {
+    basic_config("")
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:0\"\npublic_url = \"{PUBLIC}\""),
+        )
+        .replace(
+            "[[auth.chain]]\ntype = \"basic\"",
+            "[[auth.chain]]\ntype = \"oauth1\"\nmax_clock_skew = \"5m\"\n[[auth.chain]]\ntype = \"basic\"",
+        )
+        + &format!(
+            r#"
+[[oauth1.consumers]]
+key = "reporting"
+name = "Reporting scripts"
+secret = "{SECRET}"
+two_legged = {{ allowed = true, run_as = "reporting-bot", impersonation = false }}
+
+[[oauth1.consumers]]
+key = "applink"
+secret = "applink-secret"
+two_legged = {{ allowed = false, impersonation = true }}
+{extra_consumer}
+"#
+        )
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct Signed {
+    path_and_query: String,
+    authorization: String,
+}
+
+/// Signs like an OAuth client would: over the public URL, the query and `form`.
+fn sign(
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    form: &[(&str, &str)],
+    consumer: &str,
+    secret: &str,
+    ts: u64,
+    nonce: &str,
+) -> Signed {
+    let oauth: Vec<(String, String)> = vec![
+        ("oauth_consumer_key".into(), consumer.into()),
+        ("oauth_token".into(), "".into()),
+        ("oauth_signature_method".into(), "HMAC-SHA1".into()),
+        ("oauth_timestamp".into(), ts.to_string()),
+        ("oauth_nonce".into(), nonce.into()),
+        ("oauth_version".into(), "1.0".into()),
+    ];
+    let q: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let f: Vec<(String, String)> = form.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let all = rfc5849::collect(&oauth, &q, &f).unwrap();
+    let base = rfc5849::base_string(
+        method,
+        &rfc5849::base_uri("https", "jira.example.com", None, path),
+        &all,
+    );
+    let sig = rfc5849::sign_hmac_sha1(&base, secret.as_bytes(), b"");
+    let mut header = String::from("OAuth realm=\"https%3A%2F%2Fjira.example.com\"");
+    for (k, v) in oauth.iter().chain([("oauth_signature".to_string(), sig)].iter()) {
+        header += &format!(", {}=\"{}\"", rfc5849::encode(k), rfc5849::encode(v));
+    }
+    let qs: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{}={}", rfc5849::encode(k), rfc5849::encode(v)))
+        .collect();
+    let path_and_query = if qs.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", qs.join("&"))
+    };
+    Signed {
+        path_and_query,
+        authorization: header,
+    }
+}
+
+async fn go(proxy: &Proxy, method: &str, s: &Signed, body: Option<&str>) -> Resp {
+    let mut headers = vec![("authorization", s.authorization.as_str())];
+    if body.is_some() {
+        headers.push(("content-type", "application/x-www-form-urlencoded"));
+    }
+    send(
+        method,
+        &proxy.url(&s.path_and_query),
+        &headers,
+        Bytes::from(body.unwrap_or("").to_string()),
+    )
+    .await
+}
+
+fn problem(r: &Resp) -> String {
+    let h = r.header("www-authenticate").unwrap_or("").to_string();
+    h.split("oauth_problem=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn two_legged_request_runs_as_the_consumers_run_as_user() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&config(""), jira.addr).await;
+    let s = sign(
+        "GET",
+        "/rest/api/2/search",
+        &[("jql", "project = X")],
+        &[],
+        "reporting",
+        SECRET,
+        now(),
+        "n1",
+    );
+    let r = go(&proxy, "GET", &s, None).await;
+    assert_eq!(r.status, 200, "{:?}", r.header("www-authenticate"));
+    let seen = jira.last();
+    assert_eq!(seen.user.as_deref(), Some("reporting-bot"));
+    assert!(seen.headers.get("authorization").is_none());
+    assert_eq!(proxy.audit().pop().unwrap()["auth"], "oauth1");
+}
+
+#[tokio::test]
+async fn form_body_parameters_are_covered_by_the_signature_and_forwarded() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&config(""), jira.addr).await;
+    let s = sign(
+        "POST",
+        "/rest/api/2/issue/X-1/comment",
+        &[],
+        &[("body", "hello world")],
+        "reporting",
+        SECRET,
+        now(),
+        "n2",
+    );
+    let r = go(&proxy, "POST", &s, Some("body=hello+world")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(jira.last().body_len, "body=hello+world".len() as u64);
+    // The same signature over a changed body is refused.
+    let s = sign(
+        "POST",
+        "/rest/api/2/issue/X-1/comment",
+        &[],
+        &[("body", "hello world")],
+        "reporting",
+        SECRET,
+        now(),
+        "n3",
+    );
+    let r = go(&proxy, "POST", &s, Some("body=goodbye")).await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "signature_invalid"));
+}
+
+#[tokio::test]
+async fn impersonation_only_for_consumers_that_may() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&config(""), jira.addr).await;
+    let s = sign(
+        "GET",
+        "/rest/api/2/myself",
+        &[("xoauth_requestor_id", "alice")],
+        &[],
+        "applink",
+        "applink-secret",
+        now(),
+        "i1",
+    );
+    assert_eq!(go(&proxy, "GET", &s, None).await.status, 200);
+    assert_eq!(jira.last().user.as_deref(), Some("alice"));
+    let s = sign(
+        "GET",
+        "/rest/api/2/myself",
+        &[("xoauth_requestor_id", "admin")],
+        &[],
+        "reporting",
+        SECRET,
+        now(),
+        "i2",
+    );
+    let r = go(&proxy, "GET", &s, None).await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "permission_denied"));
+    // A consumer without plain two-legged access must name a user.
+    let s = sign(
+        "GET",
+        "/rest/api/2/myself",
+        &[],
+        &[],
+        "applink",
+        "applink-secret",
+        now(),
+        "i3",
+    );
+    let r = go(&proxy, "GET", &s, None).await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "permission_denied"));
+}
+
+#[tokio::test]
+async fn replayed_nonce_is_refused() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&config(""), jira.addr).await;
+    let s = sign("GET", "/x", &[], &[], "reporting", SECRET, now(), "once");
+    assert_eq!(go(&proxy, "GET", &s, None).await.status, 200);
+    let r = go(&proxy, "GET", &s, None).await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "nonce_used"));
+    assert_eq!(jira.count(), 1);
+}
+
+#[tokio::test]
+async fn stale_or_future_timestamps_are_refused() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&config(""), jira.addr).await;
+    for ts in [now() - 600, now() + 600] {
+        let s = sign("GET", "/x", &[], &[], "reporting", SECRET, ts, &format!("t{ts}"));
+        let r = go(&proxy, "GET", &s, None).await;
+        assert_eq!((r.status, problem(&r).as_str()), (401, "timestamp_refused"));
+    }
+    assert_eq!(jira.count(), 0);
+}
+
+#[tokio::test]
+async fn wrong_secret_unknown_consumer_and_tampered_query_are_refused() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&config(""), jira.addr).await;
+    let s = sign("GET", "/x", &[], &[], "reporting", "guessed-secret", now(), "w1");
+    let r = go(&proxy, "GET", &s, None).await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "signature_invalid"));
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .starts_with("OAuth realm=\"https%3A%2F%2Fjira.example.com\"")
+    );
+    let s = sign("GET", "/x", &[], &[], "nobody", SECRET, now(), "w2");
+    let r = go(&proxy, "GET", &s, None).await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "consumer_key_unknown"));
+    let mut s = sign(
+        "GET",
+        "/rest/api/2/search",
+        &[("jql", "project = X")],
+        &[],
+        "reporting",
+        SECRET,
+        now(),
+        "w3",
+    );
+    s.path_and_query = s.path_and_query.replace("X", "SECRET");
+    let r = go(&proxy, "GET", &s, None).await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "signature_invalid"));
+    assert_eq!(jira.count(), 0);
+}
+
+#[tokio::test]
+async fn duplicated_protocol_parameters_and_three_legged_tokens_are_refused() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&config(""), jira.addr).await;
+    let mut s = sign("GET", "/x", &[], &[], "reporting", SECRET, now(), "d1");
+    s.path_and_query += "?oauth_nonce=other";
+    let r = go(&proxy, "GET", &s, None).await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "parameter_rejected"));
+    let s = sign("GET", "/x", &[], &[], "reporting", SECRET, now(), "d2");
+    let with_token = Signed {
+        authorization: s.authorization.replace("oauth_token=\"\"", "oauth_token=\"abc\""),
+        ..s
+    };
+    let r = go(&proxy, "GET", &with_token, None).await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "token_rejected"));
+}
+
+#[tokio::test]
+async fn oversized_oauth_form_body_is_413() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&config(""), jira.addr).await;
+    let big = format!("body={}", "x".repeat(100 * 1024));
+    let s = sign("POST", "/x", &[], &[], "reporting", SECRET, now(), "big");
+    assert_eq!(go(&proxy, "POST", &s, Some(&big)).await.status, 413);
+    assert_eq!(jira.count(), 0);
+}
+
+#[test]
+fn oauth1_needs_public_url_and_consumer_keys_are_checked() {
+    let text = config("")
+        .replace(&format!("\npublic_url = \"{PUBLIC}\""), "")
+        .replace("{jira}", "127.0.0.1:1");
+    let errs = jira_auth_proxy::config::Config::parse(&text, std::path::Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(errs.contains("needs server.public_url"), "{errs}");
+    let text = config("[[oauth1.consumers]]\nkey = \"bad\"\npublic_key = \"-----BEGIN PUBLIC KEY-----\\nAAAA\\n-----END PUBLIC KEY-----\"\n")
+        .replace("{jira}", "127.0.0.1:1");
+    let errs = jira_auth_proxy::config::Config::parse(&text, std::path::Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(errs.contains("oauth1.consumers[2].public_key"), "{errs}");
+}
