@@ -52,16 +52,16 @@ struct Signed {
 }
 
 /// Signs like an OAuth client would: over the public URL, the query and `form`.
+/// `who` is (consumer key, secret); `fresh` is (timestamp, nonce).
 fn sign(
     method: &str,
     path: &str,
     query: &[(&str, &str)],
     form: &[(&str, &str)],
-    consumer: &str,
-    secret: &str,
-    ts: u64,
-    nonce: &str,
+    who: (&str, &str),
+    fresh: (u64, &str),
 ) -> Signed {
+    let ((consumer, secret), (ts, nonce)) = (who, fresh);
     let oauth: Vec<(String, String)> = vec![
         ("oauth_consumer_key".into(), consumer.into()),
         ("oauth_token".into(), "".into()),
@@ -222,7 +222,7 @@ async fn impersonation_only_for_consumers_that_may() {
 async fn replayed_nonce_is_refused() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&config(""), jira.addr).await;
-    let s = sign("GET", "/x", &[], &[], "reporting", SECRET, now(), "once");
+    let s = sign("GET", "/x", &[], &[], ("reporting", SECRET), (now(), "once"));
     assert_eq!(go(&proxy, "GET", &s, None).await.status, 200);
     let r = go(&proxy, "GET", &s, None).await;
     assert_eq!((r.status, problem(&r).as_str()), (401, "nonce_used"));
@@ -234,7 +234,7 @@ async fn stale_or_future_timestamps_are_refused() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&config(""), jira.addr).await;
     for ts in [now() - 600, now() + 600] {
-        let s = sign("GET", "/x", &[], &[], "reporting", SECRET, ts, &format!("t{ts}"));
+        let s = sign("GET", "/x", &[], &[], ("reporting", SECRET), (ts, &format!("t{ts}")));
         let r = go(&proxy, "GET", &s, None).await;
         assert_eq!((r.status, problem(&r).as_str()), (401, "timestamp_refused"));
     }
@@ -245,7 +245,7 @@ async fn stale_or_future_timestamps_are_refused() {
 async fn wrong_secret_unknown_consumer_and_tampered_query_are_refused() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&config(""), jira.addr).await;
-    let s = sign("GET", "/x", &[], &[], "reporting", "guessed-secret", now(), "w1");
+    let s = sign("GET", "/x", &[], &[], ("reporting", "guessed-secret"), (now(), "w1"));
     let r = go(&proxy, "GET", &s, None).await;
     assert_eq!((r.status, problem(&r).as_str()), (401, "signature_invalid"));
     assert!(
@@ -253,7 +253,7 @@ async fn wrong_secret_unknown_consumer_and_tampered_query_are_refused() {
             .unwrap()
             .starts_with("OAuth realm=\"https%3A%2F%2Fjira.example.com\"")
     );
-    let s = sign("GET", "/x", &[], &[], "nobody", SECRET, now(), "w2");
+    let s = sign("GET", "/x", &[], &[], ("nobody", SECRET), (now(), "w2"));
     let r = go(&proxy, "GET", &s, None).await;
     assert_eq!((r.status, problem(&r).as_str()), (401, "consumer_key_unknown"));
     let mut s = sign(
@@ -276,11 +276,11 @@ async fn wrong_secret_unknown_consumer_and_tampered_query_are_refused() {
 async fn duplicated_protocol_parameters_and_three_legged_tokens_are_refused() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&config(""), jira.addr).await;
-    let mut s = sign("GET", "/x", &[], &[], "reporting", SECRET, now(), "d1");
+    let mut s = sign("GET", "/x", &[], &[], ("reporting", SECRET), (now(), "d1"));
     s.path_and_query += "?oauth_nonce=other";
     let r = go(&proxy, "GET", &s, None).await;
     assert_eq!((r.status, problem(&r).as_str()), (401, "parameter_rejected"));
-    let s = sign("GET", "/x", &[], &[], "reporting", SECRET, now(), "d2");
+    let s = sign("GET", "/x", &[], &[], ("reporting", SECRET), (now(), "d2"));
     let with_token = Signed {
         authorization: s.authorization.replace("oauth_token=\"\"", "oauth_token=\"abc\""),
         ..s
@@ -294,7 +294,7 @@ async fn oversized_oauth_form_body_is_413() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&config(""), jira.addr).await;
     let big = format!("body={}", "x".repeat(100 * 1024));
-    let s = sign("POST", "/x", &[], &[], "reporting", SECRET, now(), "big");
+    let s = sign("POST", "/x", &[], &[], ("reporting", SECRET), (now(), "big"));
     assert_eq!(go(&proxy, "POST", &s, Some(&big)).await.status, 413);
     assert_eq!(jira.count(), 0);
 }
