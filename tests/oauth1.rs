@@ -130,10 +130,8 @@ async fn two_legged_request_runs_as_the_consumers_run_as_user() {
         "/rest/api/2/search",
         &[("jql", "project = X")],
         &[],
-        "reporting",
-        SECRET,
-        now(),
-        "n1",
+        ("reporting", SECRET),
+        (now(), "n1"),
     );
     let r = go(&proxy, "GET", &s, None).await;
     assert_eq!(r.status, 200, "{:?}", r.header("www-authenticate"));
@@ -152,10 +150,8 @@ async fn form_body_parameters_are_covered_by_the_signature_and_forwarded() {
         "/rest/api/2/issue/X-1/comment",
         &[],
         &[("body", "hello world")],
-        "reporting",
-        SECRET,
-        now(),
-        "n2",
+        ("reporting", SECRET),
+        (now(), "n2"),
     );
     let r = go(&proxy, "POST", &s, Some("body=hello+world")).await;
     assert_eq!(r.status, 200);
@@ -166,10 +162,8 @@ async fn form_body_parameters_are_covered_by_the_signature_and_forwarded() {
         "/rest/api/2/issue/X-1/comment",
         &[],
         &[("body", "hello world")],
-        "reporting",
-        SECRET,
-        now(),
-        "n3",
+        ("reporting", SECRET),
+        (now(), "n3"),
     );
     let r = go(&proxy, "POST", &s, Some("body=goodbye")).await;
     assert_eq!((r.status, problem(&r).as_str()), (401, "signature_invalid"));
@@ -184,10 +178,8 @@ async fn impersonation_only_for_consumers_that_may() {
         "/rest/api/2/myself",
         &[("xoauth_requestor_id", "alice")],
         &[],
-        "applink",
-        "applink-secret",
-        now(),
-        "i1",
+        ("applink", "applink-secret"),
+        (now(), "i1"),
     );
     assert_eq!(go(&proxy, "GET", &s, None).await.status, 200);
     assert_eq!(jira.last().user.as_deref(), Some("alice"));
@@ -196,10 +188,8 @@ async fn impersonation_only_for_consumers_that_may() {
         "/rest/api/2/myself",
         &[("xoauth_requestor_id", "admin")],
         &[],
-        "reporting",
-        SECRET,
-        now(),
-        "i2",
+        ("reporting", SECRET),
+        (now(), "i2"),
     );
     let r = go(&proxy, "GET", &s, None).await;
     assert_eq!((r.status, problem(&r).as_str()), (401, "permission_denied"));
@@ -209,10 +199,8 @@ async fn impersonation_only_for_consumers_that_may() {
         "/rest/api/2/myself",
         &[],
         &[],
-        "applink",
-        "applink-secret",
-        now(),
-        "i3",
+        ("applink", "applink-secret"),
+        (now(), "i3"),
     );
     let r = go(&proxy, "GET", &s, None).await;
     assert_eq!((r.status, problem(&r).as_str()), (401, "permission_denied"));
@@ -261,10 +249,8 @@ async fn wrong_secret_unknown_consumer_and_tampered_query_are_refused() {
         "/rest/api/2/search",
         &[("jql", "project = X")],
         &[],
-        "reporting",
-        SECRET,
-        now(),
-        "w3",
+        ("reporting", SECRET),
+        (now(), "w3"),
     );
     s.path_and_query = s.path_and_query.replace("X", "SECRET");
     let r = go(&proxy, "GET", &s, None).await;
