@@ -17,6 +17,7 @@ fn check_example_config_prints_the_chain_identity_and_rules() {
     let out = Command::new(BIN)
         .args(["check", "--config", &repo("config/example.toml")])
         .env("JAP_UPSTREAM_SECRET", "from-the-environment")
+        .env("JAP_REPORTING_SECRET", "reporting-secret")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -25,7 +26,7 @@ fn check_example_config_prints_the_chain_identity_and_rules() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("chain:     api_key -> jwt -> basic"), "{stdout}");
+    assert!(stdout.contains("chain:     api_key -> jwt -> oauth1 -> basic"), "{stdout}");
     assert!(
         stdout.contains("identity:  header x-forwarded-user (with shared secret in x-proxy-secret)"),
         "{stdout}"
