@@ -26,7 +26,10 @@ fn check_example_config_prints_the_chain_identity_and_rules() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("chain:     api_key -> jwt -> oauth1 -> basic"), "{stdout}");
+    assert!(
+        stdout.contains("chain:     api_key -> jwt -> oauth1 -> basic"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("identity:  header x-forwarded-user (with shared secret in x-proxy-secret)"),
         "{stdout}"
