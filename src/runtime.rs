@@ -13,6 +13,8 @@ use crate::auth::introspection::IntrospectionAuth;
 use crate::auth::jwt::JwtAuth;
 use crate::auth::jwt::keys::{KeyEntry, KeyStore, Source, parse_jwks};
 use crate::auth::oauth1::inbound::OAuth1Auth;
+use crate::auth::oauth1::provider::Provider;
+use crate::auth::oauth1::rfc5849;
 use crate::auth::{Authenticator, Chain};
 use crate::config::{AuthMember, Config, ConfigError, ConfigErrors, ServerConfig};
 use crate::config::{JwtConfig, JwtKeys};
@@ -37,6 +39,8 @@ pub struct Runtime {
     pub jwt: Vec<Arc<JwtAuth>>,
     /// An OAuth 1.0a member exists: small form bodies of OAuth requests are read.
     pub reads_oauth_forms: bool,
+    /// Jira's OAuth 1.0a endpoints, answered by the proxy when an oauth1 member exists.
+    pub oauth1_provider: Option<Provider>,
     pub identity_mode: String,
 }
 
@@ -74,7 +78,7 @@ impl Runtime {
         let mut members: Vec<Box<dyn Authenticator>> = Vec::new();
         let mut basic = None;
         let mut jwt = Vec::new();
-        let mut reads_oauth_forms = false;
+        let mut oauth1_provider = None;
         for (i, m) in cfg.chain.iter().enumerate() {
             match m {
                 AuthMember::Basic(b) => {
@@ -106,8 +110,13 @@ impl Runtime {
                 },
                 AuthMember::OAuth1(o) => match OAuth1Auth::new(o, store.clone()) {
                     Ok(a) => {
-                        reads_oauth_forms = true;
-                        members.push(Box::new(a));
+                        let a = Arc::new(a);
+                        let realm = rfc5849::encode(&o.public_url);
+                        match Provider::new(a.clone(), realm, o.request_token_ttl, o.access_token_ttl) {
+                            Ok(p) => oauth1_provider = Some(p),
+                            Err(e) => err(format!("auth.chain[{i}]"), e),
+                        }
+                        members.push(Box::new(Shared(a)));
                     }
                     Err(e) => err(format!("auth.chain[{i}]"), e),
                 },
@@ -144,7 +153,8 @@ impl Runtime {
                 audit,
                 basic,
                 jwt,
-                reads_oauth_forms,
+                reads_oauth_forms: oauth1_provider.is_some(),
+                oauth1_provider,
                 identity_mode: cfg.upstream.identity.describe(),
             }),
             _ => Err(ConfigErrors(errors)),

@@ -301,3 +301,325 @@ fn oauth1_needs_public_url_and_consumer_keys_are_checked() {
         .to_string();
     assert!(errs.contains("oauth1.consumers[2].public_key"), "{errs}");
 }
+
+/// Who signs: consumer and token, with their secrets, and extra protocol parameters
+/// (`oauth_callback`, `oauth_verifier`).
+struct Signer<'a> {
+    consumer: &'a str,
+    secret: &'a str,
+    token: &'a str,
+    token_secret: &'a str,
+    extra: Vec<(&'a str, String)>,
+}
+
+impl Signer<'_> {
+    fn sign(&self, method: &str, path: &str, nonce: &str) -> String {
+        let mut oauth: Vec<(String, String)> = vec![
+            ("oauth_consumer_key".into(), self.consumer.into()),
+            ("oauth_token".into(), self.token.into()),
+            ("oauth_signature_method".into(), "HMAC-SHA1".into()),
+            ("oauth_timestamp".into(), now().to_string()),
+            ("oauth_nonce".into(), nonce.into()),
+        ];
+        oauth.extend(self.extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let base = rfc5849::base_string(
+            method,
+            &rfc5849::base_uri("https", "jira.example.com", None, path),
+            &oauth,
+        );
+        let sig = rfc5849::sign_hmac_sha1(&base, self.secret.as_bytes(), self.token_secret.as_bytes());
+        oauth.push(("oauth_signature".into(), sig));
+        let parts: Vec<String> = oauth
+            .iter()
+            .map(|(k, v)| format!("{}=\"{}\"", rfc5849::encode(k), rfc5849::encode(v)))
+            .collect();
+        format!("OAuth {}", parts.join(", "))
+    }
+}
+
+fn form_value(body: &str, key: &str) -> String {
+    rfc5849::form_pairs(body)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let i = text.find(start).map(|i| i + start.len()).unwrap_or(0);
+    let j = text[i..].find(end).map(|j| i + j).unwrap_or(text.len());
+    &text[i..j]
+}
+
+#[tokio::test]
+async fn three_legged_dance_request_token_approval_access_token_then_calls_as_the_user() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&config(""), jira.addr).await;
+    let alice = basic("alice", "alice-pw");
+
+    // 1. The consumer asks for a request token.
+    let s = Signer {
+        consumer: "reporting",
+        secret: SECRET,
+        token: "",
+        token_secret: "",
+        extra: vec![("oauth_callback", "oob".into())],
+    };
+    let r = send(
+        "POST",
+        &proxy.url("/plugins/servlet/oauth/request-token"),
+        &[(
+            "authorization",
+            &s.sign("POST", "/plugins/servlet/oauth/request-token", "r1"),
+        )],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.header("www-authenticate"));
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    let (rt, rts) = (
+        form_value(&text, "oauth_token"),
+        form_value(&text, "oauth_token_secret"),
+    );
+    assert_eq!(form_value(&text, "oauth_callback_confirmed"), "true");
+
+    // 2. The user signs in and sees the approval page naming the consumer.
+    let r = get(
+        &proxy.url(&format!("/plugins/servlet/oauth/authorize?oauth_token={rt}")),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 401, "signing in comes first");
+    let r = get(
+        &proxy.url(&format!("/plugins/servlet/oauth/authorize?oauth_token={rt}")),
+        &[("authorization", &alice)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let html = String::from_utf8(r.body.to_vec()).unwrap();
+    assert!(
+        html.contains("Reporting scripts") && html.contains("<b>alice</b>"),
+        "{html}"
+    );
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    let atl = between(&html, "name=\"atl_token\" value=\"", "\"").to_string();
+
+    // A forged form token is refused; bob cannot use alice's form token.
+    let forged = format!("oauth_token={rt}&atl_token=00&approve=Allow");
+    let ct = ("content-type", "application/x-www-form-urlencoded");
+    let r = send(
+        "POST",
+        &proxy.url("/plugins/servlet/oauth/authorize"),
+        &[("authorization", &alice), ct],
+        Bytes::from(forged),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let stolen = format!("oauth_token={rt}&atl_token={atl}&approve=Allow");
+    let r = send(
+        "POST",
+        &proxy.url("/plugins/servlet/oauth/authorize"),
+        &[("authorization", &basic("bob", "bob-pw")), ct],
+        Bytes::from(stolen),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+
+    // 3. Allow: an out-of-band verifier is shown.
+    let approve = format!("oauth_token={rt}&atl_token={atl}&approve=Allow");
+    let r = send(
+        "POST",
+        &proxy.url("/plugins/servlet/oauth/authorize"),
+        &[("authorization", &alice), ct],
+        Bytes::from(approve),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let verifier = between(&String::from_utf8(r.body.to_vec()).unwrap(), "<code>", "</code>").to_string();
+    assert!(verifier.len() > 20);
+
+    // 4. The consumer trades the request token for an access token.
+    let s = Signer {
+        consumer: "reporting",
+        secret: SECRET,
+        token: &rt,
+        token_secret: &rts,
+        extra: vec![("oauth_verifier", verifier.clone())],
+    };
+    let auth = s.sign("POST", "/plugins/servlet/oauth/access-token", "a1");
+    let r = send(
+        "POST",
+        &proxy.url("/plugins/servlet/oauth/access-token"),
+        &[("authorization", &auth)],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.header("www-authenticate"));
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    let (at, ats) = (
+        form_value(&text, "oauth_token"),
+        form_value(&text, "oauth_token_secret"),
+    );
+    assert_eq!(form_value(&text, "oauth_expires_in"), "157680000");
+    // Single use: the same request token cannot be traded again.
+    let auth = s.sign("POST", "/plugins/servlet/oauth/access-token", "a2");
+    let r = send(
+        "POST",
+        &proxy.url("/plugins/servlet/oauth/access-token"),
+        &[("authorization", &auth)],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "token_rejected"));
+
+    // 5. Calls signed with the access token run as alice.
+    let s = Signer {
+        consumer: "reporting",
+        secret: SECRET,
+        token: &at,
+        token_secret: &ats,
+        extra: vec![],
+    };
+    let r = get(
+        &proxy.url("/rest/api/2/myself"),
+        &[("authorization", &s.sign("GET", "/rest/api/2/myself", "c1"))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(jira.last().user.as_deref(), Some("alice"));
+    // Without the token secret the signature fails; another consumer cannot use the token.
+    let s = Signer {
+        consumer: "reporting",
+        secret: SECRET,
+        token: &at,
+        token_secret: "",
+        extra: vec![],
+    };
+    let r = get(
+        &proxy.url("/rest/api/2/myself"),
+        &[("authorization", &s.sign("GET", "/rest/api/2/myself", "c2"))],
+    )
+    .await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "signature_invalid"));
+    let s = Signer {
+        consumer: "applink",
+        secret: "applink-secret",
+        token: &at,
+        token_secret: &ats,
+        extra: vec![],
+    };
+    let r = get(
+        &proxy.url("/rest/api/2/myself"),
+        &[("authorization", &s.sign("GET", "/rest/api/2/myself", "c3"))],
+    )
+    .await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "token_rejected"));
+}
+
+#[tokio::test]
+async fn access_token_needs_the_users_verifier_and_approval_can_be_denied() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&config(""), jira.addr).await;
+    let s = Signer {
+        consumer: "reporting",
+        secret: SECRET,
+        token: "",
+        token_secret: "",
+        extra: vec![("oauth_callback", "https://app.example.com/cb?x=1".into())],
+    };
+    let r = send(
+        "POST",
+        &proxy.url("/plugins/servlet/oauth/request-token"),
+        &[(
+            "authorization",
+            &s.sign("POST", "/plugins/servlet/oauth/request-token", "q1"),
+        )],
+        Bytes::new(),
+    )
+    .await;
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    let (rt, rts) = (
+        form_value(&text, "oauth_token"),
+        form_value(&text, "oauth_token_secret"),
+    );
+    // Not yet approved: no access token, whatever the verifier.
+    let s2 = Signer {
+        consumer: "reporting",
+        secret: SECRET,
+        token: &rt,
+        token_secret: &rts,
+        extra: vec![("oauth_verifier", "guess".into())],
+    };
+    let r = send(
+        "POST",
+        &proxy.url("/plugins/servlet/oauth/access-token"),
+        &[(
+            "authorization",
+            &s2.sign("POST", "/plugins/servlet/oauth/access-token", "q2"),
+        )],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "permission_unknown"));
+    // Approve: a redirect to the callback with token and verifier.
+    let alice = basic("alice", "alice-pw");
+    let page = get(
+        &proxy.url(&format!("/plugins/servlet/oauth/authorize?oauth_token={rt}")),
+        &[("authorization", &alice)],
+    )
+    .await;
+    let atl = between(
+        &String::from_utf8(page.body.to_vec()).unwrap(),
+        "name=\"atl_token\" value=\"",
+        "\"",
+    )
+    .to_string();
+    let ct = ("content-type", "application/x-www-form-urlencoded");
+    let r = send(
+        "POST",
+        &proxy.url("/plugins/servlet/oauth/authorize"),
+        &[("authorization", &alice), ct],
+        Bytes::from(format!("oauth_token={rt}&atl_token={atl}&approve=Allow")),
+    )
+    .await;
+    assert_eq!(r.status, 302);
+    let location = r.header("location").unwrap().to_string();
+    assert!(
+        location.starts_with(&format!(
+            "https://app.example.com/cb?x=1&oauth_token={rt}&oauth_verifier="
+        )),
+        "{location}"
+    );
+    // A wrong verifier is refused.
+    let r = send(
+        "POST",
+        &proxy.url("/plugins/servlet/oauth/access-token"),
+        &[(
+            "authorization",
+            &s2.sign("POST", "/plugins/servlet/oauth/access-token", "q3"),
+        )],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "permission_denied"));
+    // A request token for a bad callback is never issued.
+    let s = Signer {
+        consumer: "reporting",
+        secret: SECRET,
+        token: "",
+        token_secret: "",
+        extra: vec![("oauth_callback", "javascript:alert(1)".into())],
+    };
+    let r = send(
+        "POST",
+        &proxy.url("/plugins/servlet/oauth/request-token"),
+        &[(
+            "authorization",
+            &s.sign("POST", "/plugins/servlet/oauth/request-token", "q4"),
+        )],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "parameter_rejected"));
+    assert_eq!(jira.count(), 0, "the OAuth endpoints are the proxy's own");
+}

@@ -1208,6 +1208,16 @@ fn oauth1_member(
             &format!("{path}.max_clock_skew"),
             Duration::from_secs(300),
         ),
+        request_token_ttl: cx.duration(
+            o.request_token_ttl.as_deref(),
+            &format!("{path}.request_token_ttl"),
+            Duration::from_secs(600),
+        ),
+        access_token_ttl: cx.duration(
+            o.access_token_ttl.as_deref(),
+            &format!("{path}.access_token_ttl"),
+            Duration::from_secs(1825 * 86_400),
+        ),
         consumers: consumers.to_vec(),
     })
 }

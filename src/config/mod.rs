@@ -173,6 +173,8 @@ pub struct OAuth1Config {
     /// Scheme, host and port clients sign against.
     pub origin: (String, String, Option<u16>),
     pub max_clock_skew: Duration,
+    pub request_token_ttl: Duration,
+    pub access_token_ttl: Duration,
     pub consumers: Vec<OAuth1Consumer>,
 }
 

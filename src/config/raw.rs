@@ -87,6 +87,8 @@ pub enum AuthMember {
 #[serde(deny_unknown_fields)]
 pub struct OAuth1 {
     pub max_clock_skew: Option<String>,
+    pub request_token_ttl: Option<String>,
+    pub access_token_ttl: Option<String>,
 }
 
 #[derive(Deserialize)]

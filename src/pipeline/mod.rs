@@ -12,6 +12,7 @@ use http::{HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::auth::oauth1::provider;
 use crate::auth::{AuthKind, AuthRequest, Principal, Verdict};
 use crate::config::Effect;
 use crate::error::{Body, ProxyError};
@@ -97,11 +98,75 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Resu
     let (mut parts, body) = req.into_parts();
     admit::admit(rt, ctx, &mut parts)?;
     let (form, body) = read_form(rt, &parts, body).await?;
-    // Local endpoints (session login, OAuth 1.0a provider) are answered here once they exist.
+    // Local endpoints: Jira's OAuth 1.0a token endpoints (checked by consumer signature)...
+    if let Some(resp) = oauth1_token_endpoint(rt, ctx, &parts, form.as_deref()).await? {
+        return Ok(resp);
+    }
     authenticate(rt, ctx, &parts, form.as_deref()).await?;
     identify(rt, ctx)?;
     authorize(rt, ctx)?;
+    // ...and the approval page, for a signed-in user the rules let through.
+    if let Some(p) = &rt.oauth1_provider
+        && ctx.path.as_ref().is_some_and(|p| p.decoded == provider::AUTHORIZE)
+    {
+        return oauth1_authorize(p, ctx, &parts, body).await;
+    }
     rt.upstream.forward(ctx, parts, body).await
+}
+
+/// Jira's OAuth 1.0a token endpoints are answered here, before the chain: the consumer's
+/// signature is what they check (`Provider`), not a user's credential.
+async fn oauth1_token_endpoint(
+    rt: &Runtime,
+    ctx: &mut RequestCtx,
+    parts: &http::request::Parts,
+    form: Option<&[(String, String)]>,
+) -> Result<Option<Response<Body>>, ProxyError> {
+    let (Some(p), Some(path)) = (&rt.oauth1_provider, ctx.path.as_ref()) else {
+        return Ok(None);
+    };
+    let is_request = path.decoded == provider::REQUEST_TOKEN;
+    if !is_request && path.decoded != provider::ACCESS_TOKEN {
+        return Ok(None);
+    }
+    ctx.outcome = "oauth1_endpoint";
+    ctx.auth_kind = Some(AuthKind::OAuth1);
+    let req = AuthRequest {
+        parts,
+        client_ip: ctx.client_ip,
+        now: ctx.time,
+        form,
+        tls: ctx.forwarded_proto == "https",
+    };
+    let answer = if is_request {
+        p.request_token(&req).await
+    } else {
+        p.access_token(&req).await
+    };
+    answer.map(Some).map_err(|e| ProxyError::Dependency(e.to_string()))
+}
+
+/// The approval page (GET) and decision (POST) for a signed-in user.
+async fn oauth1_authorize(
+    p: &provider::Provider,
+    ctx: &mut RequestCtx,
+    parts: &http::request::Parts,
+    body: Body,
+) -> Result<Response<Body>, ProxyError> {
+    let Some(user) = ctx.jira_user.clone() else {
+        return Err(ProxyError::AuthRequired { challenges: Vec::new() });
+    };
+    match parts.method {
+        Method::GET => p
+            .authorize_page(parts.uri.query(), &user)
+            .await
+            .map_err(|e| ProxyError::Dependency(e.to_string())),
+        Method::POST => {
+            let form = provider::read_small_form(body, 16 * 1024).await?;
+            p.authorize_decision(&form, &user).await
+        }
+        _ => Err(ProxyError::BadRequest("Use GET or POST.")),
+    }
 }
 
 /// Largest form body read for an OAuth 1.0a signature.

@@ -18,7 +18,8 @@ use bytes::Bytes;
 use http::HeaderValue;
 use http::header::AUTHORIZATION;
 
-use super::rfc5849::{self, ParamError};
+use super::rfc5849;
+use super::tokens;
 use crate::auth::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason};
 use crate::config::{OAuth1Config, OAuth1Consumer, Secret};
 use crate::store::StateStore;
@@ -89,26 +90,35 @@ impl OAuth1Auth {
         rfc5849::base_string(req.parts.method.as_str(), &uri, params)
     }
 
-    fn signature_ok(&self, c: &Consumer, method: &str, base: &str, sig: &str, tls: bool) -> Result<bool, &'static str> {
+    fn signature_ok(
+        &self,
+        c: &Consumer,
+        method: &str,
+        base: &str,
+        sig: &str,
+        token_secret: &[u8],
+        tls: bool,
+    ) -> Result<bool, &'static str> {
         match (&c.verifier, method) {
+            // RSA-SHA1 signs with the consumer's key alone (RFC 5849 §3.4.3).
             (Verifier::Rsa(key), "RSA-SHA1") => Ok(rfc5849::verify_rsa_sha1(base, sig, key)),
-            (Verifier::Secret(s), "HMAC-SHA1") => Ok(rfc5849::verify_hmac_sha1(base, sig, s.expose(), b"")),
+            (Verifier::Secret(s), "HMAC-SHA1") => Ok(rfc5849::verify_hmac_sha1(base, sig, s.expose(), token_secret)),
             // PLAINTEXT sends the secret itself: only over TLS (RFC 5849 §3.4.4).
-            (Verifier::Secret(s), "PLAINTEXT") if tls => Ok(rfc5849::verify_plaintext(sig, s.expose(), b"")),
+            (Verifier::Secret(s), "PLAINTEXT") if tls => Ok(rfc5849::verify_plaintext(sig, s.expose(), token_secret)),
             _ => Err("signature_method_rejected"),
         }
     }
 
     /// Who a two-legged request runs as, following Jira's rules.
-    fn two_legged_user(&self, c: &Consumer, params: &[(String, String)]) -> Result<String, &'static str> {
+    fn two_legged_user(&self, c: &OAuth1Consumer, params: &[(String, String)]) -> Result<String, &'static str> {
         let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         let requested = get("xoauth_requestor_id")
             .or_else(|| get("user_id"))
             .filter(|u| !u.is_empty());
         match requested {
-            Some(u) if c.cfg.impersonation => Ok(u),
+            Some(u) if c.impersonation => Ok(u),
             Some(_) => Err("permission_denied"),
-            None if c.cfg.two_legged => c.cfg.run_as.clone().ok_or("permission_denied"),
+            None if c.two_legged => c.run_as.clone().ok_or("permission_denied"),
             None => Err("permission_denied"),
         }
     }
@@ -125,6 +135,54 @@ impl Authenticator for OAuth1Auth {
     }
 
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
+        if !carries_oauth(req.parts) {
+            return Ok(Outcome::NotPresent);
+        }
+        let v = match self.verify(req, Expect::Resource).await? {
+            Ok(v) => v,
+            Err(problem) => return Ok(self.refuse(problem)),
+        };
+        let user = match v.access {
+            Some(t) => Ok(t.user),
+            None => self.two_legged_user(&v.consumer, &v.params),
+        };
+        match user {
+            Ok(user) => Ok(Outcome::Authenticated(
+                Principal::new(AuthKind::OAuth1, user, Vec::new()).with_credential_id(v.consumer.key.clone()),
+            )),
+            Err(p) => Ok(self.refuse(p)),
+        }
+    }
+}
+
+/// Which token a signed request must carry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// `request-token`: none.
+    NoToken,
+    /// `access-token`: an approved request token.
+    RequestToken,
+    /// A REST call: none (two-legged) or an access token (three-legged).
+    Resource,
+}
+
+/// A request whose signature, timestamp and nonce were checked.
+pub struct Verified {
+    pub consumer: OAuth1Consumer,
+    pub params: Vec<(String, String)>,
+    pub token: String,
+    pub request: Option<tokens::RequestToken>,
+    pub access: Option<tokens::AccessToken>,
+}
+
+impl OAuth1Auth {
+    /// Checks an OAuth 1.0a request: parameters, consumer, timestamp, token, signature
+    /// (with the token's secret), then the nonce. `Err` carries Jira's problem name.
+    pub async fn verify(
+        &self,
+        req: &AuthRequest<'_>,
+        expect: Expect,
+    ) -> Result<Result<Verified, &'static str>, AuthError> {
         let header = match req
             .parts
             .headers
@@ -133,17 +191,14 @@ impl Authenticator for OAuth1Auth {
             .map(rfc5849::parse_header)
         {
             Some(Some(Ok(p))) => p,
-            Some(Some(Err(_))) => return Ok(self.refuse("parameter_rejected")),
-            _ if carries_oauth(req.parts) => Vec::new(),
-            _ => return Ok(Outcome::NotPresent),
+            Some(Some(Err(_))) => return Ok(Err("parameter_rejected")),
+            _ => Vec::new(),
         };
         let query = req.parts.uri.query().map(rfc5849::form_pairs).unwrap_or_default();
-        let body = req.form.unwrap_or(&[]);
-        let params = match rfc5849::collect(&header, &query, body) {
-            Ok(p) => p,
-            Err(ParamError::Duplicated | ParamError::Malformed) => return Ok(self.refuse("parameter_rejected")),
+        let Ok(params) = rfc5849::collect(&header, &query, req.form.unwrap_or(&[])) else {
+            return Ok(Err("parameter_rejected"));
         };
-        let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         let (Some(key), Some(method), Some(sig), Some(ts), Some(nonce)) = (
             get("oauth_consumer_key"),
             get("oauth_signature_method"),
@@ -151,50 +206,76 @@ impl Authenticator for OAuth1Auth {
             get("oauth_timestamp"),
             get("oauth_nonce"),
         ) else {
-            return Ok(self.refuse("parameter_absent"));
+            return Ok(Err("parameter_absent"));
         };
         if get("oauth_version").is_some_and(|v| v != "1.0") {
-            return Ok(self.refuse("version_rejected"));
+            return Ok(Err("version_rejected"));
         }
-        let Some(consumer) = self.consumers.get(key) else {
-            return Ok(self.refuse("consumer_key_unknown"));
+        let Some(consumer) = self.consumers.get(&key) else {
+            return Ok(Err("consumer_key_unknown"));
         };
         let now = req.now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs() as i64;
-        let Ok(ts_n) = ts.parse::<i64>() else {
-            return Ok(self.refuse("timestamp_refused"));
-        };
-        if (now - ts_n).unsigned_abs() > self.max_skew.as_secs() {
-            return Ok(self.refuse("timestamp_refused"));
+        match ts.parse::<i64>() {
+            Ok(t) if (now - t).unsigned_abs() <= self.max_skew.as_secs() => {}
+            _ => return Ok(Err("timestamp_refused")),
         }
-        let token = get("oauth_token").unwrap_or("");
-        if !token.is_empty() {
-            // Three-legged access tokens are issued by the provider endpoints (not yet here).
-            return Ok(self.refuse("token_rejected"));
+        let token = get("oauth_token").unwrap_or_default();
+        let (mut request, mut access, mut token_secret) = (None, None, String::new());
+        match (expect, token.is_empty()) {
+            (Expect::NoToken, false) => return Ok(Err("token_rejected")),
+            (Expect::NoToken, true) | (Expect::Resource, true) => {}
+            (Expect::RequestToken, true) => return Ok(Err("parameter_absent")),
+            (Expect::RequestToken, false) => match tokens::get_request(&*self.store, &token).await? {
+                Some(t) if t.consumer == key => {
+                    token_secret = t.secret.clone();
+                    request = Some(t);
+                }
+                _ => return Ok(Err("token_rejected")),
+            },
+            (Expect::Resource, false) => match tokens::get_access(&*self.store, &token).await? {
+                Some(t) if t.consumer != key => return Ok(Err("token_rejected")),
+                Some(t) if t.expires <= now as u64 => return Ok(Err("token_expired")),
+                Some(t) => {
+                    token_secret = t.secret.clone();
+                    access = Some(t);
+                }
+                None => return Ok(Err("token_rejected")),
+            },
         }
         let base = self.base_string(req, &params);
-        match self.signature_ok(consumer, method, &base, sig, req.tls) {
-            Err(p) => return Ok(self.refuse(p)),
-            Ok(false) => return Ok(self.refuse("signature_invalid")),
+        match self.signature_ok(consumer, &method, &base, &sig, token_secret.as_bytes(), req.tls) {
+            Err(p) => return Ok(Err(p)),
+            Ok(false) => return Ok(Err("signature_invalid")),
             Ok(true) => {}
         }
         // After the signature, so nobody can burn another's nonces.
         let nonce_key = format!(
             "oauth1:nonce:{}:{token}:{ts}:{}",
-            rfc5849::encode(key),
-            rfc5849::encode(nonce)
+            rfc5849::encode(&key),
+            rfc5849::encode(&nonce)
         );
         if !self
             .store
             .put_if_absent(&nonce_key, Bytes::from_static(b"1"), self.max_skew * 2)
             .await?
         {
-            return Ok(self.refuse("nonce_used"));
+            return Ok(Err("nonce_used"));
         }
-        match self.two_legged_user(consumer, &params) {
-            Ok(user) => Ok(Outcome::Authenticated(
-                Principal::new(AuthKind::OAuth1, user, Vec::new()).with_credential_id(consumer.cfg.key.clone()),
-            )),
-            Err(p) => Ok(self.refuse(p)),
-        }
+        Ok(Ok(Verified {
+            consumer: consumer.cfg.clone(),
+            params,
+            token,
+            request,
+            access,
+        }))
+    }
+
+    /// The consumer's display name.
+    pub fn consumer_name(&self, key: &str) -> Option<&str> {
+        self.consumers.get(key).map(|c| c.cfg.name.as_str())
+    }
+
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
     }
 }

@@ -2,4 +2,6 @@
 //! share; `inbound` checks requests signed by consumers.
 
 pub mod inbound;
+pub mod provider;
 pub mod rfc5849;
+pub mod tokens;

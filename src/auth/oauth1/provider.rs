@@ -1,0 +1,307 @@
+//! The three-legged OAuth 1.0a endpoints Jira serves, answered by the proxy itself:
+//! `request-token` (a consumer asks, signed, with `oauth_callback`), `authorize` (a signed-in
+//! user approves on a plain page; the form carries Jira's field names `oauth_token`,
+//! `atl_token`, `approve`/`deny`) and `access-token` (the consumer trades the approved
+//! request token and its `oauth_verifier`). Request tokens expire (default 10 minutes) and
+//! are single use; access tokens last Jira's 5 years by default.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use super::inbound::{Expect, OAuth1Auth};
+use super::{rfc5849, tokens};
+use crate::auth::{AuthError, AuthRequest};
+use crate::error::{Body, ProxyError, full};
+
+pub const REQUEST_TOKEN: &str = "/plugins/servlet/oauth/request-token";
+pub const AUTHORIZE: &str = "/plugins/servlet/oauth/authorize";
+pub const ACCESS_TOKEN: &str = "/plugins/servlet/oauth/access-token";
+
+pub struct Provider {
+    auth: Arc<OAuth1Auth>,
+    realm: String,
+    request_ttl: Duration,
+    access_ttl: Duration,
+    /// Keys the approval page's form token (`atl_token`) to the user and request token.
+    form_key: hmac::Key,
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn html_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '&' => "&amp;".into(),
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '"' => "&quot;".into(),
+            '\'' => "&#39;".into(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+fn page(status: StatusCode, title: &str, body_html: &str) -> Response<Body> {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+         <body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\"><h1>{t}</h1>{body_html}</body></html>",
+        t = html_escape(title)
+    );
+    let mut r = reply(status, "text/html;charset=UTF-8", html);
+    let h = r.headers_mut();
+    // The approval page must not be framed (clickjacking) nor load anything.
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    r
+}
+
+impl Provider {
+    pub fn new(
+        auth: Arc<OAuth1Auth>,
+        realm: String,
+        request_ttl: Duration,
+        access_ttl: Duration,
+    ) -> Result<Self, String> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let form_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).map_err(|_| "random number generator failed")?;
+        Ok(Provider {
+            auth,
+            realm,
+            request_ttl,
+            access_ttl,
+            form_key,
+        })
+    }
+
+    /// An OAuth refusal as Jira answers it: 401, the OAuth challenge with the problem, and
+    /// the problem in the body.
+    fn problem(&self, problem: &str) -> Response<Body> {
+        let mut r = reply(
+            StatusCode::UNAUTHORIZED,
+            "text/plain;charset=UTF-8",
+            format!("oauth_problem={problem}"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("OAuth realm=\"{}\", oauth_problem=\"{problem}\"", self.realm)) {
+            r.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+        }
+        r
+    }
+
+    fn form_token(&self, user: &str, token: &str) -> String {
+        let tag = hmac::sign(&self.form_key, format!("{user}\0{token}").as_bytes());
+        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub async fn request_token(&self, req: &AuthRequest<'_>) -> Result<Response<Body>, AuthError> {
+        let v = match self.auth.verify(req, Expect::NoToken).await? {
+            Ok(v) => v,
+            Err(p) => return Ok(self.problem(p)),
+        };
+        let callback = v
+            .params
+            .iter()
+            .find(|(k, _)| k == "oauth_callback")
+            .map(|(_, c)| c.clone());
+        let callback = match callback {
+            Some(c) if c == "oob" || c.starts_with("https://") || c.starts_with("http://") => c,
+            _ => return Ok(self.problem("parameter_rejected")),
+        };
+        let (token, secret) = (tokens::random_token()?, tokens::random_token()?);
+        let record = tokens::RequestToken {
+            consumer: v.consumer.key,
+            secret: secret.clone(),
+            callback,
+            user: None,
+            verifier: None,
+        };
+        tokens::put_request(&**self.auth.store(), &token, &record, self.request_ttl).await?;
+        Ok(reply(
+            StatusCode::OK,
+            "application/x-www-form-urlencoded",
+            format!(
+                "oauth_token={}&oauth_token_secret={}&oauth_callback_confirmed=true",
+                rfc5849::encode(&token),
+                rfc5849::encode(&secret)
+            ),
+        ))
+    }
+
+    pub async fn access_token(&self, req: &AuthRequest<'_>) -> Result<Response<Body>, AuthError> {
+        let v = match self.auth.verify(req, Expect::RequestToken).await? {
+            Ok(v) => v,
+            Err(p) => return Ok(self.problem(p)),
+        };
+        let Some(request) = v.request else {
+            return Ok(self.problem("token_rejected"));
+        };
+        let verifier = v
+            .params
+            .iter()
+            .find(|(k, _)| k == "oauth_verifier")
+            .map(|(_, x)| x.as_str());
+        let (Some(user), Some(want)) = (request.user.as_deref(), request.verifier.as_deref()) else {
+            return Ok(self.problem("permission_unknown"));
+        };
+        let matches =
+            verifier.is_some_and(|got| bool::from(subtle::ConstantTimeEq::ct_eq(got.as_bytes(), want.as_bytes())));
+        if !matches {
+            return Ok(self.problem("permission_denied"));
+        }
+        // Single use: the request token is gone before the access token exists.
+        tokens::delete_request(&**self.auth.store(), &v.token).await?;
+        let (token, secret) = (tokens::random_token()?, tokens::random_token()?);
+        let now = tokens::unix_now();
+        let record = tokens::AccessToken {
+            consumer: v.consumer.key,
+            secret: secret.clone(),
+            user: user.to_owned(),
+            created: now,
+            expires: now + self.access_ttl.as_secs(),
+        };
+        tokens::put_access(&**self.auth.store(), &token, &record, self.access_ttl).await?;
+        Ok(reply(
+            StatusCode::OK,
+            "application/x-www-form-urlencoded",
+            format!(
+                "oauth_token={}&oauth_token_secret={}&oauth_expires_in={}",
+                rfc5849::encode(&token),
+                rfc5849::encode(&secret),
+                self.access_ttl.as_secs()
+            ),
+        ))
+    }
+
+    /// GET: the approval page for a signed-in `user`.
+    pub async fn authorize_page(&self, query: Option<&str>, user: &str) -> Result<Response<Body>, AuthError> {
+        let token = query
+            .map(rfc5849::form_pairs)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(k, _)| k == "oauth_token")
+            .map(|(_, v)| v);
+        let Some(token) = token else {
+            return Ok(page(
+                StatusCode::BAD_REQUEST,
+                "Missing request token",
+                "<p>The link has no oauth_token.</p>",
+            ));
+        };
+        let Some(record) = tokens::get_request(&**self.auth.store(), &token).await? else {
+            return Ok(page(
+                StatusCode::BAD_REQUEST,
+                "Unknown or expired request",
+                "<p>Start again from the application.</p>",
+            ));
+        };
+        let name = self
+            .auth
+            .consumer_name(&record.consumer)
+            .unwrap_or(&record.consumer)
+            .to_owned();
+        let body = format!(
+            "<p><b>{name}</b> asks to read and change data in Jira as <b>{user}</b>.</p>\
+             <form method=\"post\" action=\"{AUTHORIZE}\">\
+             <input type=\"hidden\" name=\"oauth_token\" value=\"{t}\">\
+             <input type=\"hidden\" name=\"atl_token\" value=\"{f}\">\
+             <button type=\"submit\" name=\"approve\" value=\"Allow\">Allow</button> \
+             <button type=\"submit\" name=\"deny\" value=\"Deny\">Deny</button></form>",
+            name = html_escape(&name),
+            user = html_escape(user),
+            t = html_escape(&token),
+            f = self.form_token(user, &token),
+        );
+        Ok(page(StatusCode::OK, "Allow access?", &body))
+    }
+
+    /// POST: the user's decision (form fields `oauth_token`, `atl_token`, `approve`/`deny`).
+    pub async fn authorize_decision(
+        &self,
+        form: &[(String, String)],
+        user: &str,
+    ) -> Result<Response<Body>, ProxyError> {
+        let get = |n: &str| form.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let (Some(token), Some(atl)) = (get("oauth_token"), get("atl_token")) else {
+            return Err(ProxyError::BadRequest("The approval form is incomplete."));
+        };
+        let tag = (0..atl.len() / 2)
+            .filter_map(|i| u8::from_str_radix(atl.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect::<Vec<u8>>();
+        if hmac::verify(&self.form_key, format!("{user}\0{token}").as_bytes(), &tag).is_err() {
+            return Ok(page(
+                StatusCode::FORBIDDEN,
+                "XSRF check failed",
+                "<p>Open the approval page again.</p>",
+            ));
+        }
+        let store = self.auth.store();
+        let dep = |e: crate::store::StoreError| ProxyError::Dependency(e.to_string());
+        let Some(mut record) = tokens::get_request(&**store, token).await.map_err(dep)? else {
+            return Ok(page(
+                StatusCode::BAD_REQUEST,
+                "Unknown or expired request",
+                "<p>Start again from the application.</p>",
+            ));
+        };
+        if get("approve").is_none() {
+            tokens::delete_request(&**store, token).await.map_err(dep)?;
+            return Ok(page(
+                StatusCode::OK,
+                "Access denied",
+                "<p>The application was not given access.</p>",
+            ));
+        }
+        let verifier = tokens::random_token().map_err(dep)?;
+        record.user = Some(user.to_owned());
+        record.verifier = Some(verifier.clone());
+        tokens::put_request(&**store, token, &record, self.request_ttl)
+            .await
+            .map_err(dep)?;
+        if record.callback == "oob" {
+            let body = format!(
+                "<p>Give this verification code to the application:</p><p><code>{}</code></p>",
+                html_escape(&verifier)
+            );
+            return Ok(page(StatusCode::OK, "Access allowed", &body));
+        }
+        let sep = if record.callback.contains('?') { '&' } else { '?' };
+        let location = format!(
+            "{}{sep}oauth_token={}&oauth_verifier={}",
+            record.callback,
+            rfc5849::encode(token),
+            rfc5849::encode(&verifier)
+        );
+        let mut r = reply(StatusCode::FOUND, "text/plain;charset=UTF-8", String::new());
+        let loc =
+            HeaderValue::from_str(&location).map_err(|_| ProxyError::BadRequest("The callback is not a valid URL."))?;
+        r.headers_mut().insert(http::header::LOCATION, loc);
+        Ok(r)
+    }
+}
+
+/// Reads a small body (the approval form) under a cap.
+pub async fn read_small_form(body: Body, cap: usize) -> Result<Vec<(String, String)>, ProxyError> {
+    use http_body_util::BodyExt;
+    let bytes: Bytes = http_body_util::Limited::new(body, cap)
+        .collect()
+        .await
+        .map_err(|_| ProxyError::PayloadTooLarge)?
+        .to_bytes();
+    let text = std::str::from_utf8(&bytes).map_err(|_| ProxyError::BadRequest("The form body is not UTF-8."))?;
+    Ok(rfc5849::form_pairs(text))
+}
