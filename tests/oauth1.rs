@@ -435,7 +435,7 @@ async fn three_legged_dance_request_token_approval_access_token_then_calls_as_th
     )
     .await;
     assert_eq!(r.status, 200);
-    let verifier = between(&String::from_utf8(r.body.to_vec()).unwrap(), "<code>", "</code>").to_string();
+    let verifier = between(std::str::from_utf8(&r.body).unwrap(), "<code>", "</code>").to_string();
     assert!(verifier.len() > 20);
 
     // 4. The consumer trades the request token for an access token.
@@ -569,7 +569,7 @@ async fn access_token_needs_the_users_verifier_and_approval_can_be_denied() {
     )
     .await;
     let atl = between(
-        &String::from_utf8(page.body.to_vec()).unwrap(),
+        std::str::from_utf8(&page.body).unwrap(),
         "name=\"atl_token\" value=\"",
         "\"",
     )
