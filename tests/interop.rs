@@ -171,3 +171,40 @@ async fn requests_oauthlib_two_legged_rsa_sha1_and_hmac_sha1() {
     assert_eq!(users, vec!["alice", "alice", "reporting-bot"]);
     drop(proxy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_jira_oauth_after_a_three_legged_dance_with_requests_oauthlib() {
+    let dir = temp_dir();
+    let kp = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
+    std::fs::write(dir.join("consumer.pem"), kp.serialize_pem()).unwrap();
+    std::fs::write(dir.join("consumer.pub.pem"), kp.public_key_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = basic_config("")
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\""),
+        )
+        .replace(
+            "[[auth.chain]]\ntype = \"basic\"",
+            "[[auth.chain]]\ntype = \"oauth1\"\n[[auth.chain]]\ntype = \"basic\"",
+        )
+        + "\n[[oauth1.consumers]]\nkey = \"applink-rsa\"\nname = \"Jira scripts\"\npublic_key = \"file:consumer.pub.pem\"\n";
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start_in(&text, jira.addr, dir.clone()).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let key = dir.join("consumer.pem").to_str().unwrap().to_string();
+    tokio::task::spawn_blocking(move || run_script("oauth1_three_legged.py", &url, &[("KEY_PEM", &key)]))
+        .await
+        .unwrap();
+    let users: Vec<_> = jira.seen().into_iter().filter_map(|s| s.user).collect();
+    // The client probes /myself once while choosing its signature method, then calls it:
+    // only REST calls reach Jira (none of the OAuth dance), all as alice.
+    let targets: Vec<_> = jira.seen().into_iter().map(|s| s.target).collect();
+    assert!(targets.iter().all(|t| t == "/rest/api/2/myself"), "{targets:?}");
+    assert!(!users.is_empty() && users.iter().all(|u| u == "alice"), "{users:?}");
+    drop(proxy);
+}
