@@ -47,6 +47,9 @@ pub enum ProxyError {
     /// Jira could not be reached or broke the connection.
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
+    /// Jira ran the request as someone other than the user the proxy asserted.
+    #[error("identity not honoured by Jira")]
+    IdentityNotHonoured,
     /// Jira did not answer within `upstream.response_timeout`.
     #[error("upstream timed out")]
     UpstreamTimeout,
@@ -67,7 +70,7 @@ impl ProxyError {
                 StatusCode::FORBIDDEN
             }
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamUnreachable(_) | ProxyError::IdentityNotHonoured => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Dependency(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -88,6 +91,9 @@ impl ProxyError {
             ProxyError::PayloadTooLarge => "The form body is too large to check its OAuth signature.",
             ProxyError::UpstreamUnreachable(_) => "Jira could not be reached. Try again later.",
             ProxyError::UpstreamTimeout => "Jira did not answer in time.",
+            ProxyError::IdentityNotHonoured => {
+                "Jira did not run the request as the authenticated user; check the application link's impersonation setting."
+            }
             ProxyError::Dependency(_) => "Authentication is temporarily unavailable. Try again later.",
             ProxyError::Internal(_) => "Internal error in the authentication proxy.",
         }

@@ -491,22 +491,65 @@ fn identity_mode(cx: &mut Ctx, r: Option<raw::Identity>) -> Option<IdentityMode>
             Some(IdentityMode::Header { name, secret })
         }
         "passthrough" => {
-            if r.header.is_some() || r.secret.is_some() || r.secret_header.is_some() {
-                cx.err("upstream.identity", "header/secret apply to mode = \"header\" only");
+            if r.header.is_some() || r.secret.is_some() || r.secret_header.is_some() || r.consumer_key.is_some() {
+                cx.err(
+                    "upstream.identity",
+                    "header/secret/consumer_key do not apply to mode = \"passthrough\"",
+                );
             }
             Some(IdentityMode::Passthrough)
         }
         "oauth1" => {
-            cx.err(
-                "upstream.identity.mode",
-                "\"oauth1\" is not available in this version; use \"header\" or \"passthrough\"",
-            );
-            None
+            let key = r.consumer_key.filter(|k| !k.is_empty());
+            let pem = r.private_key.as_deref().map(|s| Secret::resolve(s, cx.base));
+            let (Some(key), Some(pem)) = (key, pem) else {
+                cx.err(
+                    "upstream.identity",
+                    "mode = \"oauth1\" needs consumer_key and private_key",
+                );
+                return None;
+            };
+            let pem = match pem {
+                Ok(p) => String::from_utf8_lossy(p.expose()).into_owned(),
+                Err(e) => {
+                    cx.err("upstream.identity.private_key", e);
+                    return None;
+                }
+            };
+            let signer = match crate::upstream::oauth1::Signer::from_pem(&key, &pem) {
+                Ok(s) => std::sync::Arc::new(s),
+                Err(e) => {
+                    cx.err("upstream.identity.private_key", e);
+                    return None;
+                }
+            };
+            let signed_url = match r.signed_url.as_deref().map(|u| (u, Uri::from_str(u))) {
+                None => String::new(),
+                Some((_, Ok(u))) if u.scheme().is_some() && u.authority().is_some() && matches!(u.path(), "" | "/") => {
+                    format!(
+                        "{}://{}",
+                        u.scheme_str().unwrap_or("http"),
+                        u.authority().map(|a| a.as_str()).unwrap_or("")
+                    )
+                }
+                Some((u, _)) => {
+                    cx.err(
+                        "upstream.identity.signed_url",
+                        format!("scheme://host[:port] only, not {u:?}"),
+                    );
+                    return None;
+                }
+            };
+            Some(IdentityMode::OAuth1 {
+                consumer_key: key,
+                signer,
+                signed_url,
+            })
         }
         other => {
             cx.err(
                 "upstream.identity.mode",
-                format!("unknown mode {other:?}; expected \"header\" or \"passthrough\""),
+                format!("unknown mode {other:?}; expected \"header\", \"oauth1\" or \"passthrough\""),
             );
             None
         }

@@ -130,6 +130,13 @@ pub enum IdentityMode {
     },
     /// The caller's own `Authorization` goes to Jira unchanged.
     Passthrough,
+    /// Two-legged OAuth 1.0a with impersonation, signed with the application link's key.
+    OAuth1 {
+        consumer_key: String,
+        signer: std::sync::Arc<crate::upstream::oauth1::Signer>,
+        /// scheme://host[:port] as Jira sees its own URL (what Jira checks signatures against).
+        signed_url: String,
+    },
 }
 
 impl IdentityMode {
@@ -140,6 +147,13 @@ impl IdentityMode {
                 None => format!("header {name}"),
             },
             IdentityMode::Passthrough => "passthrough".into(),
+            IdentityMode::OAuth1 {
+                consumer_key,
+                signed_url,
+                ..
+            } => {
+                format!("oauth1 (consumer {consumer_key}, signed for {signed_url})")
+            }
         }
     }
 }

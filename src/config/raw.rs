@@ -57,6 +57,9 @@ pub struct Identity {
     pub header: Option<String>,
     pub secret_header: Option<String>,
     pub secret: Option<String>,
+    pub consumer_key: Option<String>,
+    pub private_key: Option<String>,
+    pub signed_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -41,8 +41,22 @@ const FORWARDING_HEADERS: &[&str] = &[
 /// Jira session, or Jira would run the request as that session's user.
 const JIRA_COOKIES: &[&str] = &["jsessionid", "seraph.rememberme.cookie"];
 
-/// Seraph reads these query parameters as a login.
-const SERAPH_PARAMS: &[&str] = &["os_username", "os_password", "os_authtype", "os_cookie"];
+/// Seraph reads these query parameters as a login; Jira's OAuth 1.0a filter reads
+/// `xoauth_requestor_id` as the user to run as. None may come from a client.
+const SERAPH_PARAMS: &[&str] = &[
+    "os_username",
+    "os_password",
+    "os_authtype",
+    "os_cookie",
+    "xoauth_requestor_id",
+];
+
+/// OAuth 1.0a protocol parameters (`oauth_*`) are the proxy's business: checked here,
+/// never forwarded, so Jira's own OAuth filter never sees a consumer it does not know.
+pub fn is_reserved_param(decoded_name: &str) -> bool {
+    SERAPH_PARAMS.iter().any(|p| decoded_name.eq_ignore_ascii_case(p))
+        || decoded_name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("oauth_"))
+}
 
 pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<(), ProxyError> {
     ctx.id = request_id(&parts.headers);
@@ -97,7 +111,7 @@ fn filter_query(q: &str) -> Option<String> {
                 .next()
                 .map(|(k, _)| k.into_owned())
                 .unwrap_or_default();
-            !SERAPH_PARAMS.iter().any(|p| decoded.eq_ignore_ascii_case(p))
+            !is_reserved_param(&decoded)
         })
         .collect();
     if kept.is_empty() { None } else { Some(kept.join("&")) }

@@ -111,7 +111,7 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Resu
     {
         return oauth1_authorize(p, ctx, &parts, body).await;
     }
-    rt.upstream.forward(ctx, parts, body).await
+    rt.upstream.forward(ctx, parts, body, form.as_deref()).await
 }
 
 /// Jira's OAuth 1.0a token endpoints are answered here, before the chain: the consumer's
@@ -191,7 +191,9 @@ async fn read_form(
                 .trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
-    if !rt.reads_oauth_forms || !is_form || !crate::auth::oauth1::inbound::carries_oauth(parts) {
+    let wanted =
+        (rt.reads_oauth_forms && crate::auth::oauth1::inbound::carries_oauth(parts)) || rt.upstream.signs_forms();
+    if !is_form || !wanted {
         return Ok((None, body.boxed()));
     }
     let bytes = match Limited::new(body, FORM_LIMIT).collect().await {
@@ -202,10 +204,15 @@ async fn read_form(
         Err(_) => return Err(ProxyError::BadRequest("The request body could not be read.")),
     };
     let text = std::str::from_utf8(&bytes).map_err(|_| ProxyError::BadRequest("The form body is not UTF-8."))?;
-    Ok((
-        Some(crate::auth::oauth1::rfc5849::form_pairs(text)),
-        crate::error::full(bytes),
-    ))
+    let pairs = crate::auth::oauth1::rfc5849::form_pairs(text);
+    // Jira reads form parameters like query parameters: when the proxy signs for Jira, a
+    // body must not carry the user to run as, nor OAuth protocol parameters.
+    if rt.upstream.signs_forms() && pairs.iter().any(|(k, _)| admit::is_reserved_param(k)) {
+        return Err(ProxyError::BadRequest(
+            "The form body carries reserved login or OAuth parameters.",
+        ));
+    }
+    Ok((Some(pairs), crate::error::full(bytes)))
 }
 
 async fn authenticate(
@@ -381,6 +388,7 @@ fn error_reason(e: &ProxyError) -> &'static str {
         ProxyError::Refused(_) => "refused",
         ProxyError::InsufficientScope { .. } => "insufficient_scope",
         ProxyError::PayloadTooLarge => "payload_too_large",
+        ProxyError::IdentityNotHonoured => "identity_not_honoured",
         ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
         ProxyError::UpstreamTimeout => "upstream_timeout",
         ProxyError::Dependency(_) => "dependency_failed",

@@ -4,6 +4,7 @@
 
 pub mod fetch;
 pub mod headers;
+pub mod oauth1;
 
 use std::time::Duration;
 
@@ -113,7 +114,7 @@ impl Upstream {
                 v.extend(secret.as_ref().map(|(h, _)| h.clone()));
                 v
             }
-            IdentityMode::Passthrough => Vec::new(),
+            IdentityMode::Passthrough | IdentityMode::OAuth1 { .. } => Vec::new(),
         };
         Ok(Upstream {
             client,
@@ -126,13 +127,42 @@ impl Upstream {
         })
     }
 
+    /// oauth1 mode: Jira names the user it ran the request as in `X-AUSERNAME`; anything
+    /// but the user we asserted (e.g. `anonymous` when the application link does not allow
+    /// impersonation) means the answer belongs to someone else: 502, never passed on.
+    fn check_jira_user(&self, ctx: &RequestCtx, headers: &http::HeaderMap) -> Result<(), ProxyError> {
+        let (IdentityMode::OAuth1 { .. }, Some(user)) = (&self.identity, ctx.jira_user.as_deref()) else {
+            return Ok(());
+        };
+        if ctx.auth_kind == Some(crate::auth::AuthKind::JiraToken) {
+            return Ok(());
+        }
+        let ran_as = headers.get("x-ausername").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if ran_as.eq_ignore_ascii_case(user) {
+            return Ok(());
+        }
+        tracing::error!(request_id = ?ctx.id, asserted = user, jira_ran_as = ran_as, "Jira did not run the request as the asserted user");
+        Err(ProxyError::IdentityNotHonoured)
+    }
+
+    /// oauth1 mode signs form bodies too, so they are read (see the pipeline).
+    pub fn signs_forms(&self) -> bool {
+        matches!(self.identity, IdentityMode::OAuth1 { .. })
+    }
+
     /// Headers only the proxy may set upstream (client copies are stripped in admit).
     pub fn asserted_headers(&self) -> &[HeaderName] {
         &self.asserted
     }
 
-    pub async fn forward(&self, ctx: &RequestCtx, parts: Parts, body: Body) -> Result<Response<Body>, ProxyError> {
-        let req = self.build_request(ctx, parts, body)?;
+    pub async fn forward(
+        &self,
+        ctx: &RequestCtx,
+        parts: Parts,
+        body: Body,
+        form: Option<&[(String, String)]>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let req = self.build_request(ctx, parts, body, form)?;
         let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
         let resp = match sent {
             Err(_) => return Err(ProxyError::UpstreamTimeout),
@@ -141,12 +171,33 @@ impl Upstream {
         };
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        self.check_jira_user(ctx, &parts.headers)?;
         Ok(Response::from_parts(parts, body.boxed()))
     }
 
-    fn build_request(&self, ctx: &RequestCtx, mut parts: Parts, body: Body) -> Result<Request<Body>, ProxyError> {
+    fn build_request(
+        &self,
+        ctx: &RequestCtx,
+        mut parts: Parts,
+        body: Body,
+        form: Option<&[(String, String)]>,
+    ) -> Result<Request<Body>, ProxyError> {
         let path = ctx.path.as_ref().map_or("/", |p| p.encoded.as_str());
-        let pq = match &ctx.query {
+        let delegated = ctx.auth_kind == Some(crate::auth::AuthKind::JiraToken);
+        // oauth1 mode: the user goes in the query, inside the signature (Jira's 2LOi).
+        let oauth_user = match (&self.identity, ctx.jira_user.as_deref()) {
+            (IdentityMode::OAuth1 { .. }, Some(u)) if !delegated => Some(u),
+            _ => None,
+        };
+        let mut query = ctx.query.clone();
+        if let Some(u) = oauth_user {
+            let extra = format!("xoauth_requestor_id={}", crate::auth::oauth1::rfc5849::encode(u));
+            query = Some(match query {
+                Some(q) => format!("{q}&{extra}"),
+                None => extra,
+            });
+        }
+        let pq = match &query {
             Some(q) => format!("{path}?{q}"),
             None => path.to_owned(),
         };
@@ -171,8 +222,29 @@ impl Upstream {
             h.insert("x-forwarded-for", v);
         }
         h.insert("x-request-id", ctx.id.clone());
-        if ctx.auth_kind != Some(crate::auth::AuthKind::JiraToken) {
+        if !delegated {
             self.assert_identity(h, ctx.jira_user.as_deref())?;
+        }
+        if let (IdentityMode::OAuth1 { signer, signed_url, .. }, Some(_)) = (&self.identity, oauth_user) {
+            let base = if signed_url.is_empty() {
+                format!("{}://{}", self.scheme, self.authority)
+            } else {
+                signed_url.clone()
+            };
+            let mut params = query
+                .as_deref()
+                .map(crate::auth::oauth1::rfc5849::form_pairs)
+                .unwrap_or_default();
+            params.extend(form.unwrap_or(&[]).iter().cloned());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let auth = signer
+                .authorization(parts.method.as_str(), &format!("{base}{path}"), &params, now)
+                .map_err(ProxyError::Internal)?;
+            let mut v = HeaderValue::from_str(&auth).map_err(|e| ProxyError::Internal(e.to_string()))?;
+            v.set_sensitive(true);
+            parts.headers.insert(AUTHORIZATION, v);
         }
         Ok(Request::from_parts(parts, body))
     }
@@ -192,6 +264,10 @@ impl Upstream {
                 }
             }
             IdentityMode::Passthrough => {}
+            // The signed Authorization replaces the caller's (see build_request).
+            IdentityMode::OAuth1 { .. } => {
+                h.remove(AUTHORIZATION);
+            }
         }
         Ok(())
     }

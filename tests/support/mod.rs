@@ -70,6 +70,10 @@ pub enum JiraTrust {
     Header,
     /// Trust it only with X-Proxy-Secret: SHARED_SECRET.
     HeaderWithSecret,
+    /// Jira's application-link OAuth: a valid RSA-SHA1 two-legged signature from the
+    /// configured consumer runs the request as `xoauth_requestor_id` (when impersonation
+    /// is honoured), otherwise anonymously.
+    OAuth1,
 }
 
 /// Jira's own password check, as Seraph answers on `/rest/api/2/myself` with Basic:
@@ -92,6 +96,10 @@ pub struct JiraState {
     accounts: Mutex<std::collections::HashMap<String, Account>>,
     /// Basic credentials Jira itself checked.
     pub basic_checks: AtomicU64,
+    /// `JiraTrust::OAuth1`: the consumer key and its public key (SPKI DER).
+    pub oauth_consumer: Mutex<Option<(String, Vec<u8>)>>,
+    /// `JiraTrust::OAuth1`: whether impersonation is allowed for the consumer.
+    pub honour_impersonation: std::sync::atomic::AtomicBool,
 }
 
 pub struct FakeJira {
@@ -184,6 +192,32 @@ fn query_param(target: &str, name: &str) -> Option<u64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
+/// Jira's two-legged OAuth check, as an application link with impersonation runs it.
+fn oauth_user(state: &JiraState, parts: &http::request::Parts, form: &[(String, String)]) -> Option<String> {
+    use jira_auth_proxy::auth::oauth1::rfc5849;
+    let (consumer, spki) = state.oauth_consumer.lock().unwrap().clone()?;
+    let header = parts.headers.get("authorization")?.to_str().ok()?;
+    let params = rfc5849::parse_header(header)?.ok()?;
+    let query = parts.uri.query().map(rfc5849::form_pairs).unwrap_or_default();
+    let all = rfc5849::collect(&params, &query, form).ok()?;
+    let get = |n: &str| all.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    if get("oauth_consumer_key")? != consumer || !get("oauth_token").unwrap_or_default().is_empty() {
+        return None;
+    }
+    let host = parts.headers.get("host")?.to_str().ok()?;
+    let (h, port) = host.rsplit_once(':').map_or((host, None), |(h, p)| (h, p.parse().ok()));
+    let base = rfc5849::base_string(
+        parts.method.as_str(),
+        &rfc5849::base_uri("http", h, port, parts.uri.path()),
+        &all,
+    );
+    let key = rfc5849::rsa_public_key(&spki).ok()?;
+    if !rfc5849::verify_rsa_sha1(&base, &get("oauth_signature")?, &key) {
+        return None;
+    }
+    get("xoauth_requestor_id").filter(|_| state.honour_impersonation.load(Ordering::SeqCst))
+}
+
 /// Seraph's Basic check on `/rest/api/2/myself`, when the fake has accounts.
 fn seraph(state: &JiraState, headers: &HeaderMap) -> Option<Response<ProxyBody>> {
     use base64::Engine;
@@ -244,12 +278,20 @@ async fn jira(
         .headers
         .get("x-proxy-secret")
         .is_some_and(|v| v.as_bytes() == SHARED_SECRET.as_bytes());
-    let user = match trust {
-        JiraTrust::Header => parts.headers.get("x-forwarded-user"),
-        JiraTrust::HeaderWithSecret => parts.headers.get("x-forwarded-user").filter(|_| secret_ok),
-    }
-    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    // Stream the body through a digest: never hold it whole.
+    let header_user = |ok: bool| {
+        parts
+            .headers
+            .get("x-forwarded-user")
+            .filter(|_| ok)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    // Stream the body through a digest: never hold it whole (small forms are kept, as
+    // Jira reads their parameters like query parameters).
+    let is_form = parts
+        .headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/x-www-form-urlencoded"));
+    let mut form_bytes = Vec::new();
     let mut ctx = digest::Context::new(&digest::SHA256);
     let mut len = 0u64;
     let mut body = body;
@@ -258,8 +300,17 @@ async fn jira(
         if let Some(d) = frame.data_ref() {
             len += d.len() as u64;
             ctx.update(d);
+            if is_form && form_bytes.len() < 65536 {
+                form_bytes.extend_from_slice(d);
+            }
         }
     }
+    let form = jira_auth_proxy::auth::oauth1::rfc5849::form_pairs(&String::from_utf8_lossy(&form_bytes));
+    let user = match trust {
+        JiraTrust::Header => header_user(true),
+        JiraTrust::HeaderWithSecret => header_user(secret_ok),
+        JiraTrust::OAuth1 => oauth_user(&state, &parts, &form),
+    };
     state.seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
         target: target.clone(),
