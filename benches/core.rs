@@ -145,5 +145,36 @@ fn jwt_benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(core, benches, jwt_benches);
+/// OAuth 1.0a: RSA-SHA1 signing for the `oauth1` identity mode (per forwarded request) and
+/// inbound verification.
+fn oauth1_benches(c: &mut Criterion) {
+    use jira_auth_proxy::auth::oauth1::rfc5849;
+    use jira_auth_proxy::upstream::oauth1::Signer;
+    use rustls_pki_types::pem::PemObject;
+    let kp = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).expect("rsa");
+    let signer = Signer::from_pem("bench", &kp.serialize_pem()).expect("signer");
+    let query = vec![
+        ("jql".to_string(), "project = X".to_string()),
+        ("xoauth_requestor_id".to_string(), "alice".to_string()),
+    ];
+    let uri = "http://jira:8080/rest/api/2/search";
+    c.bench_function("oauth1_rsa_sha1_sign", |b| {
+        b.iter(|| signer.authorization("GET", uri, &query, 1_700_000_000))
+    });
+    let header = signer.authorization("GET", uri, &query, 1_700_000_000).expect("sign");
+    let params = rfc5849::parse_header(&header).expect("oauth").expect("ok");
+    let all = rfc5849::collect(&params, &query, &[]).expect("collect");
+    let sig = params
+        .iter()
+        .find(|(k, _)| k == "oauth_signature")
+        .map(|(_, v)| v.clone())
+        .expect("sig");
+    let spki = rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(kp.public_key_pem().as_bytes()).expect("spki");
+    let key = rfc5849::rsa_public_key(spki.as_ref()).expect("key");
+    c.bench_function("oauth1_rsa_sha1_verify_with_base_string", |b| {
+        b.iter(|| rfc5849::verify_rsa_sha1(&rfc5849::base_string("GET", uri, &all), &sig, &key))
+    });
+}
+
+criterion_group!(core, benches, jwt_benches, oauth1_benches);
 criterion_main!(core);
