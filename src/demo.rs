@@ -108,6 +108,7 @@ pub async fn start(listen: SocketAddr) -> anyhow::Result<Demo> {
 }
 
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+    let mut signals = server::ShutdownSignal::new()?;
     let demo = start(listen).await?;
     let p = format!("http://{}", demo.proxy.addr);
     let (u, pw) = (DEMO_USER, DEMO_PASSWORD);
@@ -148,7 +149,7 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         jira = demo.jira,
         key = demo.api_key,
     );
-    server::shutdown_signal().await;
+    signals.wait().await;
     demo.proxy.shutdown().await;
     eprintln!(
         "  {} request(s) reached the stand-in Jira.",

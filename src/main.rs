@@ -128,8 +128,9 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    let mut signals = server::ShutdownSignal::new()?;
     let running = server::start(cfg).await?;
-    server::shutdown_signal().await;
+    signals.wait().await;
     running.shutdown().await;
     Ok(())
 }

@@ -129,13 +129,15 @@ async fn python_jira_with_a_pyjwt_token_and_its_jwks() {
     assert_eq!(users, vec!["frank".to_string(), "frank".to_string()]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_oauthlib_two_legged_rsa_sha1_and_hmac_sha1() {
+/// A proxy with an oauth1 member whose consumers are `consumers` (TOML; the RSA consumer's
+/// public key is `file:consumer.pub.pem`), at a fixed local port so that the client signs
+/// the URL the proxy believes it serves. Returns Jira, the proxy, its URL and the path of
+/// the consumer's private key.
+async fn oauth1_setup(consumers: &str) -> (FakeJira, Proxy, String, String) {
     let dir = temp_dir();
     let kp = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
     std::fs::write(dir.join("consumer.pem"), kp.serialize_pem()).unwrap();
     std::fs::write(dir.join("consumer.pub.pem"), kp.public_key_pem()).unwrap();
-    // The client signs the URL it calls, so the proxy's public URL is its own address.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -150,14 +152,22 @@ async fn requests_oauthlib_two_legged_rsa_sha1_and_hmac_sha1() {
             "[[auth.chain]]\ntype = \"basic\"",
             "[[auth.chain]]\ntype = \"oauth1\"\n[[auth.chain]]\ntype = \"basic\"",
         )
-        + "\n[[oauth1.consumers]]\nkey = \"applink-rsa\"\npublic_key = \"file:consumer.pub.pem\"\n\
-           two_legged = { allowed = false, impersonation = true }\n\
-           [[oauth1.consumers]]\nkey = \"reporting\"\nsecret = \"hmac-consumer-secret\"\n\
-           two_legged = { allowed = true, run_as = \"reporting-bot\" }\n";
+        + consumers;
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start_in(&text, jira.addr, dir.clone()).await;
-    let url = format!("http://127.0.0.1:{port}");
     let key = dir.join("consumer.pem").to_str().unwrap().to_string();
+    (jira, proxy, format!("http://127.0.0.1:{port}"), key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_oauthlib_two_legged_rsa_sha1_and_hmac_sha1() {
+    let (jira, proxy, url, key) = oauth1_setup(
+        "\n[[oauth1.consumers]]\nkey = \"applink-rsa\"\npublic_key = \"file:consumer.pub.pem\"\n\
+         two_legged = { allowed = false, impersonation = true }\n\
+         [[oauth1.consumers]]\nkey = \"reporting\"\nsecret = \"hmac-consumer-secret\"\n\
+         two_legged = { allowed = true, run_as = \"reporting-bot\" }\n",
+    )
+    .await;
     tokio::task::spawn_blocking(move || {
         run_script(
             "oauth1_two_legged.py",
@@ -174,29 +184,10 @@ async fn requests_oauthlib_two_legged_rsa_sha1_and_hmac_sha1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_jira_oauth_after_a_three_legged_dance_with_requests_oauthlib() {
-    let dir = temp_dir();
-    let kp = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
-    std::fs::write(dir.join("consumer.pem"), kp.serialize_pem()).unwrap();
-    std::fs::write(dir.join("consumer.pub.pem"), kp.public_key_pem()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = basic_config("")
-        .replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\""),
-        )
-        .replace(
-            "[[auth.chain]]\ntype = \"basic\"",
-            "[[auth.chain]]\ntype = \"oauth1\"\n[[auth.chain]]\ntype = \"basic\"",
-        )
-        + "\n[[oauth1.consumers]]\nkey = \"applink-rsa\"\nname = \"Jira scripts\"\npublic_key = \"file:consumer.pub.pem\"\n";
-    let jira = FakeJira::start(JiraTrust::Header).await;
-    let proxy = Proxy::start_in(&text, jira.addr, dir.clone()).await;
-    let url = format!("http://127.0.0.1:{port}");
-    let key = dir.join("consumer.pem").to_str().unwrap().to_string();
+    let (jira, proxy, url, key) = oauth1_setup(
+        "\n[[oauth1.consumers]]\nkey = \"applink-rsa\"\nname = \"Jira scripts\"\npublic_key = \"file:consumer.pub.pem\"\n",
+    )
+    .await;
     tokio::task::spawn_blocking(move || run_script("oauth1_three_legged.py", &url, &[("KEY_PEM", &key)]))
         .await
         .unwrap();

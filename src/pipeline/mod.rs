@@ -54,6 +54,21 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// What authenticators see of this request.
+    fn auth_request<'a>(
+        &self,
+        parts: &'a http::request::Parts,
+        form: Option<&'a [(String, String)]>,
+    ) -> AuthRequest<'a> {
+        AuthRequest {
+            parts,
+            client_ip: self.client_ip,
+            now: self.time,
+            form,
+            tls: self.forwarded_proto == "https",
+        }
+    }
+
     fn new(conn: ConnInfo, req: &Request<Incoming>) -> Self {
         RequestCtx {
             id: HeaderValue::from_static("-"),
@@ -131,13 +146,7 @@ async fn oauth1_token_endpoint(
     }
     ctx.outcome = "oauth1_endpoint";
     ctx.auth_kind = Some(AuthKind::OAuth1);
-    let req = AuthRequest {
-        parts,
-        client_ip: ctx.client_ip,
-        now: ctx.time,
-        form,
-        tls: ctx.forwarded_proto == "https",
-    };
+    let req = ctx.auth_request(parts, form);
     let answer = if is_request {
         p.request_token(&req).await
     } else {
@@ -221,13 +230,7 @@ async fn authenticate(
     parts: &http::request::Parts,
     form: Option<&[(String, String)]>,
 ) -> Result<(), ProxyError> {
-    let req = AuthRequest {
-        parts,
-        client_ip: ctx.client_ip,
-        now: ctx.time,
-        form,
-        tls: ctx.forwarded_proto == "https",
-    };
+    let req = ctx.auth_request(parts, form);
     match rt.chain.authenticate(&req).await {
         Verdict::Anonymous => {
             ctx.outcome = "anonymous";
