@@ -572,3 +572,22 @@ async fn bearer_verified_token_is_cached_until_exp_and_the_cache_can_be_off() {
     }
     assert_eq!(verifications(&s.proxy), 3);
 }
+
+#[tokio::test]
+async fn our_api_keys_are_never_sent_to_the_introspection_endpoint() {
+    let idp = Idp::start(&[]).await;
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let key = "jap_neverleavestheproxyneverleavestheproxynever";
+    let text = introspection_config(&idp, CLIENT_SECRET).replace(
+        "[[access.rules]]",
+        &format!(
+            "[[auth.chain]]\ntype = \"api_key\"\n[[api_keys]]\nid = \"k\"\nhash = \"{}\"\nuser = \"bot\"\n[[access.rules]]",
+            jira_auth_proxy::auth::api_key::format_digest(&jira_auth_proxy::auth::api_key::digest_key(key))
+        ),
+    );
+    let proxy = Proxy::start(&text, jira.addr).await;
+    let r = get(&proxy.url("/x"), &[("authorization", &format!("Bearer {key}"))]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(jira.last().user.as_deref(), Some("bot"));
+    assert_eq!(idp.state.introspections.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
