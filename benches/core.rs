@@ -11,7 +11,7 @@ use jira_auth_proxy::auth::api_key;
 use jira_auth_proxy::auth::basic::parse;
 
 const API_KEY: &str = "jap_benchbenchbenchbenchbenchbenchbenchbenchben";
-use jira_auth_proxy::auth::{AuthRequest, Verdict};
+use jira_auth_proxy::auth::{AuthRequest, Chain, Verdict};
 use jira_auth_proxy::config::Config;
 use jira_auth_proxy::pipeline::path::normalize;
 use jira_auth_proxy::runtime::Runtime;
@@ -46,8 +46,14 @@ fn benches(c: &mut Criterion) {
         .expect("rt");
     let runtime = Runtime::build(&cfg).expect("runtime");
     let chain = &runtime.chain;
+    bench_chain(c, &rt, chain, "basic_warm_cache_chain", "Basic YWxpY2U6YWxpY2UtcHc=");
+    bench_chain(c, &rt, chain, "api_key_bearer_chain", &format!("Bearer {API_KEY}"));
+}
+
+/// Benchmarks the chain on a request carrying `authorization`, after checking it succeeds.
+fn bench_chain(c: &mut Criterion, rt: &tokio::runtime::Runtime, chain: &Chain, name: &str, authorization: &str) {
     let req = http::Request::get("/rest/api/2/myself")
-        .header("authorization", "Basic YWxpY2U6YWxpY2UtcHc=")
+        .header("authorization", authorization)
         .body(())
         .expect("req");
     let (parts, _) = req.into_parts();
@@ -58,32 +64,11 @@ fn benches(c: &mut Criterion) {
         form: None,
         tls: false,
     };
-    assert!(matches!(
-        rt.block_on(chain.authenticate(&areq)),
-        Verdict::Authenticated(_)
-    ));
-    c.bench_function("basic_warm_cache_chain", |b| {
-        b.iter(|| rt.block_on(chain.authenticate(&areq)));
-    });
-    let req = http::Request::get("/rest/api/2/myself")
-        .header("authorization", format!("Bearer {API_KEY}"))
-        .body(())
-        .expect("req");
-    let (parts, _) = req.into_parts();
-    let kreq = AuthRequest {
-        parts: &parts,
-        client_ip: [127, 0, 0, 1].into(),
-        now: SystemTime::now(),
-        form: None,
-        tls: false,
-    };
-    assert!(matches!(
-        rt.block_on(chain.authenticate(&kreq)),
-        Verdict::Authenticated(_)
-    ));
-    c.bench_function("api_key_bearer_chain", |b| {
-        b.iter(|| rt.block_on(chain.authenticate(&kreq)));
-    });
+    assert!(
+        matches!(rt.block_on(chain.authenticate(&areq)), Verdict::Authenticated(_)),
+        "{name}"
+    );
+    c.bench_function(name, |b| b.iter(|| rt.block_on(chain.authenticate(&areq))));
 }
 
 /// A cold JWT verification through the chain (no verified-token cache yet): RS256 and
@@ -105,7 +90,8 @@ fn jwt_benches(c: &mut Criterion) {
     std::fs::write(dir.join("jwks.json"), serde_json::json!({ "keys": jwks }).to_string()).expect("write");
     let text = "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n\
         [audit]\nto = \"off\"\n[[auth.chain]]\ntype = \"jwt\"\nissuer = \"urn:bench\"\njwks_file = \"jwks.json\"\n\
-        audiences = [\"jira\"]\nalgorithms = [\"RS256\", \"ES256\"]\nuser_claim = \"sub\"\n";
+        audiences = [\"jira\"]\nalgorithms = [\"RS256\", \"ES256\"]\nuser_claim = \"sub\"\n\
+        token_cache_ttl = \"0s\"\n";
     let cfg = Config::parse(text, &dir).expect("config");
     let runtime = Runtime::build(&cfg).expect("runtime");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -125,23 +111,7 @@ fn jwt_benches(c: &mut Criterion) {
         let mut h = Header::new(alg);
         h.kid = Some(kid.into());
         let token = jsonwebtoken::encode(&h, &claims, key).expect("sign");
-        let req = http::Request::get("/x")
-            .header("authorization", format!("Bearer {token}"))
-            .body(())
-            .expect("req");
-        let (parts, _) = req.into_parts();
-        let areq = AuthRequest {
-            parts: &parts,
-            client_ip: [127, 0, 0, 1].into(),
-            now: SystemTime::now(),
-            form: None,
-            tls: false,
-        };
-        assert!(matches!(
-            rt.block_on(runtime.chain.authenticate(&areq)),
-            Verdict::Authenticated(_)
-        ));
-        c.bench_function(name, |b| b.iter(|| rt.block_on(runtime.chain.authenticate(&areq))));
+        bench_chain(c, &rt, &runtime.chain, name, &format!("Bearer {token}"));
     }
 }
 
