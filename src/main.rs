@@ -1,4 +1,4 @@
-//! The `jira-auth-proxy` command line: serve | check | hash-password | demo.
+//! The `jira-auth-proxy` command line: serve | check | hash-password | keys | oauth1 | demo.
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// OAuth 1.0a administration (needs state.backend = "redis": it reads the shared store).
+    Oauth1 {
+        #[command(subcommand)]
+        command: OAuth1Command,
+    },
     /// Start a stand-in Jira and the proxy in front of it, and print curl commands to try.
     Demo {
         /// Where the demo proxy listens.
@@ -63,6 +68,24 @@ enum KeysCommand {
     List {
         #[arg(long, short)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum OAuth1Command {
+    /// List access tokens (id, consumer, user, created, expires), or revoke one.
+    Tokens {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this user's tokens.
+        #[arg(long)]
+        user: Option<String>,
+        /// Revoke the token with this id (from the listing).
+        #[arg(long)]
+        revoke: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -102,7 +125,69 @@ fn main() -> ExitCode {
         Command::Serve { config } => run_async(serve(config)),
         Command::Demo { listen } => run_async(demo::run(listen)),
         Command::Keys { command } => keys(command),
+        Command::Oauth1 {
+            command:
+                OAuth1Command::Tokens {
+                    config,
+                    user,
+                    revoke,
+                    json,
+                },
+        } => run_async(oauth1_tokens(config, user, revoke, json)),
     }
+}
+
+async fn oauth1_tokens(
+    config: PathBuf,
+    user: Option<String>,
+    revoke: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use jira_auth_proxy::auth::oauth1::tokens;
+    let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{}:\n{e}", config.display()))?;
+    let Some(settings) = cfg.state.redis.clone() else {
+        anyhow::bail!(
+            "state.backend is \"memory\": access tokens live inside the running proxy, where each user \
+             lists and revokes their own at /plugins/servlet/oauth/users/access-tokens. \
+             Run the proxy with state.backend = \"redis\" to manage them from here."
+        );
+    };
+    let store = jira_auth_proxy::store::RedisStore::new(settings).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(id) = revoke {
+        return match tokens::revoke(&store, &id, None).await? {
+            Some(t) => {
+                println!("revoked {} ({} for {})", t.id, t.consumer, t.user);
+                Ok(())
+            }
+            None => anyhow::bail!("no access token with id {id:?}"),
+        };
+    }
+    let list = match &user {
+        Some(u) => tokens::list_for_user(&store, &u.to_lowercase()).await?,
+        None => tokens::list_all(&store).await?,
+    };
+    if json {
+        for t in &list {
+            println!("{}", serde_json::to_string(t)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<32}  {:<20}  {:<20}  {:<20}  EXPIRES",
+        "ID", "CONSUMER", "USER", "CREATED"
+    );
+    for t in &list {
+        println!(
+            "{:<32}  {:<20}  {:<20}  {:<20}  {}",
+            t.id,
+            t.consumer,
+            t.user,
+            jira_auth_proxy::time::rfc3339_secs(t.created),
+            jira_auth_proxy::time::rfc3339_secs(t.expires)
+        );
+    }
+    eprintln!("{} access token(s)", list.len());
+    Ok(())
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -20,7 +20,7 @@ use crate::config::{AuthMember, Config, ConfigError, ConfigErrors, ServerConfig}
 use crate::config::{JwtConfig, JwtKeys};
 use crate::identity::IdentityMap;
 use crate::observe::audit::Audit;
-use crate::store::{MemoryStore, StateStore};
+use crate::store::{MemoryStore, RedisStore, StateStore};
 use crate::upstream::Upstream;
 use crate::upstream::fetch::Fetcher;
 
@@ -70,7 +70,16 @@ impl Runtime {
     pub fn build(cfg: &Config) -> Result<Runtime, ConfigErrors> {
         let mut errors = Vec::new();
         let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
-        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new(cfg.state.max_entries));
+        let store: Arc<dyn StateStore> = match &cfg.state.redis {
+            None => Arc::new(MemoryStore::new(cfg.state.max_entries)),
+            Some(r) => match RedisStore::new(r.clone()) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    err("state.url".into(), e);
+                    Arc::new(MemoryStore::new(1))
+                }
+            },
+        };
         let upstream = Upstream::new(&cfg.upstream)
             .map(Arc::new)
             .map_err(|e| err("upstream.ca_file".into(), e))

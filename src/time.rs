@@ -18,6 +18,12 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// Unix seconds as an RFC 3339 UTC timestamp without fractions, e.g. `2026-11-23T10:57:13Z`.
+pub fn rfc3339_secs(secs: u64) -> String {
+    let full = rfc3339(UNIX_EPOCH + Duration::from_secs(secs));
+    format!("{}Z", &full[..full.len() - 5])
+}
+
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's civil_from_days.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -43,6 +49,7 @@ mod tests {
         assert_eq!(rfc3339(t), "2024-02-29T12:34:56.789Z");
         let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799);
         assert_eq!(rfc3339(t), "2099-12-31T23:59:59.000Z");
+        assert_eq!(rfc3339_secs(4_102_444_799), "2099-12-31T23:59:59Z");
     }
 }
 

@@ -623,3 +623,276 @@ async fn access_token_needs_the_users_verifier_and_approval_can_be_denied() {
     assert_eq!((r.status, problem(&r).as_str()), (401, "parameter_rejected"));
     assert_eq!(jira.count(), 0, "the OAuth endpoints are the proxy's own");
 }
+
+/// The whole three-legged dance for `user` (Basic `password`) with an HMAC consumer:
+/// the access token and its secret, or the first refusal on the way.
+async fn dance(proxy: &Proxy, consumer: (&str, &str), user: (&str, &str), tag: &str) -> Result<(String, String), Resp> {
+    let (key, secret) = consumer;
+    let s = Signer {
+        consumer: key,
+        secret,
+        token: "",
+        token_secret: "",
+        extra: vec![("oauth_callback", "oob".into())],
+    };
+    let path = "/plugins/servlet/oauth/request-token";
+    let auth = s.sign("POST", path, &format!("{tag}-r"));
+    let r = send("POST", &proxy.url(path), &[("authorization", &auth)], Bytes::new()).await;
+    if r.status != 200 {
+        return Err(r);
+    }
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    let (rt, rts) = (
+        form_value(&text, "oauth_token"),
+        form_value(&text, "oauth_token_secret"),
+    );
+    let login = basic(user.0, user.1);
+    let page = format!("/plugins/servlet/oauth/authorize?oauth_token={rt}");
+    let r = get(&proxy.url(&page), &[("authorization", &login)]).await;
+    if r.status != 200 {
+        return Err(r);
+    }
+    let atl = between(
+        std::str::from_utf8(&r.body).unwrap(),
+        "name=\"atl_token\" value=\"",
+        "\"",
+    )
+    .to_string();
+    let r = send(
+        "POST",
+        &proxy.url("/plugins/servlet/oauth/authorize"),
+        &[
+            ("authorization", &login),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        Bytes::from(format!("oauth_token={rt}&atl_token={atl}&approve=Allow")),
+    )
+    .await;
+    if r.status != 200 {
+        return Err(r);
+    }
+    let verifier = between(std::str::from_utf8(&r.body).unwrap(), "<code>", "</code>").to_string();
+    let s = Signer {
+        consumer: key,
+        secret,
+        token: &rt,
+        token_secret: &rts,
+        extra: vec![("oauth_verifier", verifier)],
+    };
+    let path = "/plugins/servlet/oauth/access-token";
+    let auth = s.sign("POST", path, &format!("{tag}-a"));
+    let r = send("POST", &proxy.url(path), &[("authorization", &auth)], Bytes::new()).await;
+    if r.status != 200 {
+        return Err(r);
+    }
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    Ok((
+        form_value(&text, "oauth_token"),
+        form_value(&text, "oauth_token_secret"),
+    ))
+}
+
+/// A REST call signed with an access token.
+async fn call_with(proxy: &Proxy, consumer: (&str, &str), token: &(String, String), nonce: &str) -> Resp {
+    let s = Signer {
+        consumer: consumer.0,
+        secret: consumer.1,
+        token: &token.0,
+        token_secret: &token.1,
+        extra: vec![],
+    };
+    let auth = s.sign("GET", "/rest/api/2/myself", nonce);
+    get(&proxy.url("/rest/api/2/myself"), &[("authorization", &auth)]).await
+}
+
+const REPORTING: (&str, &str) = ("reporting", SECRET);
+const TOKENS: &str = "/plugins/servlet/oauth/users/access-tokens";
+
+#[tokio::test]
+async fn users_list_and_revoke_their_own_access_tokens() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&config(""), jira.addr).await;
+    let a1 = dance(&proxy, REPORTING, ("alice", "alice-pw"), "a1")
+        .await
+        .map_err(|r| r.status)
+        .unwrap();
+    let a2 = dance(&proxy, REPORTING, ("alice", "alice-pw"), "a2")
+        .await
+        .map_err(|r| r.status)
+        .unwrap();
+    let _b1 = dance(&proxy, REPORTING, ("bob", "bob-pw"), "b1")
+        .await
+        .map_err(|r| r.status)
+        .unwrap();
+    let (alice, bob) = (basic("alice", "alice-pw"), basic("bob", "bob-pw"));
+    let json = ("accept", "application/json");
+
+    let r = get(&proxy.url(TOKENS), &[]).await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|c| c.starts_with("OAuth ") || c.starts_with("Basic "))
+    );
+
+    let r = get(&proxy.url(TOKENS), &[("authorization", &alice), json]).await;
+    assert_eq!(r.status, 200);
+    let list = r.json()["accessTokens"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(
+        list.iter()
+            .all(|t| t["consumerName"] == "Reporting scripts" && t["consumerKey"] == "reporting")
+    );
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    assert!(
+        !text.contains(&a1.0) && !text.contains(&a1.1),
+        "tokens and secrets are never listed"
+    );
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let r = get(&proxy.url(TOKENS), &[("authorization", &bob), json]).await;
+    assert_eq!(r.json()["accessTokens"].as_array().unwrap().len(), 1);
+
+    // The HTML page names the application and carries a form token for revoking.
+    let r = get(&proxy.url(TOKENS), &[("authorization", &alice)]).await;
+    let html = String::from_utf8(r.body.to_vec()).unwrap();
+    assert!(html.contains("Reporting scripts") && html.contains(&id), "{html}");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    let atl = between(&html, "name=\"atl_token\" value=\"", "\"").to_string();
+
+    // Bob cannot revoke Alice's token, nor use her page's form token.
+    let by_id = proxy.url(&format!("{TOKENS}/{id}"));
+    let r = send("DELETE", &by_id, &[("authorization", &bob)], Bytes::new()).await;
+    assert_eq!(r.status, 404);
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let r = send(
+        "POST",
+        &proxy.url(TOKENS),
+        &[("authorization", &bob), form],
+        Bytes::from(format!("revoke={id}&atl_token={atl}")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(call_with(&proxy, REPORTING, &a1, "u1").await.status, 200);
+
+    // Alice revokes the first from the page: that token stops working at once.
+    let r = send(
+        "POST",
+        &proxy.url(TOKENS),
+        &[("authorization", &alice), form],
+        Bytes::from(format!("revoke={id}&atl_token={atl}")),
+    )
+    .await;
+    assert_eq!((r.status, r.header("location")), (303, Some(TOKENS)));
+    let r = call_with(&proxy, REPORTING, &a1, "u2").await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "token_rejected"));
+    assert_eq!(call_with(&proxy, REPORTING, &a2, "u3").await.status, 200);
+
+    // And the second over REST.
+    let r = get(&proxy.url(TOKENS), &[("authorization", &alice), json]).await;
+    let id2 = r.json()["accessTokens"][0]["id"].as_str().unwrap().to_string();
+    let r = send(
+        "DELETE",
+        &proxy.url(&format!("{TOKENS}/{id2}")),
+        &[("authorization", &alice)],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let r = call_with(&proxy, REPORTING, &a2, "u4").await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "token_rejected"));
+    let r = get(&proxy.url(TOKENS), &[("authorization", &alice), json]).await;
+    assert_eq!(r.json()["accessTokens"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn a_consumer_limited_to_users_or_to_two_legged_cannot_be_approved_otherwise() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let extra = r#"
+[[oauth1.consumers]]
+key = "limited"
+name = "Alice's tool"
+secret = "limited-secret"
+allowed_users = ["Alice"]
+
+[[oauth1.consumers]]
+key = "machine"
+secret = "machine-secret"
+three_legged = false
+two_legged = { allowed = true, run_as = "reporting-bot" }
+"#;
+    let proxy = Proxy::start(&config(extra), jira.addr).await;
+    let limited = ("limited", "limited-secret");
+    // Bob signs in to approve it: refused, whoever approves.
+    let r = dance(&proxy, limited, ("bob", "bob-pw"), "l1")
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(r.status, 403);
+    assert!(String::from_utf8_lossy(&r.body).contains("may not be given access as <b>bob</b>"));
+    let token = dance(&proxy, limited, ("alice", "alice-pw"), "l2")
+        .await
+        .map_err(|r| r.status)
+        .unwrap();
+    assert_eq!(call_with(&proxy, limited, &token, "l3").await.status, 200);
+    assert_eq!(jira.last().user.as_deref(), Some("alice"));
+
+    // A two-legged-only consumer gets no request token.
+    let r = dance(&proxy, ("machine", "machine-secret"), ("alice", "alice-pw"), "m1")
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!((r.status, problem(&r).as_str()), (401, "permission_denied"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_list_and_revoke_tokens_with_the_command_line_on_redis() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let prefix = format!("jap-test-{}:", std::process::id() as u64 * 1000 + now() % 1000);
+    let text = config("").replace(
+        "[[access.rules]]",
+        &format!("[state]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\nkey_prefix = \"{prefix}\"\n\n[[access.rules]]"),
+    );
+    let proxy = Proxy::start(&text, jira.addr).await;
+    let token = dance(&proxy, REPORTING, ("alice", "alice-pw"), "c1")
+        .await
+        .map_err(|r| r.status)
+        .unwrap();
+    let config_file = proxy.dir.join("config.toml");
+    // The command line reads Redis itself; the proxy is not involved (nor blocked).
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jira-auth-proxy"))
+            .args(["oauth1", "tokens", "--config"])
+            .arg(&config_file)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(&["--json"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(
+        (lines[0]["user"].as_str(), lines[0]["consumer"].as_str()),
+        (Some("alice"), Some("reporting"))
+    );
+    assert!(!out.contains(&token.0), "the token itself is never printed");
+    let id = lines[0]["id"].as_str().unwrap().to_string();
+    let cli2 = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out, _) = cli(&a);
+        (ok, out)
+    };
+    let (ok, out) = cli2(vec!["--user".into(), "ALICE".into()]);
+    assert!(ok && out.contains(&id) && out.contains("reporting"), "{out}");
+    assert_eq!(call_with(&proxy, REPORTING, &token, "c2").await.status, 200);
+    let (ok, out) = cli2(vec!["--revoke".into(), id.clone()]);
+    assert!(ok && out.contains("revoked"), "{out}");
+    let r = call_with(&proxy, REPORTING, &token, "c3").await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "token_rejected"));
+    let (ok, _) = cli2(vec!["--revoke".into(), id]);
+    assert!(!ok, "revoking twice is an error");
+}

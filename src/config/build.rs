@@ -540,10 +540,23 @@ fn identity_mode(cx: &mut Ctx, r: Option<raw::Identity>) -> Option<IdentityMode>
                     return None;
                 }
             };
+            let session_reuse = match r.session_reuse.as_deref() {
+                None => Some(Duration::from_secs(300)),
+                Some("off") => None,
+                Some(s) => match parse_duration(s) {
+                    Ok(d) if !d.is_zero() => Some(d),
+                    Ok(_) => None,
+                    Err(e) => {
+                        cx.err("upstream.identity.session_reuse", format!("{e} (or \"off\")"));
+                        None
+                    }
+                },
+            };
             Some(IdentityMode::OAuth1 {
                 consumer_key: key,
                 signer,
                 signed_url,
+                session_reuse,
             })
         }
         other => {
@@ -557,20 +570,82 @@ fn identity_mode(cx: &mut Ctx, r: Option<raw::Identity>) -> Option<IdentityMode>
 }
 
 fn state(cx: &mut Ctx, r: raw::State) -> StateConfig {
-    match r.backend.as_deref() {
-        None | Some("memory") => {}
-        Some("redis") => cx.err(
-            "state.backend",
-            "\"redis\" is not available in this version; use \"memory\"",
-        ),
-        Some(other) => cx.err(
-            "state.backend",
-            format!("unknown backend {other:?}; expected \"memory\""),
-        ),
-    }
+    let redis = match r.backend.as_deref() {
+        None | Some("memory") => {
+            for (set, name) in [
+                (r.url.is_some(), "url"),
+                (r.key_prefix.is_some(), "key_prefix"),
+                (r.connect_timeout.is_some(), "connect_timeout"),
+                (r.response_timeout.is_some(), "response_timeout"),
+            ] {
+                if set {
+                    cx.err(format!("state.{name}"), "only for backend = \"redis\"");
+                }
+            }
+            None
+        }
+        Some("redis") => redis_settings(cx, &r),
+        Some(other) => {
+            cx.err(
+                "state.backend",
+                format!("unknown backend {other:?}; expected \"memory\" or \"redis\""),
+            );
+            None
+        }
+    };
     StateConfig {
         max_entries: r.max_entries.unwrap_or(1_000_000),
+        redis,
     }
+}
+
+fn redis_settings(cx: &mut Ctx, r: &raw::State) -> Option<crate::store::RedisSettings> {
+    let mut dur = |name: &str, v: Option<&str>, default: Duration| match v.map(parse_duration) {
+        None => default,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            cx.err(format!("state.{name}"), "must be more than zero");
+            default
+        }
+        Some(Err(e)) => {
+            cx.err(format!("state.{name}"), e);
+            default
+        }
+    };
+    let connect_timeout = dur("connect_timeout", r.connect_timeout.as_deref(), Duration::from_secs(2));
+    let response_timeout = dur(
+        "response_timeout",
+        r.response_timeout.as_deref(),
+        Duration::from_secs(1),
+    );
+    let Some(spec) = r.url.as_deref() else {
+        cx.err("state.url", "backend = \"redis\" needs a url (redis:// or rediss://)");
+        return None;
+    };
+    let url = match Secret::resolve(spec, cx.base) {
+        Ok(u) => u,
+        Err(e) => {
+            cx.err("state.url", e);
+            return None;
+        }
+    };
+    let text = String::from_utf8_lossy(url.expose());
+    if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+        // Not echoed: the URL may carry a password.
+        cx.err("state.url", "expected a redis:// or rediss:// URL");
+        return None;
+    }
+    let settings = crate::store::RedisSettings {
+        url,
+        key_prefix: r.key_prefix.clone().unwrap_or_else(|| "jap:".into()),
+        connect_timeout,
+        response_timeout,
+    };
+    if let Err(e) = crate::store::RedisStore::new(settings.clone()) {
+        cx.err("state.url", e);
+        return None;
+    }
+    Some(settings)
 }
 
 fn audit(cx: &mut Ctx, r: raw::Audit) -> AuditTarget {
@@ -1210,6 +1285,26 @@ fn oauth1_consumers(cx: &mut Ctx, list: Vec<raw::OAuth1Consumer>) -> Vec<OAuth1C
         {
             cx.err(at("two_legged.run_as"), "not a usable username");
         }
+        let allowed_users = c.allowed_users.map(|list| {
+            for (j, u) in list.iter().enumerate() {
+                if crate::identity::validate(u).is_err() {
+                    cx.err(at(&format!("allowed_users[{j}]")), "not a usable username");
+                }
+            }
+            list.into_iter().map(|u| u.to_lowercase()).collect::<Vec<_>>()
+        });
+        if let (Some(list), Some(run_as)) = (&allowed_users, &tl.run_as)
+            && !list.iter().any(|u| u.eq_ignore_ascii_case(run_as))
+        {
+            cx.err(at("two_legged.run_as"), "is not among allowed_users");
+        }
+        let three_legged = c.three_legged.unwrap_or(true);
+        if !three_legged && !tl.allowed && !tl.impersonation {
+            cx.err(
+                format!("oauth1.consumers[{i}]"),
+                "allows neither three-legged nor two-legged requests",
+            );
+        }
         out.push(OAuth1Consumer {
             name: c.name.unwrap_or_else(|| c.key.clone()),
             key: c.key,
@@ -1218,6 +1313,8 @@ fn oauth1_consumers(cx: &mut Ctx, list: Vec<raw::OAuth1Consumer>) -> Vec<OAuth1C
             two_legged: tl.allowed,
             run_as: tl.run_as,
             impersonation: tl.impersonation,
+            three_legged,
+            allowed_users,
         });
     }
     out

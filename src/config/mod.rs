@@ -136,6 +136,9 @@ pub enum IdentityMode {
         signer: std::sync::Arc<crate::upstream::oauth1::Signer>,
         /// scheme://host[:port] as Jira sees its own URL (what Jira checks signatures against).
         signed_url: String,
+        /// How long Jira's session for a user is reused for that user's safe requests
+        /// instead of signing each; `None` signs every request.
+        session_reuse: Option<std::time::Duration>,
     },
 }
 
@@ -160,7 +163,10 @@ impl IdentityMode {
 
 #[derive(Debug, Clone)]
 pub struct StateConfig {
+    /// Bound on the memory backend's entries.
     pub max_entries: usize,
+    /// `Some` when `backend = "redis"`.
+    pub redis: Option<crate::store::RedisSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +211,19 @@ pub struct OAuth1Consumer {
     pub run_as: Option<String>,
     /// Two-legged requests may name the user (`xoauth_requestor_id`).
     pub impersonation: bool,
+    /// Users may approve the consumer (three-legged); Jira's default is yes.
+    pub three_legged: bool,
+    /// When set, the only users (lowercase) the consumer may act as, whoever approves it.
+    pub allowed_users: Option<Vec<String>>,
+}
+
+impl OAuth1Consumer {
+    /// The consumer may act as `user` (its `allowed_users`, when set).
+    pub fn may_act_as(&self, user: &str) -> bool {
+        self.allowed_users
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|u| u.eq_ignore_ascii_case(user)))
+    }
 }
 
 /// Where a JWT member's verification keys come from.

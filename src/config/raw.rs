@@ -60,6 +60,7 @@ pub struct Identity {
     pub consumer_key: Option<String>,
     pub private_key: Option<String>,
     pub signed_url: Option<String>,
+    pub session_reuse: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -67,6 +68,10 @@ pub struct Identity {
 pub struct State {
     pub backend: Option<String>,
     pub max_entries: Option<usize>,
+    pub url: Option<String>,
+    pub key_prefix: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -101,7 +106,9 @@ pub struct OAuth1Consumer {
     pub name: Option<String>,
     pub public_key: Option<String>,
     pub secret: Option<String>,
+    pub three_legged: Option<bool>,
     pub two_legged: Option<TwoLegged>,
+    pub allowed_users: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]

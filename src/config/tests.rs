@@ -161,13 +161,37 @@ fn defaults_are_safe() {
 }
 
 #[test]
-fn unimplemented_choices_say_so() {
+fn redis_state_needs_a_redis_url_and_memory_takes_no_redis_settings() {
     let errs = errors(&format!("{BASE}\n[state]\nbackend = \"redis\"\n"));
     assert!(
         errs.iter()
-            .any(|e| e.starts_with("state.backend") && e.contains("not available")),
+            .any(|e| e.starts_with("state.url") && e.contains("needs a url")),
         "{errs:?}"
     );
+    let errs = errors(&format!(
+        "{BASE}\n[state]\nbackend = \"redis\"\nurl = \"http://user:hunter2@x\"\nresponse_timeout = \"0s\"\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("state.url") && !e.contains("hunter2")),
+        "{errs:?}"
+    );
+    assert!(errs.iter().any(|e| e.starts_with("state.response_timeout")), "{errs:?}");
+    let errs = errors(&format!("{BASE}\n[state]\nurl = \"redis://127.0.0.1\"\n"));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("state.url") && e.contains("only for")),
+        "{errs:?}"
+    );
+    let cfg = Config::parse(
+        &format!("{BASE}\n[state]\nbackend = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6379/2\"\nkey_prefix = \"a:\"\n"),
+        Path::new("."),
+    )
+    .expect("valid");
+    let r = cfg.state.redis.expect("redis settings");
+    assert_eq!(r.key_prefix, "a:");
+    assert_eq!(r.response_timeout, Duration::from_secs(1));
+    assert!(!format!("{r:?}").contains("pw@"), "the URL is redacted in Debug");
 }
 
 #[test]

@@ -120,11 +120,24 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Resu
     authenticate(rt, ctx, &parts, form.as_deref()).await?;
     identify(rt, ctx)?;
     authorize(rt, ctx)?;
-    // ...and the approval page, for a signed-in user the rules let through.
+    // ...and the approval and token pages, for a signed-in user the rules let through.
     if let Some(p) = &rt.oauth1_provider
-        && ctx.path.as_ref().is_some_and(|p| p.decoded == provider::AUTHORIZE)
+        && let Some(path) = ctx.path.as_ref().map(|p| p.decoded.clone())
     {
-        return oauth1_authorize(p, ctx, &parts, body).await;
+        let tokens_page = path == provider::USER_TOKENS || path.starts_with(&format!("{}/", provider::USER_TOKENS));
+        if path == provider::AUTHORIZE || tokens_page {
+            // Only a signed-in user approves a consumer or sees their tokens.
+            let Some(user) = ctx.jira_user.clone() else {
+                return Err(ProxyError::AuthRequired {
+                    challenges: rt.chain.challenges().to_vec(),
+                });
+            };
+            if tokens_page {
+                ctx.outcome = "oauth1_tokens";
+                return p.user_tokens(&parts, &path, body, &user).await;
+            }
+            return oauth1_authorize(p, &parts, body, &user).await;
+        }
     }
     rt.upstream.forward(ctx, parts, body, form.as_deref()).await
 }
@@ -158,21 +171,18 @@ async fn oauth1_token_endpoint(
 /// The approval page (GET) and decision (POST) for a signed-in user.
 async fn oauth1_authorize(
     p: &provider::Provider,
-    ctx: &mut RequestCtx,
     parts: &http::request::Parts,
     body: Body,
+    user: &str,
 ) -> Result<Response<Body>, ProxyError> {
-    let Some(user) = ctx.jira_user.clone() else {
-        return Err(ProxyError::AuthRequired { challenges: Vec::new() });
-    };
     match parts.method {
         Method::GET => p
-            .authorize_page(parts.uri.query(), &user)
+            .authorize_page(parts.uri.query(), user)
             .await
             .map_err(|e| ProxyError::Dependency(e.to_string())),
         Method::POST => {
             let form = provider::read_small_form(body, 16 * 1024).await?;
-            p.authorize_decision(&form, &user).await
+            p.authorize_decision(&form, user).await
         }
         _ => Err(ProxyError::BadRequest("Use GET or POST.")),
     }

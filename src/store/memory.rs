@@ -203,6 +203,26 @@ impl StateStore for MemoryStore {
         self.lock().remove(key);
         Ok(())
     }
+
+    async fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Bytes)>, StoreError> {
+        let now = self.clock.now();
+        let map = self.lock();
+        let mut out: Vec<(String, Bytes)> = map
+            .iter()
+            .filter(|(k, e)| k.starts_with(prefix) && e.expires > now)
+            .map(|(k, e)| {
+                let v = match &e.value {
+                    Value::Bytes(b) => b.clone(),
+                    Value::Counter(n) => Bytes::from(n.to_string()),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        drop(map);
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.truncate(limit);
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

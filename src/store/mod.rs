@@ -1,7 +1,9 @@
-//! Shared state: lockout counters now, sessions, nonces and rate limits later. One
-//! [`StateStore`] trait with an in-memory backend (one replica); every key has a TTL.
+//! Shared state: lockout counters, OAuth 1.0a nonces and tokens, sessions, rate limits.
+//! One [`StateStore`] trait with two backends: in memory (one replica) and Redis (several
+//! replicas acting as one). Every key has a TTL.
 
 mod memory;
+mod redis;
 
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use memory::{Clock, ManualClock, MemoryStore, SystemClock};
+pub use redis::{RedisSettings, RedisStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -28,4 +31,7 @@ pub trait StateStore: Send + Sync {
     /// Time left before `key` expires, if it exists.
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Up to `limit` live entries whose keys start with `prefix`, in key order. For
+    /// listings (admin tools, a user's own tokens), not for the request path.
+    async fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Bytes)>, StoreError>;
 }

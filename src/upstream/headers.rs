@@ -1,8 +1,8 @@
 //! Header hygiene shared by both directions: hop-by-hop headers (RFC 9110 §7.6.1),
 //! including every header a `Connection` header names, never cross the proxy.
 
-use http::HeaderMap;
 use http::header::{CONNECTION, HeaderName};
+use http::{HeaderMap, HeaderValue};
 
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -34,6 +34,42 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Jira's own session cookies: the proxy decides who calls, so Jira's session never
+/// reaches a client, where it could stand in for that decision.
+const JIRA_SET_COOKIES: &[&str] = &["jsessionid", "seraph.rememberme.cookie", "atlassian.xsrf.token"];
+
+/// Removes the `Set-Cookie`s of Jira's session cookies from a response. Returns Jira's
+/// `JSESSIONID` as a `JSESSIONID=value` pair when Jira set a non-empty one.
+pub fn take_jira_cookies(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    use http::header::SET_COOKIE;
+    if !headers.contains_key(SET_COOKIE) {
+        return None;
+    }
+    let mut session = None;
+    let all: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().cloned().collect();
+    headers.remove(SET_COOKIE);
+    for v in all {
+        let pair = v.as_bytes().split(|b| *b == b';').next().unwrap_or(b"");
+        let name = pair.split(|b| *b == b'=').next().unwrap_or(b"");
+        let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
+        if !JIRA_SET_COOKIES.contains(&name.as_str()) {
+            headers.append(SET_COOKIE, v);
+            continue;
+        }
+        let value = pair.splitn(2, |b| *b == b'=').nth(1).unwrap_or(b"");
+        if name == "jsessionid" && !value.is_empty() {
+            let mut cookie = Vec::with_capacity(11 + value.len());
+            cookie.extend_from_slice(b"JSESSIONID=");
+            cookie.extend_from_slice(value);
+            session = HeaderValue::from_bytes(&cookie).ok().map(|mut c| {
+                c.set_sensitive(true);
+                c
+            });
+        }
+    }
+    session
+}
+
 /// True when `name` is `target` written with any case or with `_` for `-`, spellings
 /// that some servers (and Jira plugins reading CGI-style variables) treat as the same.
 pub fn same_header(name: &HeaderName, target: &HeaderName) -> bool {
@@ -52,7 +88,6 @@ pub fn strip_spellings(headers: &mut HeaderMap, target: &HeaderName) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     #[test]
     fn connection_named_headers_are_removed_with_the_fixed_set() {
@@ -83,5 +118,33 @@ mod tests {
         strip_spellings(&mut h, &target);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-forwarded-users"));
+    }
+
+    #[test]
+    fn jira_session_cookies_are_taken_out_of_responses_and_others_kept() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "set-cookie",
+            HeaderValue::from_static("JSESSIONID=ABC123; Path=/; HttpOnly"),
+        );
+        h.append(
+            "set-cookie",
+            HeaderValue::from_static("atlassian.xsrf.token=BXYZ|lin; Path=/"),
+        );
+        h.append(
+            "set-cookie",
+            HeaderValue::from_static("Seraph.RememberMe.Cookie=1; Max-Age=0"),
+        );
+        h.append("set-cookie", HeaderValue::from_static("theme=dark; Path=/"));
+        let session = take_jira_cookies(&mut h).expect("session");
+        assert_eq!(session.as_bytes(), b"JSESSIONID=ABC123");
+        assert!(session.is_sensitive());
+        let left: Vec<_> = h.get_all("set-cookie").iter().collect();
+        assert_eq!(left, [&HeaderValue::from_static("theme=dark; Path=/")]);
+        // An expiring (empty) JSESSIONID is removed but not taken as a session.
+        let mut h = HeaderMap::new();
+        h.append("set-cookie", HeaderValue::from_static("JSESSIONID=; Max-Age=0"));
+        assert!(take_jira_cookies(&mut h).is_none());
+        assert!(h.is_empty());
     }
 }

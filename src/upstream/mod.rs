@@ -40,6 +40,47 @@ pub enum JiraAnswer {
 /// Largest `/myself` answer read while checking a credential.
 const CHECK_BODY_LIMIT: usize = 256 * 1024;
 
+/// oauth1 mode: Jira's session per user (the `JSESSIONID` Jira set on a signed request
+/// Jira ran as that user), so that user's later safe requests skip the RSA signature.
+/// Keyed by the exact (lowercased) user it was issued for; bounded; entries expire.
+struct JiraSessions {
+    ttl: Duration,
+    map: std::sync::Mutex<std::collections::HashMap<String, (HeaderValue, std::time::Instant)>>,
+}
+
+/// Most users with a reusable Jira session at once.
+const JIRA_SESSIONS_MAX: usize = 100_000;
+
+impl JiraSessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (HeaderValue, std::time::Instant)>> {
+        // Every mutation is one insert or remove: a poisoned map is still consistent.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, user: &str) -> Option<HeaderValue> {
+        let map = self.lock();
+        map.get(&user.to_lowercase())
+            .filter(|(_, exp)| *exp > std::time::Instant::now())
+            .map(|(c, _)| c.clone())
+    }
+
+    fn put(&self, user: &str, cookie: HeaderValue) {
+        let now = std::time::Instant::now();
+        let mut map = self.lock();
+        if map.len() >= JIRA_SESSIONS_MAX {
+            map.retain(|_, (_, exp)| *exp > now);
+            if map.len() >= JIRA_SESSIONS_MAX {
+                return;
+            }
+        }
+        map.insert(user.to_lowercase(), (cookie, now + self.ttl));
+    }
+
+    fn forget(&self, user: &str) {
+        self.lock().remove(&user.to_lowercase());
+    }
+}
+
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     scheme: Scheme,
@@ -48,6 +89,7 @@ pub struct Upstream {
     preserve_host: bool,
     identity: IdentityMode,
     asserted: Vec<HeaderName>,
+    sessions: Option<JiraSessions>,
 }
 
 fn roots(ca_file: Option<&std::path::Path>, https: bool) -> Result<RootCertStore, String> {
@@ -116,6 +158,16 @@ impl Upstream {
             }
             IdentityMode::Passthrough | IdentityMode::OAuth1 { .. } => Vec::new(),
         };
+        let sessions = match &cfg.identity {
+            IdentityMode::OAuth1 {
+                session_reuse: Some(ttl),
+                ..
+            } => Some(JiraSessions {
+                ttl: *ttl,
+                map: Default::default(),
+            }),
+            _ => None,
+        };
         Ok(Upstream {
             client,
             scheme: cfg.scheme.clone(),
@@ -124,6 +176,7 @@ impl Upstream {
             preserve_host: cfg.preserve_host,
             identity: cfg.identity.clone(),
             asserted,
+            sessions,
         })
     }
 
@@ -131,12 +184,9 @@ impl Upstream {
     /// but the user we asserted (e.g. `anonymous` when the application link does not allow
     /// impersonation) means the answer belongs to someone else: 502, never passed on.
     fn check_jira_user(&self, ctx: &RequestCtx, headers: &http::HeaderMap) -> Result<(), ProxyError> {
-        let (IdentityMode::OAuth1 { .. }, Some(user)) = (&self.identity, ctx.jira_user.as_deref()) else {
+        let Some(user) = self.oauth_user(ctx) else {
             return Ok(());
         };
-        if ctx.auth_kind == Some(crate::auth::AuthKind::JiraToken) {
-            return Ok(());
-        }
         let ran_as = headers.get("x-ausername").and_then(|v| v.to_str().ok()).unwrap_or("");
         if ran_as.eq_ignore_ascii_case(user) {
             return Ok(());
@@ -155,6 +205,25 @@ impl Upstream {
         &self.asserted
     }
 
+    /// oauth1 mode: the user Jira must run this request as (none for anonymous requests
+    /// and for Jira's own tokens passed through).
+    fn oauth_user<'a>(&self, ctx: &'a RequestCtx) -> Option<&'a str> {
+        match (&self.identity, ctx.jira_user.as_deref()) {
+            (IdentityMode::OAuth1 { .. }, Some(u)) if ctx.auth_kind != Some(crate::auth::AuthKind::JiraToken) => {
+                Some(u)
+            }
+            _ => None,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout),
+            Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(describe(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
     pub async fn forward(
         &self,
         ctx: &RequestCtx,
@@ -162,17 +231,51 @@ impl Upstream {
         body: Body,
         form: Option<&[(String, String)]>,
     ) -> Result<Response<Body>, ProxyError> {
-        let req = self.build_request(ctx, parts, body, form)?;
-        let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
-        let resp = match sent {
-            Err(_) => return Err(ProxyError::UpstreamTimeout),
-            Ok(Err(e)) => return Err(ProxyError::UpstreamUnreachable(describe(&e))),
-            Ok(Ok(resp)) => resp,
+        let user = self.oauth_user(ctx);
+        // oauth1 mode: a safe request without a body rides on the user's Jira session when
+        // there is one. If Jira no longer runs it as the user (the session ended), the
+        // answer is dropped and the request is sent again, signed.
+        let reuse = match (&self.sessions, user) {
+            (Some(s), Some(u))
+                if matches!(parts.method, http::Method::GET | http::Method::HEAD)
+                    && hyper::body::Body::is_end_stream(&body) =>
+            {
+                s.get(u).map(|cookie| (s, u, cookie))
+            }
+            _ => None,
         };
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        self.check_jira_user(ctx, &parts.headers)?;
-        Ok(Response::from_parts(parts, body.boxed()))
+        let (parts, body) = match reuse {
+            None => (parts, body),
+            Some((sessions, u, cookie)) => {
+                let again = parts.clone();
+                let resp = self
+                    .send(self.build_request(ctx, parts, body, form, Some(cookie))?)
+                    .await?;
+                let (mut head, body) = resp.into_parts();
+                let ran_as = head.headers.get("x-ausername").and_then(|v| v.to_str().ok());
+                if ran_as.is_some_and(|r| r.eq_ignore_ascii_case(u)) {
+                    strip_hop_by_hop(&mut head.headers);
+                    if let Some(newer) = headers::take_jira_cookies(&mut head.headers) {
+                        sessions.put(u, newer);
+                    }
+                    return Ok(Response::from_parts(head, body.boxed()));
+                }
+                sessions.forget(u);
+                tracing::debug!(request_id = ?ctx.id, "Jira session no longer runs as the user; signing instead");
+                (again, crate::error::full(bytes::Bytes::new()))
+            }
+        };
+        let resp = self.send(self.build_request(ctx, parts, body, form, None)?).await?;
+        let (mut head, body) = resp.into_parts();
+        strip_hop_by_hop(&mut head.headers);
+        self.check_jira_user(ctx, &head.headers)?;
+        if !matches!(self.identity, IdentityMode::Passthrough) {
+            let session = headers::take_jira_cookies(&mut head.headers);
+            if let (Some(s), Some(u), Some(cookie)) = (&self.sessions, user, session) {
+                s.put(u, cookie);
+            }
+        }
+        Ok(Response::from_parts(head, body.boxed()))
     }
 
     fn build_request(
@@ -181,14 +284,13 @@ impl Upstream {
         mut parts: Parts,
         body: Body,
         form: Option<&[(String, String)]>,
+        session: Option<HeaderValue>,
     ) -> Result<Request<Body>, ProxyError> {
         let path = ctx.path.as_ref().map_or("/", |p| p.encoded.as_str());
         let delegated = ctx.auth_kind == Some(crate::auth::AuthKind::JiraToken);
-        // oauth1 mode: the user goes in the query, inside the signature (Jira's 2LOi).
-        let oauth_user = match (&self.identity, ctx.jira_user.as_deref()) {
-            (IdentityMode::OAuth1 { .. }, Some(u)) if !delegated => Some(u),
-            _ => None,
-        };
+        // oauth1 mode: the user goes in the query, inside the signature (Jira's 2LOi);
+        // or the request carries the user's Jira session instead.
+        let oauth_user = self.oauth_user(ctx).filter(|_| session.is_none());
         let mut query = ctx.query.clone();
         if let Some(u) = oauth_user {
             let extra = format!("xoauth_requestor_id={}", crate::auth::oauth1::rfc5849::encode(u));
@@ -224,6 +326,9 @@ impl Upstream {
         h.insert("x-request-id", ctx.id.clone());
         if !delegated {
             self.assert_identity(h, ctx.jira_user.as_deref())?;
+        }
+        if let Some(cookie) = session {
+            h.append(http::header::COOKIE, cookie);
         }
         if let (IdentityMode::OAuth1 { signer, signed_url, .. }, Some(_)) = (&self.identity, oauth_user) {
             let base = if signed_url.is_empty() {

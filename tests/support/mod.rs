@@ -440,6 +440,8 @@ impl Proxy {
             format!("{text}\n[audit]\nto = \"{}\"\n", dir.join("audit.log").display())
         };
         let cfg = Config::parse(&text, &dir).unwrap_or_else(|e| panic!("test config:\n{e}\n---\n{text}"));
+        // Kept beside the audit log, for tests that run the command line on it.
+        std::fs::write(dir.join("config.toml"), &text).unwrap();
         let running = server::start(cfg).await.expect("proxy starts");
         let addr = running.addr;
         Proxy { running, addr, dir }

@@ -143,9 +143,18 @@ impl Authenticator for OAuth1Auth {
             Err(problem) => return Ok(self.refuse(problem)),
         };
         let user = match v.access {
+            // A consumer no longer allowed three-legged access loses its tokens' use too.
+            Some(_) if !v.consumer.three_legged => Err("permission_denied"),
             Some(t) => Ok(t.user),
             None => self.two_legged_user(&v.consumer, &v.params),
         };
+        let user = user.and_then(|u| {
+            if v.consumer.may_act_as(&u) {
+                Ok(u)
+            } else {
+                Err("permission_denied")
+            }
+        });
         match user {
             Ok(user) => Ok(Outcome::Authenticated(
                 Principal::new(AuthKind::OAuth1, user, Vec::new()).with_credential_id(v.consumer.key.clone()),
@@ -249,8 +258,13 @@ impl OAuth1Auth {
             Ok(true) => {}
         }
         // After the signature, so nobody can burn another's nonces.
+        let token_part = if token.is_empty() {
+            String::new()
+        } else {
+            tokens::token_id(&token)
+        };
         let nonce_key = format!(
-            "oauth1:nonce:{}:{token}:{ts}:{}",
+            "oauth1:nonce:{}:{token_part}:{ts}:{}",
             rfc5849::encode(&key),
             rfc5849::encode(&nonce)
         );
@@ -273,6 +287,11 @@ impl OAuth1Auth {
     /// The consumer's display name.
     pub fn consumer_name(&self, key: &str) -> Option<&str> {
         self.consumers.get(key).map(|c| c.cfg.name.as_str())
+    }
+
+    /// The consumer's settings.
+    pub fn consumer(&self, key: &str) -> Option<&OAuth1Consumer> {
+        self.consumers.get(key).map(|c| &c.cfg)
     }
 
     pub fn store(&self) -> &Arc<dyn StateStore> {

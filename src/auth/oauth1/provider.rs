@@ -20,6 +20,8 @@ use crate::error::{Body, ProxyError, full};
 pub const REQUEST_TOKEN: &str = "/plugins/servlet/oauth/request-token";
 pub const AUTHORIZE: &str = "/plugins/servlet/oauth/authorize";
 pub const ACCESS_TOKEN: &str = "/plugins/servlet/oauth/access-token";
+/// Where a signed-in user lists and revokes their own access tokens (Jira's page).
+pub const USER_TOKENS: &str = "/plugins/servlet/oauth/users/access-tokens";
 
 pub struct Provider {
     auth: Arc<OAuth1Auth>,
@@ -103,6 +105,32 @@ impl Provider {
         r
     }
 
+    /// A page refusing approval when the consumer may not act as this user.
+    fn not_for(&self, consumer: &str, name: &str, user: &str) -> Option<Response<Body>> {
+        let allowed = self
+            .auth
+            .consumer(consumer)
+            .is_some_and(|c| c.three_legged && c.may_act_as(user));
+        (!allowed).then(|| {
+            page(
+                StatusCode::FORBIDDEN,
+                "Not allowed",
+                &format!(
+                    "<p><b>{}</b> may not be given access as <b>{}</b>. Ask your Jira administrator.</p>",
+                    html_escape(name),
+                    html_escape(user)
+                ),
+            )
+        })
+    }
+
+    fn form_token_ok(&self, user: &str, token: &str, atl: &str) -> bool {
+        let tag = (0..atl.len() / 2)
+            .filter_map(|i| u8::from_str_radix(atl.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect::<Vec<u8>>();
+        hmac::verify(&self.form_key, format!("{user}\0{token}").as_bytes(), &tag).is_ok()
+    }
+
     fn form_token(&self, user: &str, token: &str) -> String {
         let tag = hmac::sign(&self.form_key, format!("{user}\0{token}").as_bytes());
         tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
@@ -113,6 +141,9 @@ impl Provider {
             Ok(v) => v,
             Err(p) => return Ok(self.problem(p)),
         };
+        if !v.consumer.three_legged {
+            return Ok(self.problem("permission_denied"));
+        }
         let callback = v
             .params
             .iter()
@@ -158,6 +189,9 @@ impl Provider {
         let (Some(user), Some(want)) = (request.user.as_deref(), request.verifier.as_deref()) else {
             return Ok(self.problem("permission_unknown"));
         };
+        if !v.consumer.three_legged || !v.consumer.may_act_as(user) {
+            return Ok(self.problem("permission_denied"));
+        }
         let matches =
             verifier.is_some_and(|got| bool::from(subtle::ConstantTimeEq::ct_eq(got.as_bytes(), want.as_bytes())));
         if !matches {
@@ -214,6 +248,9 @@ impl Provider {
             .consumer_name(&record.consumer)
             .unwrap_or(&record.consumer)
             .to_owned();
+        if let Some(refused) = self.not_for(&record.consumer, &name, user) {
+            return Ok(refused);
+        }
         let body = format!(
             "<p><b>{name}</b> asks to read and change data in Jira as <b>{user}</b>.</p>\
              <form method=\"post\" action=\"{AUTHORIZE}\">\
@@ -239,10 +276,7 @@ impl Provider {
         let (Some(token), Some(atl)) = (get("oauth_token"), get("atl_token")) else {
             return Err(ProxyError::BadRequest("The approval form is incomplete."));
         };
-        let tag = (0..atl.len() / 2)
-            .filter_map(|i| u8::from_str_radix(atl.get(2 * i..2 * i + 2)?, 16).ok())
-            .collect::<Vec<u8>>();
-        if hmac::verify(&self.form_key, format!("{user}\0{token}").as_bytes(), &tag).is_err() {
+        if !self.form_token_ok(user, token, atl) {
             return Ok(page(
                 StatusCode::FORBIDDEN,
                 "XSRF check failed",
@@ -258,6 +292,14 @@ impl Provider {
                 "<p>Start again from the application.</p>",
             ));
         };
+        let name = self
+            .auth
+            .consumer_name(&record.consumer)
+            .unwrap_or(&record.consumer)
+            .to_owned();
+        if let Some(refused) = self.not_for(&record.consumer, &name, user) {
+            return Ok(refused);
+        }
         if get("approve").is_none() {
             tokens::delete_request(&**store, token).await.map_err(dep)?;
             return Ok(page(
@@ -291,6 +333,120 @@ impl Provider {
             HeaderValue::from_str(&location).map_err(|_| ProxyError::BadRequest("The callback is not a valid URL."))?;
         r.headers_mut().insert(http::header::LOCATION, loc);
         Ok(r)
+    }
+}
+
+impl Provider {
+    fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
+        reply(status, "application/json;charset=UTF-8", v.to_string())
+    }
+
+    /// The signed-in user's access tokens: `GET` lists them (HTML, or JSON when the client
+    /// asks for `application/json`), `POST` revokes one from the page's form (`revoke`, with
+    /// the page's `atl_token`), `DELETE {USER_TOKENS}/{id}` revokes one for REST clients.
+    pub async fn user_tokens(
+        &self,
+        parts: &http::request::Parts,
+        path: &str,
+        body: Body,
+        user: &str,
+    ) -> Result<Response<Body>, ProxyError> {
+        let store = self.auth.store();
+        let dep = |e: crate::store::StoreError| ProxyError::Dependency(e.to_string());
+        let sub_id = path.strip_prefix(USER_TOKENS).and_then(|r| r.strip_prefix('/'));
+        let wants_json = parts
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"));
+        let not_found = || {
+            Self::json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"errorMessages": ["No such access token."], "errors": {}}),
+            )
+        };
+        match (&parts.method, sub_id) {
+            (&http::Method::DELETE, Some(id)) => {
+                Ok(match tokens::revoke(&**store, id, Some(user)).await.map_err(dep)? {
+                    Some(_) => {
+                        let mut r = Response::new(full(Bytes::new()));
+                        *r.status_mut() = StatusCode::NO_CONTENT;
+                        r
+                    }
+                    None => not_found(),
+                })
+            }
+            (&http::Method::GET, None) => {
+                let list = tokens::list_for_user(&**store, user).await.map_err(dep)?;
+                if wants_json {
+                    let items: Vec<serde_json::Value> = list
+                        .iter()
+                        .map(|t| {
+                            serde_json::json!({
+                                "id": t.id,
+                                "consumerKey": t.consumer,
+                                "consumerName": self.auth.consumer_name(&t.consumer).unwrap_or(&t.consumer),
+                                "created": crate::time::rfc3339_secs(t.created),
+                                "expires": crate::time::rfc3339_secs(t.expires),
+                            })
+                        })
+                        .collect();
+                    return Ok(Self::json(StatusCode::OK, serde_json::json!({ "accessTokens": items })));
+                }
+                Ok(self.tokens_html(&list, user))
+            }
+            (&http::Method::POST, None) => {
+                let form = read_small_form(body, 16 * 1024).await?;
+                let get = |n: &str| form.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+                let (Some(id), Some(atl)) = (get("revoke"), get("atl_token")) else {
+                    return Err(ProxyError::BadRequest("The form is incomplete."));
+                };
+                if !self.form_token_ok(user, "access-tokens", atl) {
+                    return Ok(page(
+                        StatusCode::FORBIDDEN,
+                        "XSRF check failed",
+                        "<p>Open the page again.</p>",
+                    ));
+                }
+                tokens::revoke(&**store, id, Some(user)).await.map_err(dep)?;
+                let mut r = reply(StatusCode::SEE_OTHER, "text/plain;charset=UTF-8", String::new());
+                r.headers_mut()
+                    .insert(http::header::LOCATION, HeaderValue::from_static(USER_TOKENS));
+                Ok(r)
+            }
+            (_, Some(_)) => Ok(not_found()),
+            _ => Err(ProxyError::BadRequest("Use GET, POST or DELETE.")),
+        }
+    }
+
+    fn tokens_html(&self, list: &[tokens::Listed], user: &str) -> Response<Body> {
+        let atl = self.form_token(user, "access-tokens");
+        let rows: String = list
+            .iter()
+            .map(|t| {
+                format!(
+                    "<tr><td>{name}</td><td>{created}</td><td>{expires}</td><td>\
+                     <form method=\"post\" action=\"{USER_TOKENS}\" style=\"margin:0\">\
+                     <input type=\"hidden\" name=\"revoke\" value=\"{id}\">\
+                     <input type=\"hidden\" name=\"atl_token\" value=\"{atl}\">\
+                     <button type=\"submit\">Revoke</button></form></td></tr>",
+                    name = html_escape(self.auth.consumer_name(&t.consumer).unwrap_or(&t.consumer)),
+                    created = crate::time::rfc3339_secs(t.created),
+                    expires = crate::time::rfc3339_secs(t.expires),
+                    id = html_escape(&t.id),
+                )
+            })
+            .collect();
+        let body = if list.is_empty() {
+            format!("<p>No application has access as <b>{}</b>.</p>", html_escape(user))
+        } else {
+            format!(
+                "<p>These applications can use Jira as <b>{}</b>.</p>\
+                 <table><tr><th>Application</th><th>Allowed</th><th>Expires</th><th></th></tr>{rows}</table>",
+                html_escape(user)
+            )
+        };
+        page(StatusCode::OK, "OAuth access tokens", &body)
     }
 }
 

@@ -1,0 +1,219 @@
+//! `StateStore` on Redis, for several replicas: one multiplexed connection that reconnects
+//! by itself (`ConnectionManager`), every key under `key_prefix` and with a TTL, and the
+//! operations correctness depends on done atomically in Redis (`SET NX PX` for
+//! set-if-absent; a Lua script for counters, so a new counter and its expiry appear
+//! together). Every call is bounded by the response timeout; a failure is
+//! `StoreError::Unavailable`, which callers turn into a 503 (fail closed).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::OnceCell;
+
+use super::{StateStore, StoreError};
+
+/// Where and how to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` (TLS), with optional user, password and database; a
+    /// secret, since it may hold the password.
+    pub url: crate::config::Secret,
+    pub key_prefix: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+pub struct RedisStore {
+    client: redis::Client,
+    settings: RedisSettings,
+    conn: OnceCell<ConnectionManager>,
+    incr: redis::Script,
+}
+
+/// Adds to a counter; a new counter gets the TTL, an existing one keeps its expiry.
+const INCR_SCRIPT: &str = r"
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return v";
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    // The error's text never holds the URL's password: redis-rs prints the kind and the
+    // server's message only.
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+/// Milliseconds for `PX`, at least 1 (Redis refuses 0).
+fn millis(ttl: Duration) -> u64 {
+    (ttl.as_millis() as u64).max(1)
+}
+
+/// A glob-safe `SCAN MATCH` pattern for keys starting with `prefix`.
+fn match_prefix(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('*');
+    out
+}
+
+impl RedisStore {
+    /// Checks the URL; connects on first use (and reconnects after failures by itself).
+    pub fn new(settings: RedisSettings) -> Result<Self, String> {
+        let url = std::str::from_utf8(settings.url.expose()).map_err(|_| "the Redis URL is not UTF-8".to_string())?;
+        let client = redis::Client::open(url).map_err(|e| format!("not a usable Redis URL: {e}"))?;
+        Ok(RedisStore {
+            client,
+            settings,
+            conn: OnceCell::new(),
+            incr: redis::Script::new(INCR_SCRIPT),
+        })
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let c = self
+            .conn
+            .get_or_try_init(|| async {
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.settings.connect_timeout))
+                    .set_response_timeout(Some(self.settings.response_timeout))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                ConnectionManager::new_lazy_with_config(self.client.clone(), cfg)
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(c.clone())
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.settings.key_prefix)
+    }
+
+    /// One command, bounded by the response timeout even while (re)connecting.
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut c = self.conn().await?;
+        let limit = self.settings.response_timeout + self.settings.connect_timeout;
+        match tokio::time::timeout(limit, cmd.query_async::<T>(&mut c)).await {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(StoreError::Unavailable("redis: timed out".into())),
+        }
+    }
+
+    /// Answers `PING` (for readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run::<String>(&redis::cmd("PING")).await.map(|_| ())
+    }
+}
+
+#[async_trait]
+impl StateStore for RedisStore {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let v: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(self.key(key))).await?;
+        Ok(v.map(Bytes::from))
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+        self.run::<()>(
+            redis::cmd("SET")
+                .arg(self.key(key))
+                .arg(value.as_ref())
+                .arg("PX")
+                .arg(millis(ttl)),
+        )
+        .await
+    }
+
+    async fn put_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
+        let set: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.key(key))
+                    .arg(value.as_ref())
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl)),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
+        let mut c = self.conn().await?;
+        let mut inv = self.incr.prepare_invoke();
+        inv.key(self.key(key)).arg(by).arg(millis(ttl));
+        let limit = self.settings.response_timeout + self.settings.connect_timeout;
+        match tokio::time::timeout(limit, inv.invoke_async::<i64>(&mut c)).await {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(StoreError::Unavailable("redis: timed out".into())),
+        }
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        let ms: i64 = self.run(redis::cmd("PTTL").arg(self.key(key))).await?;
+        Ok(match ms {
+            -2 => None,
+            // No expiry (never written so by the proxy): report it as long-lived.
+            -1 => Some(Duration::MAX),
+            ms => Some(Duration::from_millis(ms.max(0) as u64)),
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.run::<i64>(redis::cmd("DEL").arg(self.key(key))).await.map(|_| ())
+    }
+
+    async fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Bytes)>, StoreError> {
+        let full = self.key(prefix);
+        let pattern = match_prefix(&full);
+        let mut cursor: u64 = 0;
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            keys.extend(batch.into_iter().filter(|k| k.starts_with(&full)));
+            cursor = next;
+            if cursor == 0 || keys.len() >= limit {
+                break;
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        keys.truncate(limit);
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
+            let values: Vec<Option<Vec<u8>>> = self.run(redis::cmd("MGET").arg(chunk)).await?;
+            for (k, v) in chunk.iter().zip(values) {
+                // A key that expired between SCAN and MGET is simply gone.
+                if let Some(v) = v {
+                    out.push((k[self.settings.key_prefix.len()..].to_owned(), Bytes::from(v)));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::match_prefix;
+
+    #[test]
+    fn scan_patterns_escape_glob_characters() {
+        assert_eq!(match_prefix("jap:oauth1:at:"), "jap:oauth1:at:*");
+        assert_eq!(match_prefix("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\*");
+    }
+}
