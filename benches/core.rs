@@ -63,6 +63,7 @@ fn bench_chain(c: &mut Criterion, rt: &tokio::runtime::Runtime, chain: &Chain, n
         now: SystemTime::now(),
         form: None,
         tls: false,
+        session_ids: &[],
     };
     assert!(
         matches!(rt.block_on(chain.authenticate(&areq)), Verdict::Authenticated(_)),

@@ -15,6 +15,7 @@ use crate::auth::jwt::keys::{KeyEntry, KeyStore, Source, parse_jwks};
 use crate::auth::oauth1::inbound::OAuth1Auth;
 use crate::auth::oauth1::provider::Provider;
 use crate::auth::oauth1::rfc5849;
+use crate::auth::session::SessionAuth;
 use crate::auth::{Authenticator, Chain};
 use crate::config::{AuthMember, Config, ConfigError, ConfigErrors, ServerConfig};
 use crate::config::{JwtConfig, JwtKeys};
@@ -41,6 +42,8 @@ pub struct Runtime {
     pub reads_oauth_forms: bool,
     /// Jira's OAuth 1.0a endpoints, answered by the proxy when an oauth1 member exists.
     pub oauth1_provider: Option<Provider>,
+    /// The session member, when configured: its login endpoint and cookies.
+    pub session: Option<Arc<SessionAuth>>,
     pub identity_mode: String,
 }
 
@@ -85,20 +88,31 @@ impl Runtime {
             .map_err(|e| err("upstream.ca_file".into(), e))
             .ok();
         let mut members: Vec<Box<dyn Authenticator>> = Vec::new();
+        // Built first: the session member checks passwords with it, wherever it sits.
         let mut basic = None;
+        for (i, m) in cfg.chain.iter().enumerate() {
+            if let (AuthMember::Basic(b), Some(up)) = (m, upstream.clone()) {
+                match BasicAuth::new(b, &cfg.users, store.clone(), up, &cfg.server.realm) {
+                    Ok(a) => basic = Some(Arc::new(a)),
+                    Err(e) => err(format!("auth.chain[{i}]"), e),
+                }
+            }
+        }
+        let mut session = None;
         let mut jwt = Vec::new();
         let mut oauth1_provider = None;
         for (i, m) in cfg.chain.iter().enumerate() {
             match m {
-                AuthMember::Basic(b) => {
-                    let Some(up) = upstream.clone() else { continue };
-                    match BasicAuth::new(b, &cfg.users, store.clone(), up, &cfg.server.realm) {
-                        Ok(a) => {
-                            let a = Arc::new(a);
-                            basic = Some(a.clone());
-                            members.push(Box::new(Shared(a)));
-                        }
-                        Err(e) => err(format!("auth.chain[{i}]"), e),
+                AuthMember::Basic(_) => {
+                    if let Some(a) = &basic {
+                        members.push(Box::new(Shared(a.clone())));
+                    }
+                }
+                AuthMember::Session(s) => {
+                    if let Some(b) = &basic {
+                        let a = Arc::new(SessionAuth::new(s, &cfg.users, store.clone(), b.clone()));
+                        session = Some(a.clone());
+                        members.push(Box::new(Shared(a)));
                     }
                 }
                 AuthMember::ApiKey(k) => {
@@ -164,6 +178,7 @@ impl Runtime {
                 jwt,
                 reads_oauth_forms: oauth1_provider.is_some(),
                 oauth1_provider,
+                session,
                 identity_mode: cfg.upstream.identity.describe(),
             }),
             _ => Err(ConfigErrors(errors)),

@@ -199,3 +199,175 @@ async fn python_jira_oauth_after_a_three_legged_dance_with_requests_oauthlib() {
     assert!(!users.is_empty() && users.iter().all(|u| u == "alice"), "{users:?}");
     drop(proxy);
 }
+
+/// The stand-in Jira of tests/interop/fake_jira_applink.py (oauthlib verifying the
+/// application link's signatures), stopped when dropped.
+struct AppLinkJira {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Drop for AppLinkJira {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn applink_jira(public_pem: &std::path::Path, base: &str) -> AppLinkJira {
+    use std::io::BufRead;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/fake_jira_applink.py");
+    let mut child = Command::new(python())
+        .arg(script)
+        .env("APPLINK_PUB", public_pem)
+        .env("APPLINK_CONSUMER", "jira-auth-proxy")
+        .env("JIRA_BASE", base)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no port from the fake Jira: {line:?}"));
+    AppLinkJira {
+        child,
+        addr: ([127, 0, 0, 1], port).into(),
+    }
+}
+
+/// A proxy in `oauth1` identity mode signing with `key_pem` for Jira at `jira`.
+async fn oauth1_mode_proxy(jira: std::net::SocketAddr, key_pem: &str, reuse: &str) -> Proxy {
+    let dir = temp_dir();
+    std::fs::write(dir.join("applink.pem"), key_pem).unwrap();
+    let text = basic_config("").replace(
+        "connect_timeout = \"1s\"",
+        &format!(
+            "connect_timeout = \"1s\"\npreserve_host = false\n[upstream.identity]\nmode = \"oauth1\"\n\
+             consumer_key = \"jira-auth-proxy\"\nprivate_key = \"file:applink.pem\"\n\
+             signed_url = \"https://jira.example.com\"\nsession_reuse = \"{reuse}\""
+        ),
+    );
+    Proxy::start_in(&text, jira, dir).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth1_identity_mode_verified_by_oauthlib_with_jira_session_reuse() {
+    let dir = temp_dir();
+    let kp = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
+    std::fs::write(dir.join("applink.pub.pem"), kp.public_key_pem()).unwrap();
+    let jira =
+        tokio::task::spawn_blocking(move || applink_jira(&dir.join("applink.pub.pem"), "https://jira.example.com"))
+            .await
+            .unwrap();
+    let stats = || async { get(&format!("http://{}/test/stats", jira.addr), &[]).await.json() };
+    let proxy = oauth1_mode_proxy(jira.addr, &kp.serialize_pem(), "5m").await;
+    let (alice, bob) = (basic("alice", "alice-pw"), basic("bob", "bob-pw"));
+    let myself = proxy.url("/rest/api/2/myself?expand=groups");
+    let ran = |r: &Resp| {
+        (
+            r.status,
+            r.json()["name"].as_str().map(str::to_owned),
+            r.json()["how"].as_str().map(str::to_owned),
+        )
+    };
+    let s = |v: &str| Some(v.to_string());
+
+    // The first call of each user is signed; Jira's session then carries that user's reads.
+    let r = get(&myself, &[("authorization", &alice)]).await;
+    assert_eq!(ran(&r), (200, s("alice"), s("signed")));
+    assert!(
+        r.header("set-cookie").is_none(),
+        "Jira's session never reaches the client"
+    );
+    assert_eq!(
+        ran(&get(&myself, &[("authorization", &alice)]).await),
+        (200, s("alice"), s("session"))
+    );
+    assert_eq!(
+        ran(&get(&myself, &[("authorization", &bob)]).await),
+        (200, s("bob"), s("signed"))
+    );
+    assert_eq!(
+        ran(&get(&myself, &[("authorization", &bob)]).await),
+        (200, s("bob"), s("session"))
+    );
+    assert_eq!(
+        ran(&get(&myself, &[("authorization", &alice)]).await),
+        (200, s("alice"), s("session"))
+    );
+    // Changes are always signed (a session never replays a body), form bodies included.
+    let r = send(
+        "POST",
+        &proxy.url("/rest/api/2/issue/X-1/comment"),
+        &[
+            ("authorization", &alice),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        bytes::Bytes::from_static(b"body=hello+world&x=%2F"),
+    )
+    .await;
+    assert_eq!(ran(&r), (200, s("alice"), s("signed")));
+    let st = stats().await;
+    assert_eq!(
+        (st["signed"].as_u64(), st["session"].as_u64(), st["refused"].as_u64()),
+        (Some(3), Some(3), Some(0))
+    );
+
+    // Jira ends its sessions: the next read is answered anonymously, dropped, and sent again signed.
+    get(&format!("http://{}/test/expire", jira.addr), &[]).await;
+    assert_eq!(
+        ran(&get(&myself, &[("authorization", &alice)]).await),
+        (200, s("alice"), s("signed"))
+    );
+    let st = stats().await;
+    assert_eq!((st["signed"].as_u64(), st["anonymous"].as_u64()), (Some(4), Some(1)));
+
+    // With reuse off, every request is signed.
+    let unshared = oauth1_mode_proxy(jira.addr, &kp.serialize_pem(), "off").await;
+    for _ in 0..2 {
+        let r = get(&unshared.url("/rest/api/2/myself"), &[("authorization", &bob)]).await;
+        assert_eq!(ran(&r), (200, s("bob"), s("signed")));
+    }
+    // A proxy signing with a key Jira does not know gets nothing through: Jira refuses it
+    // and the proxy answers 502, never another identity's data.
+    let other = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
+    let wrong = oauth1_mode_proxy(jira.addr, &other.serialize_pem(), "5m").await;
+    let r = get(&wrong.url("/rest/api/2/myself"), &[("authorization", &alice)]).await;
+    assert_eq!(r.status, 502, "{:?}", r.body);
+    assert_eq!(stats().await["refused"].as_u64(), Some(1));
+    drop((proxy, unshared, wrong));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_jira_cookie_login_creates_an_issue_and_attaches_a_file() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let text = basic_config("").replace(
+        "[[auth.chain]]\ntype = \"basic\"",
+        "[[auth.chain]]\ntype = \"session\"\n[[auth.chain]]\ntype = \"basic\"",
+    );
+    let proxy = Proxy::start(&text, jira.addr).await;
+    let url = proxy.url("");
+    tokio::task::spawn_blocking(move || run_script("session_cookie.py", &url, &[]))
+        .await
+        .unwrap();
+    let seen = jira.seen();
+    let posted: Vec<_> = seen.iter().filter(|s| s.method == "POST").collect();
+    assert_eq!(posted.len(), 2, "the issue and the attachment");
+    assert!(posted.iter().all(|s| s.user.as_deref() == Some("alice")));
+    assert!(posted[1].body_len > 2000, "the attachment's bytes reached Jira");
+    assert!(
+        seen.iter().all(|s| !s.target.starts_with("/rest/auth/")),
+        "logins never reach Jira"
+    );
+    assert!(
+        seen.iter().all(|s| s
+            .headers
+            .get("cookie")
+            .is_none_or(|c| !c.to_str().unwrap().contains("JAPSESSION"))),
+        "the session cookie never reaches Jira"
+    );
+}

@@ -291,11 +291,34 @@ impl Authenticator for BasicAuth {
             Some(Err(code)) => return Ok(Outcome::Rejected(RejectReason::new(code))),
             Some(Ok(c)) => c,
         };
+        self.verify(&user, &password, value, req.client_ip).await
+    }
+}
+
+impl BasicAuth {
+    /// Checks a user name and password as a Basic credential would be checked (same
+    /// backend, cache and lockout): for logins that arrive another way (sessions).
+    pub async fn check_password(&self, user: &str, password: &str, ip: IpAddr) -> Result<Outcome, AuthError> {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut header = HeaderValue::from_str(&format!("Basic {encoded}"))
+            .map_err(|_| AuthError::Internal("credential not encodable".into()))?;
+        header.set_sensitive(true);
+        self.verify(user, password, &header, ip).await
+    }
+
+    /// The lockout settings, if any.
+    pub fn lockout(&self) -> Option<LockoutConfig> {
+        self.lockout
+    }
+
+    async fn verify(&self, user: &str, password: &str, value: &HeaderValue, ip: IpAddr) -> Result<Outcome, AuthError> {
+        let (user, password) = (user.to_owned(), password.to_owned());
+        let req_ip = ip;
         let digest = self
             .cache
             .digest(&[b"basic", user.to_lowercase().as_bytes(), password.as_bytes()]);
         if let Some(p) = self.cache.get(&digest) {
-            if let Some(r) = self.is_locked(&user, req.client_ip).await? {
+            if let Some(r) = self.is_locked(&user, req_ip).await? {
                 return Ok(Outcome::Rejected(r));
             }
             return Ok(Outcome::Authenticated(p));
@@ -306,7 +329,7 @@ impl Authenticator for BasicAuth {
         let cell = self.inflight_cell(digest);
         let decided = cell
             .get_or_init(|| async {
-                self.slow_path(&user, &password, value, req.client_ip, digest)
+                self.slow_path(&user, &password, value, req_ip, digest)
                     .await
                     .map_err(|e| e.to_string())
             })

@@ -16,6 +16,15 @@ use super::Principal;
 
 pub type Digest = [u8; 32];
 
+/// The id a secret (a token, a session id) is stored and listed under: 128 bits of its
+/// SHA-256, hex. It identifies the secret without revealing it.
+pub fn id_of(secret: &str) -> String {
+    sha256(secret.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// SHA-256 of `bytes` (for random tokens and keys, where a fast hash is right).
 pub fn sha256(bytes: &[u8]) -> Digest {
     let mut out = [0u8; 32];

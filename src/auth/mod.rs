@@ -12,6 +12,8 @@ pub mod introspection;
 pub mod jwt;
 pub mod oauth1;
 pub mod password;
+pub mod session;
+pub mod totp;
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -182,6 +184,8 @@ pub struct AuthRequest<'a> {
     pub form: Option<&'a [(String, String)]>,
     /// Whether the client's connection is TLS (to us, or to a trusted balancer).
     pub tls: bool,
+    /// Values of the proxy's own session cookie (taken out of the request in admit).
+    pub session_ids: &'a [String],
 }
 
 #[async_trait]

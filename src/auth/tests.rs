@@ -58,6 +58,7 @@ async fn run(c: &Chain) -> Verdict {
         now: SystemTime::now(),
         form: None,
         tls: false,
+        session_ids: &[],
     })
     .await
 }

@@ -199,6 +199,25 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         cx.warnings
             .push("auth.chain has a basic member but no [[users]] are configured".into());
     }
+    if let Some((i, s)) = chain.iter().enumerate().find_map(|(i, m)| match m {
+        AuthMember::Session(s) => Some((i, s)),
+        _ => None,
+    }) {
+        if !chain.iter().any(|m| matches!(m, AuthMember::Basic(_))) {
+            cx.err(
+                format!("auth.chain[{i}]"),
+                "a session member checks passwords with the basic member's backend and lockout; add a basic member",
+            );
+        }
+        for u in &users {
+            if u.totp_secret.is_none() && u.groups.iter().any(|g| s.totp_groups.contains(g)) {
+                cx.warnings.push(format!(
+                    "user {} is in a totp_groups group but has no totp_secret: their logins will fail",
+                    u.name
+                ));
+            }
+        }
+    }
     if !api_keys.is_empty() && !chain.iter().any(|m| matches!(m, AuthMember::ApiKey(_))) {
         cx.warnings
             .push("[[api_keys]] are configured but auth.chain has no api_key member".into());
@@ -680,6 +699,7 @@ fn chain(
             raw::AuthMember::OAuth1(o) => {
                 oauth1_member(cx, o, &path, public_url, consumers).map(|o| AuthMember::OAuth1(Box::new(o)))
             }
+            raw::AuthMember::Session(s) => session_member(cx, s, &path, public_url).map(AuthMember::Session),
         };
         if let Some(member) = member {
             // Bearer-token members may repeat (one per issuer); the others appear once.
@@ -694,6 +714,64 @@ fn chain(
         }
     }
     out
+}
+
+fn session_member(cx: &mut Ctx, s: raw::Session, path: &str, public_url: Option<&Uri>) -> Option<SessionConfig> {
+    let cookie = s.cookie.unwrap_or_else(|| "JAPSESSION".into());
+    // RFC 6265 cookie-name (an RFC 7230 token), and never one of Jira's.
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if cookie.is_empty() || !cookie.chars().all(token_char) {
+        cx.err(format!("{path}.cookie"), "not a valid cookie name");
+    } else if ["jsessionid", "seraph.rememberme.cookie", "atlassian.xsrf.token"]
+        .contains(&cookie.to_ascii_lowercase().as_str())
+    {
+        cx.err(
+            format!("{path}.cookie"),
+            "that is Jira's own cookie; choose another name",
+        );
+    }
+    let mut dur = |key: &str, v: Option<String>, default: Duration| match v.as_deref().map(parse_duration) {
+        None => default,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            cx.err(format!("{path}.{key}"), "must be more than zero");
+            default
+        }
+        Some(Err(e)) => {
+            cx.err(format!("{path}.{key}"), e);
+            default
+        }
+    };
+    let idle_timeout = dur("idle_timeout", s.idle_timeout, Duration::from_secs(30 * 60));
+    let absolute_timeout = dur("absolute_timeout", s.absolute_timeout, Duration::from_secs(12 * 3600));
+    if idle_timeout > absolute_timeout {
+        cx.err(format!("{path}.idle_timeout"), "longer than absolute_timeout");
+    }
+    let xsrf = s.xsrf.unwrap_or(true);
+    let public_origin = public_url.map(|u| {
+        format!(
+            "{}://{}",
+            u.scheme_str().unwrap_or("https").to_ascii_lowercase(),
+            u.authority()
+                .map(|a| a.as_str().to_ascii_lowercase())
+                .unwrap_or_default()
+        )
+    });
+    if xsrf && public_origin.is_none() {
+        cx.warnings.push(format!(
+            "{path}: without server.public_url, cookie calls that change state need X-Atlassian-Token: no-check or the form token (Origin/Referer cannot be checked)"
+        ));
+    }
+    Some(SessionConfig {
+        cookie,
+        idle_timeout,
+        absolute_timeout,
+        xsrf,
+        totp_groups: s.totp_groups,
+        secure: public_url.is_some_and(|u| u.scheme_str() == Some("https")),
+        public_url: public_url.map(|u| u.to_string().trim_end_matches('/').to_owned()),
+        public_origin,
+    })
 }
 
 fn basic(cx: &mut Ctx, b: raw::Basic, path: &str) -> Option<BasicConfig> {
@@ -792,10 +870,31 @@ fn users(cx: &mut Ctx, users: Vec<raw::User>) -> Vec<LocalUser> {
         if let Err(e) = crate::auth::password::check_phc(&u.password_hash) {
             cx.err(format!("{path}.password_hash"), e);
         }
+        let totp_secret = u.totp_secret.as_deref().and_then(|spec| {
+            let decoded = Secret::resolve(spec, cx.base).and_then(|s| {
+                crate::auth::totp::base32_decode(&String::from_utf8_lossy(s.expose()))
+                    .ok_or_else(|| "not a base32 TOTP secret".to_string())
+            });
+            match decoded {
+                Ok(bytes) if bytes.len() >= 10 => Some(Secret::from_bytes(bytes)),
+                Ok(_) => {
+                    cx.err(
+                        format!("{path}.totp_secret"),
+                        "too short: at least 80 bits (16 base32 characters)",
+                    );
+                    None
+                }
+                Err(e) => {
+                    cx.err(format!("{path}.totp_secret"), e);
+                    None
+                }
+            }
+        });
         out.push(LocalUser {
             name: u.name,
             password_hash: u.password_hash,
             groups: u.groups,
+            totp_secret,
         });
     }
     out

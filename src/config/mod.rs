@@ -183,6 +183,25 @@ pub enum AuthMember {
     Jwt(Box<JwtConfig>),
     Introspection(Box<IntrospectionConfig>),
     OAuth1(Box<OAuth1Config>),
+    Session(SessionConfig),
+}
+
+/// The session member: cookies from `POST /rest/auth/1/session`.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub cookie: String,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    /// Cookie calls that change state need proof they are not cross-site.
+    pub xsrf: bool,
+    /// Members of these groups add a TOTP code (`otp`) to their login.
+    pub totp_groups: Vec<String>,
+    /// `scheme://host[:port]` of `server.public_url` (lowercase), for Origin/Referer checks.
+    pub public_origin: Option<String>,
+    /// `server.public_url` with its path, for `self` links.
+    pub public_url: Option<String>,
+    /// Cookies get `Secure` (the public URL is https).
+    pub secure: bool,
 }
 
 /// The OAuth 1.0a provider member and its consumers (`[[oauth1.consumers]]`).
@@ -283,6 +302,7 @@ impl AuthMember {
             AuthMember::Jwt(_) => AuthKind::Jwt,
             AuthMember::Introspection(_) => AuthKind::Introspection,
             AuthMember::OAuth1(_) => AuthKind::OAuth1,
+            AuthMember::Session(_) => AuthKind::Session,
         }
     }
 }
@@ -339,6 +359,8 @@ pub struct LocalUser {
     pub name: String,
     pub password_hash: String,
     pub groups: Vec<String>,
+    /// The RFC 6238 TOTP secret (decoded from base32), for the session member's second factor.
+    pub totp_secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -89,6 +89,18 @@ pub enum AuthMember {
     Introspection(Introspection),
     #[serde(rename = "oauth1")]
     OAuth1(OAuth1),
+    Session(Session),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    pub cookie: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub absolute_timeout: Option<String>,
+    pub xsrf: Option<bool>,
+    #[serde(default)]
+    pub totp_groups: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +222,7 @@ pub struct User {
     pub password_hash: String,
     #[serde(default)]
     pub groups: Vec<String>,
+    pub totp_secret: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

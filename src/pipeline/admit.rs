@@ -77,7 +77,8 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
     for name in rt.upstream.asserted_headers() {
         strip_spellings(&mut parts.headers, name);
     }
-    strip_jira_cookies(&mut parts.headers);
+    let ours = rt.session.as_ref().map(|s| s.cookie_names());
+    ctx.session_ids = strip_cookies(&mut parts.headers, ours.as_ref().map_or(&[][..], |n| &n[..]));
     forwarding(rt, ctx, parts);
     Ok(())
 }
@@ -117,10 +118,13 @@ fn filter_query(q: &str) -> Option<String> {
     if kept.is_empty() { None } else { Some(kept.join("&")) }
 }
 
-fn strip_jira_cookies(headers: &mut HeaderMap) {
+/// Takes Jira's session cookies and the proxy's own (`ours`: the session cookie first)
+/// out of the request; returns the values of the proxy's session cookie, in order.
+fn strip_cookies(headers: &mut HeaderMap, ours: &[&str]) -> Vec<String> {
     let values: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
+    let mut session = Vec::new();
     if values.is_empty() {
-        return;
+        return session;
     }
     headers.remove(COOKIE);
     let mut kept: Vec<String> = Vec::new();
@@ -129,8 +133,13 @@ fn strip_jira_cookies(headers: &mut HeaderMap) {
         let Ok(s) = v.to_str() else { continue };
         for pair in s.split(';') {
             let pair = pair.trim();
-            let name = pair.split('=').next().unwrap_or("").trim();
-            if !pair.is_empty() && !JIRA_COOKIES.iter().any(|c| name.eq_ignore_ascii_case(c)) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = name.trim();
+            if ours.first().is_some_and(|c| name == *c) {
+                session.push(value.trim().trim_matches('"').to_owned());
+            }
+            let strip = JIRA_COOKIES.iter().chain(ours).any(|c| name.eq_ignore_ascii_case(c));
+            if !pair.is_empty() && !strip {
                 kept.push(pair.to_owned());
             }
         }
@@ -140,6 +149,7 @@ fn strip_jira_cookies(headers: &mut HeaderMap) {
     {
         headers.insert(COOKIE, v);
     }
+    session
 }
 
 /// Decides the client address and the forwarding headers to send. A client's own
@@ -210,7 +220,7 @@ mod tests {
             COOKIE,
             HeaderValue::from_static("seraph.rememberme.cookie=1; jsessionid=x; atlassian.xsrf.token=t"),
         );
-        strip_jira_cookies(&mut h);
+        assert!(strip_cookies(&mut h, &[]).is_empty());
         assert_eq!(h.get_all(COOKIE).iter().count(), 1);
         assert_eq!(
             h.get(COOKIE).map(|v| v.as_bytes()),
@@ -218,8 +228,21 @@ mod tests {
         );
         let mut only = HeaderMap::new();
         only.insert(COOKIE, HeaderValue::from_static("JSESSIONID=abc"));
-        strip_jira_cookies(&mut only);
+        strip_cookies(&mut only, &[]);
         assert!(only.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn the_proxys_cookies_are_taken_out_and_its_session_ids_kept_in_order() {
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("JAPSESSION=one; theme=dark; JAPSESSION-XSRF=t"),
+        );
+        h.append(COOKIE, HeaderValue::from_static("japsession=lower; JAPSESSION=\"two\""));
+        let ids = strip_cookies(&mut h, &["JAPSESSION", "JAPSESSION-XSRF"]);
+        assert_eq!(ids, ["one", "two"], "only the exact name is a session id");
+        assert_eq!(h.get(COOKIE).map(|v| v.as_bytes()), Some(&b"theme=dark"[..]));
     }
 
     #[test]

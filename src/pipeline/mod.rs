@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::oauth1::provider;
+use crate::auth::session::{self, SessionAuth};
 use crate::auth::{AuthKind, AuthRequest, Principal, Verdict};
 use crate::config::Effect;
 use crate::error::{Body, ProxyError};
@@ -51,12 +52,14 @@ pub struct RequestCtx {
     pub outcome: &'static str,
     pub reason: Option<&'static str>,
     pub rule: Option<String>,
+    /// The proxy's own session cookie values, taken out of the request by `admit`.
+    pub session_ids: Vec<String>,
 }
 
 impl RequestCtx {
     /// What authenticators see of this request.
     fn auth_request<'a>(
-        &self,
+        &'a self,
         parts: &'a http::request::Parts,
         form: Option<&'a [(String, String)]>,
     ) -> AuthRequest<'a> {
@@ -66,6 +69,7 @@ impl RequestCtx {
             now: self.time,
             form,
             tls: self.forwarded_proto == "https",
+            session_ids: &self.session_ids,
         }
     }
 
@@ -89,6 +93,7 @@ impl RequestCtx {
             outcome: "bad_request",
             reason: None,
             rule: None,
+            session_ids: Vec::new(),
         }
     }
 }
@@ -112,13 +117,29 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Incoming>) ->
 async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     admit::admit(rt, ctx, &mut parts)?;
-    let (form, body) = read_form(rt, &parts, body).await?;
+    let (form, body) = read_form(rt, &parts, &ctx.session_ids, body).await?;
     // Local endpoints: Jira's OAuth 1.0a token endpoints (checked by consumer signature)...
     if let Some(resp) = oauth1_token_endpoint(rt, ctx, &parts, form.as_deref()).await? {
         return Ok(resp);
     }
+    // ...and the session login, checked by the password backend itself.
+    let session_endpoint = rt.session.is_some() && ctx.path.as_ref().is_some_and(|p| session::is_endpoint(&p.decoded));
+    if let (true, Some(s), &Method::POST) = (session_endpoint, &rt.session, &parts.method) {
+        ctx.outcome = "login";
+        ctx.auth_kind = Some(AuthKind::Session);
+        let old = ctx.session_ids.first().map(String::as_str);
+        let (resp, failure) = s
+            .login(&parts, body, ctx.client_ip, old, ctx.time)
+            .await
+            .map_err(|e| ProxyError::Dependency(e.to_string()))?;
+        ctx.reason = failure;
+        return Ok(resp);
+    }
     authenticate(rt, ctx, &parts, form.as_deref()).await?;
     identify(rt, ctx)?;
+    if let (true, Some(s)) = (session_endpoint, &rt.session) {
+        return session_endpoint_answer(s, ctx, &parts).await;
+    }
     authorize(rt, ctx)?;
     // ...and the approval and token pages, for a signed-in user the rules let through.
     if let Some(p) = &rt.oauth1_provider
@@ -140,6 +161,26 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Resu
         }
     }
     rt.upstream.forward(ctx, parts, body, form.as_deref()).await
+}
+
+/// `GET` (who am I) and `DELETE` (log out) on Jira's session endpoint.
+async fn session_endpoint_answer(
+    s: &SessionAuth,
+    ctx: &mut RequestCtx,
+    parts: &http::request::Parts,
+) -> Result<Response<Body>, ProxyError> {
+    let dep = |e: crate::auth::AuthError| ProxyError::Dependency(e.to_string());
+    ctx.outcome = "session_endpoint";
+    match parts.method {
+        Method::GET => {
+            let xsrf = s.live(&ctx.session_ids, ctx.time).await.map_err(dep)?.map(|(_, x)| x);
+            Ok(s.current(ctx.jira_user.as_deref(), xsrf.as_deref()))
+        }
+        Method::DELETE => s.logout(&ctx.session_ids, ctx.time).await.map_err(dep),
+        _ => Err(ProxyError::BadRequest(
+            "Use POST to log in, GET to see the session, DELETE to log out.",
+        )),
+    }
 }
 
 /// Jira's OAuth 1.0a token endpoints are answered here, before the chain: the consumer's
@@ -197,6 +238,7 @@ const FORM_LIMIT: usize = 64 * 1024;
 async fn read_form(
     rt: &Runtime,
     parts: &http::request::Parts,
+    ctx_session_ids: &[String],
     body: Incoming,
 ) -> Result<(Option<Vec<(String, String)>>, Body), ProxyError> {
     let is_form = parts
@@ -210,8 +252,12 @@ async fn read_form(
                 .trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
-    let wanted =
-        (rt.reads_oauth_forms && crate::auth::oauth1::inbound::carries_oauth(parts)) || rt.upstream.signs_forms();
+    // A cookie call's form may carry its form token (`atl_token`).
+    let cookie_change =
+        !ctx_session_ids.is_empty() && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let wanted = (rt.reads_oauth_forms && crate::auth::oauth1::inbound::carries_oauth(parts))
+        || rt.upstream.signs_forms()
+        || cookie_change;
     if !is_form || !wanted {
         return Ok((None, body.boxed()));
     }

@@ -334,6 +334,9 @@ async fn jira(
         r.headers_mut().insert("content-length", n.into());
         return Ok(r);
     }
+    if let Some(r) = jira_rest(&parts, path, user.as_deref(), len) {
+        return Ok(r);
+    }
     if path == "/test/hop" {
         let mut r = Response::new(full("hop"));
         let h = r.headers_mut();
@@ -352,6 +355,76 @@ async fn jira(
     }
     let body = serde_json::json!({"name": user, "len": len, "sha256": hex(&[])});
     Ok(json(StatusCode::OK, body, user.as_deref()))
+}
+
+/// The few REST resources the real clients in tests/interop need, answered as Jira
+/// answers them: server info, creating and reading an issue, attaching a file (which,
+/// like Jira, needs `X-Atlassian-Token: no-check`), and a response that sets Jira's
+/// session cookies (`/test/cookies`).
+fn jira_rest(parts: &http::request::Parts, path: &str, user: Option<&str>, len: u64) -> Option<Response<ProxyBody>> {
+    let base = "http://jira.example.com";
+    let method = parts.method.as_str();
+    let r = match (method, path) {
+        ("GET", "/rest/api/2/serverInfo") => json(
+            StatusCode::OK,
+            serde_json::json!({"baseUrl": base, "version": "9.12.2", "versionNumbers": [9, 12, 2],
+                "deploymentType": "Server", "buildNumber": 9120002, "serverTitle": "Jira"}),
+            user,
+        ),
+        _ if user.is_none() && path.starts_with("/rest/api/2/issue") => json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"errorMessages": ["You are not authenticated."], "errors": {}}),
+            None,
+        ),
+        ("POST", "/rest/api/2/issue") => json(
+            StatusCode::CREATED,
+            serde_json::json!({"id": "10001", "key": "X-1", "self": format!("{base}/rest/api/2/issue/10001")}),
+            user,
+        ),
+        ("GET", "/rest/api/2/issue/X-1") => json(
+            StatusCode::OK,
+            serde_json::json!({"id": "10001", "key": "X-1", "self": format!("{base}/rest/api/2/issue/10001"),
+                "fields": {"summary": "made through the proxy", "project": {"key": "X"},
+                           "reporter": {"name": user}}}),
+            user,
+        ),
+        ("POST", "/rest/api/2/issue/X-1/attachments") => {
+            let no_check = parts
+                .headers
+                .get("x-atlassian-token")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no-check"));
+            if !no_check {
+                return Some(json(
+                    StatusCode::FORBIDDEN,
+                    serde_json::json!({"errorMessages": ["XSRF check failed"], "errors": {}}),
+                    user,
+                ));
+            }
+            json(
+                StatusCode::OK,
+                serde_json::json!([{"id": "20001", "self": format!("{base}/rest/api/2/attachment/20001"),
+                    "filename": "notes.txt", "size": len, "mimeType": "text/plain",
+                    "content": format!("{base}/secure/attachment/20001/notes.txt"),
+                    "author": {"name": user}}]),
+                user,
+            )
+        }
+        ("GET", "/test/cookies") => {
+            let mut r = json(StatusCode::OK, serde_json::json!({"name": user}), user);
+            let h = r.headers_mut();
+            for c in [
+                "JSESSIONID=ABCDEF0123; Path=/; HttpOnly",
+                "atlassian.xsrf.token=BQ93|lin; Path=/",
+                "seraph.rememberme.cookie=1234%3Aabcd; Path=/; HttpOnly",
+                "theme=dark; Path=/",
+            ] {
+                h.append("set-cookie", c.parse().unwrap());
+            }
+            r
+        }
+        _ => return None,
+    };
+    Some(r)
 }
 
 fn json(status: StatusCode, v: serde_json::Value, user: Option<&str>) -> Response<ProxyBody> {

@@ -291,4 +291,82 @@ mod tests {
         assert!(verify_plaintext("cs%26x&ts", b"cs&x", b"ts"));
         assert!(!verify_plaintext("cs&x&ts", b"cs&x", b"ts"));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn params() -> impl Strategy<Value = Vec<(String, String)>> {
+            // Distinct names (a header carries each once), any Unicode values.
+            proptest::collection::btree_map(
+                "oauth_[a-z_]{1,12}|[a-zA-Z0-9 ._~%&=+,\"-]{1,10}",
+                any::<String>(),
+                0..8,
+            )
+            .prop_map(|m| m.into_iter().filter(|(k, _)| k != "realm").collect())
+        }
+
+        proptest! {
+            #[test]
+            fn encoding_leaves_only_unreserved_characters_and_decodes_back(s in any::<String>()) {
+                let e = encode(&s);
+                prop_assert!(e.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
+                // Hex digits are uppercase (§3.6).
+                prop_assert!(!e.split('%').skip(1).any(|h| h.chars().take(2).any(|c| c.is_ascii_lowercase())));
+                prop_assert_eq!(percent_decode_str(&e).decode_utf8().expect("utf-8").into_owned(), s);
+            }
+
+            #[test]
+            fn a_header_we_write_parses_back_to_the_same_parameters(ps in params()) {
+                let header = format!(
+                    "OAuth realm=\"x\", {}",
+                    ps.iter().map(|(k, v)| format!("{}=\"{}\"", encode(k), encode(v))).collect::<Vec<_>>().join(", ")
+                );
+                prop_assert_eq!(parse_header(&header), Some(Ok(ps)));
+            }
+
+            #[test]
+            fn a_repeated_parameter_in_a_header_is_refused(k in "oauth_[a-z]{1,8}", a in any::<String>(), b in any::<String>()) {
+                let header = format!("OAuth {k}=\"{}\", {k}=\"{}\"", encode(&a), encode(&b));
+                prop_assert_eq!(parse_header(&header), Some(Err(ParamError::Duplicated)));
+            }
+
+            #[test]
+            fn parsers_never_panic_on_arbitrary_input(s in any::<String>(), bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+                let _ = parse_header(&s);
+                let _ = parse_header(&format!("OAuth {s}"));
+                let _ = form_pairs(&s);
+                let _ = form_pairs(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn the_base_string_ignores_parameter_order(mut ps in params(), seed in any::<u64>()) {
+                let before = base_string("POST", "https://jira.example.com/rest", &ps);
+                // A deterministic shuffle.
+                let n = ps.len();
+                for i in (1..n).rev() {
+                    let j = (seed.wrapping_mul(i as u64 + 7) % (i as u64 + 1)) as usize;
+                    ps.swap(i, j);
+                }
+                prop_assert_eq!(base_string("POST", "https://jira.example.com/rest", &ps), before);
+            }
+
+            #[test]
+            fn a_protocol_parameter_in_two_places_is_refused(v in any::<String>(), w in any::<String>()) {
+                let h = vec![("oauth_nonce".to_string(), v)];
+                let q = vec![("oauth_nonce".to_string(), w)];
+                prop_assert_eq!(collect(&h, &q, &[]), Err(ParamError::Duplicated));
+                prop_assert!(collect(&h, &[], &q).is_err());
+            }
+
+            #[test]
+            fn empty_values_and_names_with_reserved_characters_stay_distinct(k in "[a-z]{1,5}", v in any::<String>()) {
+                // "a=" and "a" with an empty value, and names needing encoding, sort on their
+                // encoded forms (§3.4.1.3.2).
+                let ps = vec![(k.clone(), String::new()), (format!("{k}&"), v.clone())];
+                let n = normalize(&ps);
+                prop_assert!(n.starts_with(&format!("{k}=&{k}%26=")), "{}", n);
+            }
+        }
+    }
 }

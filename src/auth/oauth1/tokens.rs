@@ -48,10 +48,7 @@ pub fn unix_now() -> u64 {
 
 /// The id a token is stored and listed under: 128 bits of its SHA-256, hex.
 pub fn token_id(token: &str) -> String {
-    crate::auth::cache::sha256(token.as_bytes())[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::auth::cache::id_of(token)
 }
 
 fn rt_key(token: &str) -> String {

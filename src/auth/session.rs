@@ -1,0 +1,482 @@
+//! Session cookies the way Jira's REST clients use them: `POST /rest/auth/1/session` with
+//! `{"username", "password"}` (checked by the Basic member's backend and lockout, plus a
+//! TOTP code for `totp_groups`) starts a session; its cookie then authenticates. The
+//! proxy answers these endpoints itself; Jira never sees the login or the cookie.
+//!
+//! Sessions live in the state store under a hash of their id (256 random bits), with the
+//! user, groups, creation and last-seen times and the session's form token. They end
+//! after `idle_timeout` without use, after `absolute_timeout` in any case, and on logout;
+//! every login makes a fresh id. A cookie the store does not know is treated like no
+//! cookie (Jira does the same), so rules decide what an anonymous caller may do.
+//!
+//! XSRF: a cookie-authenticated request that changes state (not GET/HEAD/OPTIONS/TRACE)
+//! must carry `X-Atlassian-Token: no-check`, an `Origin` (or `Referer`) of
+//! `server.public_url`'s origin, or the session's form token as `atl_token` (query or form
+//! body); otherwise it is refused with 403 "XSRF check failed" and never reaches Jira.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::basic::BasicAuth;
+use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason};
+use crate::config::{LocalUser, SessionConfig};
+use crate::error::{Body, full};
+use crate::store::{StateStore, StoreError};
+
+/// Jira's login endpoints (`1` and `latest`).
+pub fn is_endpoint(path: &str) -> bool {
+    matches!(path, "/rest/auth/1/session" | "/rest/auth/latest/session")
+}
+
+/// Largest login body read.
+const LOGIN_BODY_LIMIT: usize = 16 * 1024;
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    user: String,
+    groups: Vec<String>,
+    created: u64,
+    last_seen: u64,
+    /// The session's form token (`atl_token`).
+    xsrf: String,
+}
+
+pub struct SessionAuth {
+    cfg: SessionConfig,
+    store: Arc<dyn StateStore>,
+    basic: Arc<BasicAuth>,
+    /// TOTP secrets and configured groups, by lowercase user name.
+    totp: HashMap<String, crate::config::Secret>,
+    groups: HashMap<String, Vec<String>>,
+    xsrf_cookie: String,
+}
+
+#[derive(Deserialize)]
+struct Login {
+    username: String,
+    password: String,
+    otp: Option<String>,
+}
+
+fn now_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn login_failed() -> Response<Body> {
+    json(
+        StatusCode::UNAUTHORIZED,
+        serde_json::json!({"errorMessages": ["Login failed"], "errors": {}}),
+    )
+}
+
+fn not_authenticated() -> Response<Body> {
+    json(
+        StatusCode::UNAUTHORIZED,
+        serde_json::json!({
+            "errorMessages": ["You are not authenticated. Authentication required to perform this operation."],
+            "errors": {}
+        }),
+    )
+}
+
+impl SessionAuth {
+    pub fn new(cfg: &SessionConfig, users: &[LocalUser], store: Arc<dyn StateStore>, basic: Arc<BasicAuth>) -> Self {
+        SessionAuth {
+            xsrf_cookie: format!("{}-XSRF", cfg.cookie),
+            cfg: cfg.clone(),
+            store,
+            basic,
+            totp: users
+                .iter()
+                .filter_map(|u| Some((u.name.to_lowercase(), u.totp_secret.clone()?)))
+                .collect(),
+            groups: users
+                .iter()
+                .map(|u| (u.name.to_lowercase(), u.groups.clone()))
+                .collect(),
+        }
+    }
+
+    /// The cookies the proxy owns: never forwarded to Jira.
+    pub fn cookie_names(&self) -> [&str; 2] {
+        [&self.cfg.cookie, &self.xsrf_cookie]
+    }
+
+    /// The session cookie's name.
+    pub fn cookie_name(&self) -> &str {
+        &self.cfg.cookie
+    }
+
+    fn key(id: &str) -> String {
+        format!("session:{}", super::cache::id_of(id))
+    }
+
+    /// How long a session's record should live from `now`: its idle time, capped by what
+    /// is left of its absolute lifetime.
+    fn ttl(&self, created: u64, now: u64) -> Duration {
+        let left = (created + self.cfg.absolute_timeout.as_secs()).saturating_sub(now);
+        self.cfg
+            .idle_timeout
+            .min(Duration::from_secs(left))
+            .max(Duration::from_secs(1))
+    }
+
+    async fn load(&self, id: &str, now: u64) -> Result<Option<Record>, StoreError> {
+        let Some(bytes) = self.store.get(&Self::key(id)).await? else {
+            return Ok(None);
+        };
+        let Ok(r) = serde_json::from_slice::<Record>(&bytes) else {
+            return Ok(None);
+        };
+        let idle_over = r.last_seen + self.cfg.idle_timeout.as_secs() <= now;
+        let absolute_over = r.created + self.cfg.absolute_timeout.as_secs() <= now;
+        if idle_over || absolute_over {
+            self.store.delete(&Self::key(id)).await?;
+            return Ok(None);
+        }
+        Ok(Some(r))
+    }
+
+    async fn save(&self, id: &str, r: &Record, now: u64) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(r).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        self.store
+            .put(&Self::key(id), Bytes::from(bytes), self.ttl(r.created, now))
+            .await
+    }
+
+    fn set_cookie(&self, name: &str, value: &str, http_only: bool, max_age: Option<u64>) -> Option<HeaderValue> {
+        let mut c = format!("{name}={value}; Path=/; SameSite=Lax");
+        if http_only {
+            c.push_str("; HttpOnly");
+        }
+        if self.cfg.secure {
+            c.push_str("; Secure");
+        }
+        if let Some(age) = max_age {
+            c.push_str(&format!("; Max-Age={age}"));
+        }
+        HeaderValue::from_str(&c).ok()
+    }
+
+    /// The XSRF rules for a cookie-authenticated request.
+    fn xsrf_ok(&self, req: &AuthRequest<'_>, record: &Record) -> bool {
+        let parts = req.parts;
+        if !self.cfg.xsrf
+            || matches!(
+                parts.method,
+                Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+            )
+        {
+            return true;
+        }
+        let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
+        if header("x-atlassian-token").is_some_and(|v| v.trim().eq_ignore_ascii_case("no-check")) {
+            return true;
+        }
+        if let Some(origin) = &self.cfg.public_origin {
+            if let Some(o) = header("origin") {
+                return o.trim_end_matches('/').eq_ignore_ascii_case(origin);
+            }
+            if let Some(r) = header("referer") {
+                let r = r.to_ascii_lowercase();
+                if r.strip_prefix(origin.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                {
+                    return true;
+                }
+            }
+        }
+        let from_query = parts
+            .uri
+            .query()
+            .map(super::oauth1::rfc5849::form_pairs)
+            .unwrap_or_default();
+        let from_form = req.form.unwrap_or(&[]);
+        from_query
+            .iter()
+            .chain(from_form)
+            .filter(|(k, _)| k == "atl_token")
+            .any(|(_, v)| bool::from(v.as_bytes().ct_eq(record.xsrf.as_bytes())))
+    }
+
+    fn needs_totp(&self, user: &str, groups: &[String]) -> bool {
+        let configured = self.groups.get(&user.to_lowercase()).map(Vec::as_slice).unwrap_or(&[]);
+        groups
+            .iter()
+            .chain(configured)
+            .any(|g| self.cfg.totp_groups.contains(g))
+    }
+
+    /// A wrong second factor counts against the user like a wrong password: after the
+    /// lockout's `max_failures` (5 when lockout is off) in its window, logins stop.
+    async fn totp_ok(&self, user: &str, otp: Option<&str>, now: u64) -> Result<bool, StoreError> {
+        let (max, window) = self.basic.lockout().map_or((5, Duration::from_secs(900)), |l| {
+            (i64::from(l.max_failures.max(1)), l.window)
+        });
+        let fail_key = format!("lockout:totp:{}", user.to_lowercase());
+        let failures = self.store.get(&fail_key).await?;
+        if failures
+            .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<i64>().ok())
+            .unwrap_or(0)
+            >= max
+        {
+            return Ok(false);
+        }
+        let step = match (self.totp.get(&user.to_lowercase()), otp) {
+            (Some(secret), Some(code)) => super::totp::verify(secret.expose(), code, now),
+            _ => None,
+        };
+        let fresh = match step {
+            // Each code works once (RFC 6238 §5.2).
+            Some(step) => {
+                self.store
+                    .put_if_absent(
+                        &format!("totp-used:{}:{step}", user.to_lowercase()),
+                        Bytes::from_static(b"1"),
+                        Duration::from_secs(3 * super::totp::STEP_SECS),
+                    )
+                    .await?
+            }
+            None => false,
+        };
+        if !fresh {
+            self.store.incr(&fail_key, 1, window).await?;
+        }
+        Ok(fresh)
+    }
+
+    /// `POST /rest/auth/1/session`: checks the login and starts a session with a fresh id
+    /// (ending `old`, the caller's previous session, if any).
+    pub async fn login(
+        &self,
+        parts: &http::request::Parts,
+        body: Body,
+        client_ip: IpAddr,
+        old: Option<&str>,
+        now: std::time::SystemTime,
+    ) -> Result<(Response<Body>, Option<&'static str>), AuthError> {
+        use http_body_util::BodyExt;
+        let bad = |m: &str| {
+            json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"errorMessages": [m], "errors": {}}),
+            )
+        };
+        let is_json = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("application/json")
+            });
+        if !is_json {
+            // Only JSON: a cross-site form cannot log a browser into someone else's account.
+            let mut r = bad("Send the login as application/json.");
+            *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return Ok((r, None));
+        }
+        let bytes = match http_body_util::Limited::new(body, LOGIN_BODY_LIMIT).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return Ok((bad("The login body is too large or could not be read."), None)),
+        };
+        let Ok(login) = serde_json::from_slice::<Login>(&bytes) else {
+            return Ok((bad("Expected {\"username\": ..., \"password\": ...}."), None));
+        };
+        let principal = match self
+            .basic
+            .check_password(&login.username, &login.password, client_ip)
+            .await?
+        {
+            Outcome::Authenticated(p) => p,
+            Outcome::Rejected(r) => {
+                let mut resp = login_failed();
+                if let Some(wait) = r.retry_after
+                    && let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string())
+                {
+                    resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+                }
+                if let Some(message) = r.forbidden {
+                    resp = json(
+                        StatusCode::FORBIDDEN,
+                        serde_json::json!({"errorMessages": [message], "errors": {}}),
+                    );
+                }
+                return Ok((resp, Some(r.code)));
+            }
+            Outcome::NotPresent => return Ok((login_failed(), Some("bad_credentials"))),
+        };
+        let secs = now_secs(now);
+        if self.needs_totp(principal.subject(), principal.groups())
+            && !self.totp_ok(principal.subject(), login.otp.as_deref(), secs).await?
+        {
+            return Ok((login_failed(), Some("bad_otp")));
+        }
+        if let Some(old) = old {
+            self.store.delete(&Self::key(old)).await?;
+        }
+        let (id, xsrf) = (
+            super::oauth1::tokens::random_token()?,
+            super::oauth1::tokens::random_token()?,
+        );
+        let mut groups = principal.groups().to_vec();
+        for g in self
+            .groups
+            .get(&principal.subject().to_lowercase())
+            .into_iter()
+            .flatten()
+        {
+            if !groups.contains(g) {
+                groups.push(g.clone());
+            }
+        }
+        let record = Record {
+            user: principal.subject().to_owned(),
+            groups,
+            created: secs,
+            last_seen: secs,
+            xsrf: xsrf.clone(),
+        };
+        self.save(&id, &record, secs).await?;
+        let info = self.login_info(&record.user, secs).await?;
+        let mut resp = json(
+            StatusCode::OK,
+            serde_json::json!({
+                "session": {"name": self.cfg.cookie, "value": id},
+                "loginInfo": info,
+            }),
+        );
+        let h = resp.headers_mut();
+        if let Some(c) = self.set_cookie(&self.cfg.cookie, &id, true, None) {
+            h.append(http::header::SET_COOKIE, c);
+        }
+        if let Some(c) = self.set_cookie(&self.xsrf_cookie, &xsrf, false, None) {
+            h.append(http::header::SET_COOKIE, c);
+        }
+        Ok((resp, None))
+    }
+
+    /// Jira's `loginInfo`: this user's login count and the previous login's time.
+    async fn login_info(&self, user: &str, now: u64) -> Result<serde_json::Value, StoreError> {
+        const KEEP: Duration = Duration::from_secs(400 * 86_400);
+        let u = user.to_lowercase();
+        let count = self.store.incr(&format!("logins:{u}"), 1, KEEP).await?;
+        let previous = self.store.get(&format!("last-login:{u}")).await?;
+        self.store
+            .put(&format!("last-login:{u}"), Bytes::from(now.to_string()), KEEP)
+            .await?;
+        let mut info = serde_json::json!({"loginCount": count});
+        if let Some(t) = previous.and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok()) {
+            info["previousLoginTime"] = crate::time::rfc3339_secs(t).into();
+        }
+        Ok(info)
+    }
+
+    /// `GET /rest/auth/1/session`: who the caller is (any credential the chain accepted).
+    pub fn current(&self, user: Option<&str>, xsrf: Option<&str>) -> Response<Body> {
+        let Some(user) = user else {
+            return not_authenticated();
+        };
+        let base = self.cfg.public_url.as_deref().unwrap_or("");
+        let mut body = serde_json::json!({
+            "self": format!("{base}/rest/api/latest/user?username={}", super::oauth1::rfc5849::encode(user)),
+            "name": user,
+            "loginInfo": {},
+        });
+        if let Some(x) = xsrf {
+            body["atl_token"] = x.into();
+        }
+        json(StatusCode::OK, body)
+    }
+
+    /// The caller's session, if their cookie names a live one (for `GET` and logout).
+    pub async fn live(
+        &self,
+        ids: &[String],
+        now: std::time::SystemTime,
+    ) -> Result<Option<(String, String)>, AuthError> {
+        let [id] = ids else { return Ok(None) };
+        Ok(self.load(id, now_secs(now)).await?.map(|r| (id.clone(), r.xsrf)))
+    }
+
+    /// `DELETE /rest/auth/1/session`: ends the session server-side and clears the cookies.
+    pub async fn logout(&self, ids: &[String], now: std::time::SystemTime) -> Result<Response<Body>, AuthError> {
+        let Some((id, _)) = self.live(ids, now).await? else {
+            return Ok(not_authenticated());
+        };
+        self.store.delete(&Self::key(&id)).await?;
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        for name in self.cookie_names() {
+            if let Some(c) = self.set_cookie(name, "", name == self.cfg.cookie, Some(0)) {
+                r.headers_mut().append(http::header::SET_COOKIE, c);
+            }
+        }
+        Ok(r)
+    }
+}
+
+#[async_trait]
+impl Authenticator for SessionAuth {
+    fn kind(&self) -> AuthKind {
+        AuthKind::Session
+    }
+
+    fn challenge(&self) -> Option<HeaderValue> {
+        None
+    }
+
+    async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
+        let id = match req.session_ids {
+            [] => return Ok(Outcome::NotPresent),
+            [id] => id,
+            // Two cookies of our name (cookie tossing from a sibling domain or path):
+            // which one the browser meant cannot be told.
+            _ => return Ok(Outcome::Rejected(RejectReason::new("ambiguous_session"))),
+        };
+        let now = now_secs(req.now);
+        let Some(mut record) = self.load(id, now).await? else {
+            return Ok(Outcome::NotPresent);
+        };
+        let logout = is_endpoint(req.parts.uri.path()) && req.parts.method == Method::DELETE;
+        if !logout && !self.xsrf_ok(req, &record) {
+            let mut r = RejectReason::new("xsrf_check_failed");
+            r.forbidden = Some("XSRF check failed");
+            return Ok(Outcome::Rejected(r));
+        }
+        // Last-seen is written at most every minute (or tenth of the idle time), not on
+        // every request.
+        let every = (self.cfg.idle_timeout.as_secs() / 10).clamp(1, 60);
+        if now.saturating_sub(record.last_seen) >= every {
+            record.last_seen = now;
+            self.save(id, &record, now).await?;
+        }
+        let digest = super::cache::id_of(id);
+        Ok(Outcome::Authenticated(
+            Principal::new(AuthKind::Session, record.user, record.groups).with_credential_id(digest[..12].to_owned()),
+        ))
+    }
+}
