@@ -319,7 +319,7 @@ async fn keys_new_prints_the_key_once_and_a_block_that_works_when_pasted() {
         Bytes::new(),
     )
     .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 201, "Jira created the issue");
     assert_eq!(jira.last().user.as_deref(), Some("deploy-bot"));
 }
 

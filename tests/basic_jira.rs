@@ -169,7 +169,7 @@ async fn passthrough_mode_sends_the_checked_credential_on_to_jira() {
     );
     let proxy = Proxy::start(&text, jira.addr).await;
     let auth = basic("alice", "alice-jira-pw");
-    let r = get(&proxy.url("/rest/api/2/issue/X-1"), &[("authorization", &auth)]).await;
+    let r = get(&proxy.url("/rest/api/2/project/X"), &[("authorization", &auth)]).await;
     assert_eq!(r.status, 200);
     assert_eq!(jira.last().headers.get("authorization").unwrap(), auth.as_str());
     assert_eq!(jira.last().user, None);

@@ -27,7 +27,7 @@ fn check_example_config_prints_the_chain_identity_and_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("chain:     api_key -> jwt -> oauth1 -> basic"),
+        stdout.contains("chain:     session -> api_key -> jwt -> oauth1 -> basic"),
         "{stdout}"
     );
     assert!(

@@ -178,7 +178,7 @@ async fn requests_oauthlib_two_legged_rsa_sha1_and_hmac_sha1() {
     .await
     .unwrap();
     let users: Vec<_> = jira.seen().into_iter().filter_map(|s| s.user).collect();
-    assert_eq!(users, vec!["alice", "alice", "reporting-bot"]);
+    assert_eq!(users, vec!["alice", "alice", "alice", "reporting-bot"]);
     drop(proxy);
 }
 

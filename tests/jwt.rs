@@ -335,7 +335,7 @@ async fn bearer_claim_paths_groups_and_scopes_reach_the_rules() {
         bytes::Bytes::new(),
     )
     .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 201);
     assert_eq!(s.jira.last().user.as_deref(), Some("dave"));
     assert_eq!(proxy.audit().pop().unwrap()["rule"], "writers");
     c["scope"] = json!("openid read");

@@ -73,7 +73,7 @@ async fn tls_listener_negotiates_h2_and_forwards_as_http1_to_jira() {
         .body(Full::new(body.clone()))
         .unwrap();
     let resp = send.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status(), 201);
     assert_eq!(resp.version(), http::Version::HTTP_2);
     let _ = resp.into_body().collect().await.unwrap();
     let seen = jira.last();

@@ -43,6 +43,7 @@ const LOGIN_BODY_LIMIT: usize = 16 * 1024;
 struct Record {
     user: String,
     groups: Vec<String>,
+    /// Unix milliseconds.
     created: u64,
     last_seen: u64,
     /// The session's form token (`atl_token`).
@@ -66,8 +67,8 @@ struct Login {
     otp: Option<String>,
 }
 
-fn now_secs(t: std::time::SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+fn now_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64
 }
 
 fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
@@ -134,11 +135,11 @@ impl SessionAuth {
     /// How long a session's record should live from `now`: its idle time, capped by what
     /// is left of its absolute lifetime.
     fn ttl(&self, created: u64, now: u64) -> Duration {
-        let left = (created + self.cfg.absolute_timeout.as_secs()).saturating_sub(now);
+        let left = (created + self.cfg.absolute_timeout.as_millis() as u64).saturating_sub(now);
         self.cfg
             .idle_timeout
-            .min(Duration::from_secs(left))
-            .max(Duration::from_secs(1))
+            .min(Duration::from_millis(left))
+            .max(Duration::from_millis(1))
     }
 
     async fn load(&self, id: &str, now: u64) -> Result<Option<Record>, StoreError> {
@@ -148,8 +149,8 @@ impl SessionAuth {
         let Ok(r) = serde_json::from_slice::<Record>(&bytes) else {
             return Ok(None);
         };
-        let idle_over = r.last_seen + self.cfg.idle_timeout.as_secs() <= now;
-        let absolute_over = r.created + self.cfg.absolute_timeout.as_secs() <= now;
+        let idle_over = r.last_seen + self.cfg.idle_timeout.as_millis() as u64 <= now;
+        let absolute_over = r.created + self.cfg.absolute_timeout.as_millis() as u64 <= now;
         if idle_over || absolute_over {
             self.store.delete(&Self::key(id)).await?;
             return Ok(None);
@@ -282,17 +283,7 @@ impl SessionAuth {
                 serde_json::json!({"errorMessages": [m], "errors": {}}),
             )
         };
-        let is_json = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                ct.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case("application/json")
-            });
+        let is_json = crate::upstream::headers::media_type_is(&parts.headers, "application/json");
         if !is_json {
             // Only JSON: a cross-site form cannot log a browser into someone else's account.
             let mut r = bad("Send the login as application/json.");
@@ -329,9 +320,11 @@ impl SessionAuth {
             }
             Outcome::NotPresent => return Ok((login_failed(), Some("bad_credentials"))),
         };
-        let secs = now_secs(now);
+        let ms = now_ms(now);
         if self.needs_totp(principal.subject(), principal.groups())
-            && !self.totp_ok(principal.subject(), login.otp.as_deref(), secs).await?
+            && !self
+                .totp_ok(principal.subject(), login.otp.as_deref(), ms / 1000)
+                .await?
         {
             return Ok((login_failed(), Some("bad_otp")));
         }
@@ -356,12 +349,12 @@ impl SessionAuth {
         let record = Record {
             user: principal.subject().to_owned(),
             groups,
-            created: secs,
-            last_seen: secs,
+            created: ms,
+            last_seen: ms,
             xsrf: xsrf.clone(),
         };
-        self.save(&id, &record, secs).await?;
-        let info = self.login_info(&record.user, secs).await?;
+        self.save(&id, &record, ms).await?;
+        let info = self.login_info(&record.user, ms / 1000).await?;
         let mut resp = json(
             StatusCode::OK,
             serde_json::json!({
@@ -419,7 +412,7 @@ impl SessionAuth {
         now: std::time::SystemTime,
     ) -> Result<Option<(String, String)>, AuthError> {
         let [id] = ids else { return Ok(None) };
-        Ok(self.load(id, now_secs(now)).await?.map(|r| (id.clone(), r.xsrf)))
+        Ok(self.load(id, now_ms(now)).await?.map(|r| (id.clone(), r.xsrf)))
     }
 
     /// `DELETE /rest/auth/1/session`: ends the session server-side and clears the cookies.
@@ -457,7 +450,7 @@ impl Authenticator for SessionAuth {
             // which one the browser meant cannot be told.
             _ => return Ok(Outcome::Rejected(RejectReason::new("ambiguous_session"))),
         };
-        let now = now_secs(req.now);
+        let now = now_ms(req.now);
         let Some(mut record) = self.load(id, now).await? else {
             return Ok(Outcome::NotPresent);
         };
@@ -467,9 +460,9 @@ impl Authenticator for SessionAuth {
             r.forbidden = Some("XSRF check failed");
             return Ok(Outcome::Rejected(r));
         }
-        // Last-seen is written at most every minute (or tenth of the idle time), not on
-        // every request.
-        let every = (self.cfg.idle_timeout.as_secs() / 10).clamp(1, 60);
+        // Last-seen is written at most every tenth of the idle time (between a second and
+        // a minute), not on every request.
+        let every = (self.cfg.idle_timeout.as_millis() as u64 / 10).clamp(1_000, 60_000);
         if now.saturating_sub(record.last_seen) >= every {
             record.last_seen = now;
             self.save(id, &record, now).await?;

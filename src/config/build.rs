@@ -83,6 +83,17 @@ impl Ctx<'_> {
         }
     }
 
+    /// As `duration`, refusing zero.
+    fn positive_duration(&mut self, v: Option<&str>, path: &str, default: Duration) -> Duration {
+        match self.duration(v, path, default) {
+            d if d.is_zero() => {
+                self.err(path, "must be more than zero");
+                default
+            }
+            d => d,
+        }
+    }
+
     fn path(&self, p: &str) -> PathBuf {
         self.base.join(p)
     }
@@ -619,22 +630,14 @@ fn state(cx: &mut Ctx, r: raw::State) -> StateConfig {
 }
 
 fn redis_settings(cx: &mut Ctx, r: &raw::State) -> Option<crate::store::RedisSettings> {
-    let mut dur = |name: &str, v: Option<&str>, default: Duration| match v.map(parse_duration) {
-        None => default,
-        Some(Ok(d)) if !d.is_zero() => d,
-        Some(Ok(_)) => {
-            cx.err(format!("state.{name}"), "must be more than zero");
-            default
-        }
-        Some(Err(e)) => {
-            cx.err(format!("state.{name}"), e);
-            default
-        }
-    };
-    let connect_timeout = dur("connect_timeout", r.connect_timeout.as_deref(), Duration::from_secs(2));
-    let response_timeout = dur(
-        "response_timeout",
+    let connect_timeout = cx.positive_duration(
+        r.connect_timeout.as_deref(),
+        "state.connect_timeout",
+        Duration::from_secs(2),
+    );
+    let response_timeout = cx.positive_duration(
         r.response_timeout.as_deref(),
+        "state.response_timeout",
         Duration::from_secs(1),
     );
     let Some(spec) = r.url.as_deref() else {
@@ -730,20 +733,16 @@ fn session_member(cx: &mut Ctx, s: raw::Session, path: &str, public_url: Option<
             "that is Jira's own cookie; choose another name",
         );
     }
-    let mut dur = |key: &str, v: Option<String>, default: Duration| match v.as_deref().map(parse_duration) {
-        None => default,
-        Some(Ok(d)) if !d.is_zero() => d,
-        Some(Ok(_)) => {
-            cx.err(format!("{path}.{key}"), "must be more than zero");
-            default
-        }
-        Some(Err(e)) => {
-            cx.err(format!("{path}.{key}"), e);
-            default
-        }
-    };
-    let idle_timeout = dur("idle_timeout", s.idle_timeout, Duration::from_secs(30 * 60));
-    let absolute_timeout = dur("absolute_timeout", s.absolute_timeout, Duration::from_secs(12 * 3600));
+    let idle_timeout = cx.positive_duration(
+        s.idle_timeout.as_deref(),
+        &format!("{path}.idle_timeout"),
+        Duration::from_secs(30 * 60),
+    );
+    let absolute_timeout = cx.positive_duration(
+        s.absolute_timeout.as_deref(),
+        &format!("{path}.absolute_timeout"),
+        Duration::from_secs(12 * 3600),
+    );
     if idle_timeout > absolute_timeout {
         cx.err(format!("{path}.idle_timeout"), "longer than absolute_timeout");
     }

@@ -241,17 +241,7 @@ async fn read_form(
     ctx_session_ids: &[String],
     body: Incoming,
 ) -> Result<(Option<Vec<(String, String)>>, Body), ProxyError> {
-    let is_form = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
+    let is_form = crate::upstream::headers::media_type_is(&parts.headers, "application/x-www-form-urlencoded");
     // A cookie call's form may carry its form token (`atl_token`).
     let cookie_change =
         !ctx_session_ids.is_empty() && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);

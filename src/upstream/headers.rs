@@ -70,6 +70,20 @@ pub fn take_jira_cookies(headers: &mut HeaderMap) -> Option<HeaderValue> {
     session
 }
 
+/// True when the `Content-Type` is `media_type` (parameters and letter case ignored).
+pub fn media_type_is(headers: &HeaderMap, media_type: &str) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case(media_type)
+        })
+}
+
 /// True when `name` is `target` written with any case or with `_` for `-`, spellings
 /// that some servers (and Jira plugins reading CGI-style variables) treat as the same.
 pub fn same_header(name: &HeaderName, target: &HeaderName) -> bool {

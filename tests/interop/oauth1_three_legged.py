@@ -5,7 +5,7 @@ import os
 import re
 
 import requests
-from jira import JIRA
+from jira import JIRA, JIRAError
 from oauthlib.oauth1 import SIGNATURE_RSA
 from requests_oauthlib import OAuth1Session
 
@@ -38,4 +38,16 @@ client = JIRA(server=url, get_server_info=False, max_retries=0, oauth={
 })
 me = client.myself()
 assert me["name"] == "alice", me
+
+# Alice sees the application among her tokens and revokes it; the client is refused from then on.
+mine = requests.get(url + "/plugins/servlet/oauth/users/access-tokens", auth=("alice", "alice-pw"),
+                    headers={"Accept": "application/json"}).json()["accessTokens"]
+assert [t["consumerKey"] for t in mine] == ["applink-rsa"], mine
+gone = requests.delete(url + "/plugins/servlet/oauth/users/access-tokens/" + mine[0]["id"], auth=("alice", "alice-pw"))
+assert gone.status_code == 204, gone.status_code
+try:
+    client.myself()
+    raise SystemExit("a revoked access token still works")
+except JIRAError as e:
+    assert e.status_code == 401, e.status_code
 print("interop ok")

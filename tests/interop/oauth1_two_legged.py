@@ -30,6 +30,25 @@ r = requests.get(url + "/rest/api/2/myself", params={"xoauth_requestor_id": "ali
 assert r.status_code == 401, r.status_code
 assert 'oauth_problem="signature_invalid"' in r.headers["WWW-Authenticate"], r.headers
 
+# A captured request sent again (same nonce, same signature) is refused.
+prepared = requests.Request("GET", url + "/rest/api/2/myself", params={"xoauth_requestor_id": "alice"},
+                            auth=auth).prepare()
+with requests.Session() as s:
+    assert s.send(prepared).status_code == 200
+    replay = s.send(prepared)
+    assert replay.status_code == 401, replay.status_code
+    assert 'oauth_problem="nonce_used"' in replay.headers["WWW-Authenticate"], replay.headers
+
+# A signed form body changed on the way is refused.
+prepared = requests.Request("POST", url + "/rest/api/2/issue/X-1/comment", params={"xoauth_requestor_id": "alice"},
+                            data={"body": "what alice wrote"}, auth=auth).prepare()
+prepared.body = "body=what+mallory+wrote"
+prepared.headers["Content-Length"] = str(len(prepared.body))
+with requests.Session() as s:
+    tampered = s.send(prepared)
+assert tampered.status_code == 401, tampered.status_code
+assert 'oauth_problem="signature_invalid"' in tampered.headers["WWW-Authenticate"], tampered.headers
+
 r = requests.get(url + "/rest/api/2/myself", auth=OAuth1("reporting", client_secret=os.environ["HMAC_SECRET"]))
 assert r.status_code == 200, (r.status_code, r.headers.get("WWW-Authenticate"))
 assert r.json()["name"] == "reporting-bot", r.text

@@ -106,7 +106,8 @@ impl Provider {
     }
 
     /// A page refusing approval when the consumer may not act as this user.
-    fn not_for(&self, consumer: &str, name: &str, user: &str) -> Option<Response<Body>> {
+    fn not_for(&self, consumer: &str, user: &str) -> Option<Response<Body>> {
+        let name = self.auth.consumer_name(consumer).unwrap_or(consumer);
         let allowed = self
             .auth
             .consumer(consumer)
@@ -243,14 +244,10 @@ impl Provider {
                 "<p>Start again from the application.</p>",
             ));
         };
-        let name = self
-            .auth
-            .consumer_name(&record.consumer)
-            .unwrap_or(&record.consumer)
-            .to_owned();
-        if let Some(refused) = self.not_for(&record.consumer, &name, user) {
+        if let Some(refused) = self.not_for(&record.consumer, user) {
             return Ok(refused);
         }
+        let name = self.auth.consumer_name(&record.consumer).unwrap_or(&record.consumer);
         let body = format!(
             "<p><b>{name}</b> asks to read and change data in Jira as <b>{user}</b>.</p>\
              <form method=\"post\" action=\"{AUTHORIZE}\">\
@@ -258,7 +255,7 @@ impl Provider {
              <input type=\"hidden\" name=\"atl_token\" value=\"{f}\">\
              <button type=\"submit\" name=\"approve\" value=\"Allow\">Allow</button> \
              <button type=\"submit\" name=\"deny\" value=\"Deny\">Deny</button></form>",
-            name = html_escape(&name),
+            name = html_escape(name),
             user = html_escape(user),
             t = html_escape(&token),
             f = self.form_token(user, &token),
@@ -292,12 +289,7 @@ impl Provider {
                 "<p>Start again from the application.</p>",
             ));
         };
-        let name = self
-            .auth
-            .consumer_name(&record.consumer)
-            .unwrap_or(&record.consumer)
-            .to_owned();
-        if let Some(refused) = self.not_for(&record.consumer, &name, user) {
+        if let Some(refused) = self.not_for(&record.consumer, user) {
             return Ok(refused);
         }
         if get("approve").is_none() {
