@@ -32,6 +32,12 @@ pub enum ProxyError {
     /// Too many failed attempts for this account.
     #[error("locked out")]
     LockedOut { retry_after: Duration },
+    /// A rule's rate limit: Jira Data Center's answer, with its headers.
+    #[error("rate limited")]
+    RateLimited {
+        retry_after: Duration,
+        headers: Vec<(&'static str, HeaderValue)>,
+    },
     /// Authenticated, but the rules deny the request.
     #[error("forbidden")]
     Forbidden,
@@ -65,7 +71,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::AuthRequired { .. } | ProxyError::AuthFailed { .. } => StatusCode::UNAUTHORIZED,
-            ProxyError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::LockedOut { .. } | ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Forbidden | ProxyError::Refused(_) | ProxyError::InsufficientScope { .. } => {
                 StatusCode::FORBIDDEN
             }
@@ -84,6 +90,7 @@ impl ProxyError {
                 "You are not authenticated. Authentication required to perform this operation."
             }
             ProxyError::LockedOut { .. } => "Too many failed login attempts for this account. Try again later.",
+            ProxyError::RateLimited { .. } => "Rate limit exceeded. Try again later.",
             ProxyError::Forbidden | ProxyError::InsufficientScope { .. } => {
                 "You do not have permission to perform this operation."
             }
@@ -114,6 +121,17 @@ impl ProxyError {
             ProxyError::LockedOut { retry_after } => {
                 let secs = retry_after.as_secs().max(1);
                 headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+            }
+            ProxyError::RateLimited {
+                retry_after,
+                headers: limits,
+            } => {
+                // Whole seconds, rounded up: a client that waits this long gets a token.
+                let secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
+                headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+                for (name, value) in limits {
+                    headers.insert(name, value);
+                }
             }
             _ => {}
         }

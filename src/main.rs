@@ -1,4 +1,4 @@
-//! The `jira-auth-proxy` command line: serve | check | hash-password | keys | oauth1 | demo.
+//! The `jira-auth-proxy` command line: serve | check | explain | hash-password | keys | oauth1 | demo.
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -30,6 +30,34 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Show how the access rules decide a request: the decision, the rule that made it,
+    /// and why each earlier rule did not match.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The Jira user (omit for an anonymous caller).
+        #[arg(long)]
+        user: Option<String>,
+        /// How they authenticated: basic, api_key, oauth1, jwt, introspection, session.
+        #[arg(long)]
+        auth: Option<String>,
+        /// Comma-separated groups (added to the user's groups from [[users]]).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Comma-separated scopes of the credential.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// The client address.
+        #[arg(long, default_value = "127.0.0.1")]
+        from: std::net::IpAddr,
+        /// A request header, "Name: value" (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// GET, POST, ...
+        method: String,
+        /// The request path (normalised as the proxy does before matching).
+        path: String,
     },
     /// Hash a password (argon2id) for a [[users]] entry. Reads the password from stdin,
     /// or prompts without echo when stdin is a terminal.
@@ -121,6 +149,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Explain {
+            config,
+            user,
+            auth,
+            groups,
+            scopes,
+            from,
+            headers,
+            method,
+            path,
+        } => explain(&config, user, auth, groups, scopes, from, &headers, &method, &path),
         Command::HashPassword => hash_password(),
         Command::Serve { config } => run_async(serve(config)),
         Command::Demo { listen } => run_async(demo::run(listen)),
@@ -218,6 +257,134 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     signals.wait().await;
     running.shutdown().await;
     Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn explain(
+    config: &std::path::Path,
+    user: Option<String>,
+    auth: Option<String>,
+    mut groups: Vec<String>,
+    scopes: Vec<String>,
+    from: std::net::IpAddr,
+    headers: &[String],
+    method: &str,
+    path: &str,
+) -> ExitCode {
+    use jira_auth_proxy::access::{Policy, Subject};
+    let fail = |m: String| {
+        eprintln!("error: {m}");
+        ExitCode::FAILURE
+    };
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("{}:\n{e}", config.display())),
+    };
+    let policy = match Policy::compile(&cfg.access) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let Ok(method) = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+        return fail(format!("not an HTTP method: {method:?}"));
+    };
+    let kind = match auth.as_deref().map(|a| (a, auth::AuthKind::parse(a))) {
+        None => None,
+        Some((_, Some(k))) => Some(k),
+        Some((a, None)) => return fail(format!("unknown auth kind {a:?}")),
+    };
+    let normal = match jira_auth_proxy::pipeline::path::normalize(path) {
+        Ok(p) => p.decoded,
+        Err(e) => return fail(format!("the proxy answers 400 to this path: {}", e.message())),
+    };
+    if let Some(u) = &user
+        && let Some(local) = cfg.users.iter().find(|x| x.name.eq_ignore_ascii_case(u))
+    {
+        for g in &local.groups {
+            if !groups.contains(g) {
+                groups.push(g.clone());
+            }
+        }
+    }
+    let mut header_map = http::HeaderMap::new();
+    for h in headers {
+        let parsed = h.split_once(':').and_then(|(n, v)| {
+            Some((
+                http::HeaderName::from_bytes(n.trim().as_bytes()).ok()?,
+                http::HeaderValue::from_str(v.trim()).ok()?,
+            ))
+        });
+        match parsed {
+            Some((n, v)) => {
+                header_map.append(n, v);
+            }
+            None => return fail(format!("not a header \"Name: value\": {h:?}")),
+        }
+    }
+    let subject = Subject {
+        method: &method,
+        path: &normal,
+        kind,
+        authenticated: user.is_some(),
+        user: user.as_deref(),
+        groups: &groups,
+        scopes: &scopes,
+        client_ip: from,
+        headers: Some(&header_map),
+    };
+    let (steps, decision) = policy.explain(&subject);
+    let or_dash = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(",") };
+    println!(
+        "request:  {method} {normal}  (user {}, auth {}, groups {}, scopes {}, from {from})",
+        user.as_deref().unwrap_or("(anonymous)"),
+        kind.map_or("-", |k| k.as_str()),
+        or_dash(&groups),
+        or_dash(&scopes)
+    );
+    if normal != path {
+        println!("          (as written: {path})");
+    }
+    for (i, s) in steps.iter().enumerate() {
+        if s.failed.is_empty() {
+            let what = if s.report_only {
+                "matches, report only"
+            } else {
+                "MATCHES"
+            };
+            println!("  {}. {}: {what}", i + 1, s.rule);
+        } else {
+            println!("  {}. {}: no match", i + 1, s.rule);
+            for f in &s.failed {
+                println!("       - {f}");
+            }
+        }
+    }
+    let effect = match decision.effect {
+        jira_auth_proxy::config::Effect::Allow => "ALLOW",
+        jira_auth_proxy::config::Effect::Deny => "DENY",
+    };
+    let by = decision
+        .rule
+        .as_ref()
+        .map_or("access.default (no rule matched)".to_string(), |r| {
+            format!("rule {r:?}")
+        });
+    let answer = match (decision.effect, decision.enforced, user.is_some()) {
+        (jira_auth_proxy::config::Effect::Allow, _, _) => "forwarded to Jira",
+        (_, false, _) => "report mode: logged, forwarded to Jira",
+        (_, true, false) => "401: anonymous callers are asked to authenticate",
+        (_, true, true) => "403",
+    };
+    println!("decision: {effect} by {by} ({answer})");
+    if !decision.would_deny.is_empty() {
+        println!("report:   would be denied by {}", decision.would_deny.join(", "));
+    }
+    if let Some((_, rate)) = decision.rate {
+        println!(
+            "rate:     {} per {}s, burst {}, per caller",
+            rate.count, rate.per_secs, rate.burst
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

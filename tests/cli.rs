@@ -34,8 +34,155 @@ fn check_example_config_prints_the_chain_identity_and_rules() {
         stdout.contains("identity:  header x-forwarded-user (with shared secret in x-proxy-secret)"),
         "{stdout}"
     );
-    assert!(stdout.contains("rules:     6"), "{stdout}");
+    assert!(stdout.contains("rules:     8"), "{stdout}");
     assert!(!stdout.contains("from-the-environment"));
+    assert!(
+        !stdout.contains("warning:   rule"),
+        "no shadowed rules, no anonymous writes: {stdout}"
+    );
+}
+
+/// `explain` on the example config: (decision line, full output).
+fn explain(args: &[&str]) -> (String, String) {
+    let out = Command::new(BIN)
+        .args(["explain", "--config", &repo("config/example.toml")])
+        .args(args)
+        .env("JAP_UPSTREAM_SECRET", "from-the-environment")
+        .env("JAP_REPORTING_SECRET", "reporting-secret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let decision = stdout
+        .lines()
+        .find(|l| l.starts_with("decision:"))
+        .unwrap_or_default()
+        .to_string();
+    (decision, stdout)
+}
+
+#[test]
+fn the_example_rules_do_what_their_names_say() {
+    let case = |args: &[&str], want: &str| {
+        let (decision, all) = explain(args);
+        assert!(decision.contains(want), "{args:?}: wanted {want:?}\n{all}");
+        all
+    };
+    case(&["GET", "/rest/api/2/serverInfo"], "ALLOW by rule \"status is public\"");
+    case(&["POST", "/status"], "DENY by access.default");
+    case(
+        &["GET", "/rest/api/2/issue/X-1"],
+        "401: anonymous callers are asked to authenticate",
+    );
+    case(
+        &["--user", "alice", "--auth", "basic", "GET", "/secure/admin/users"],
+        "ALLOW by rule \"everyone authenticated\"",
+    );
+    case(
+        &["--user", "dave", "--auth", "jwt", "GET", "/secure/admin/users"],
+        "DENY by rule \"admin APIs for admins\"",
+    );
+    case(
+        &[
+            "--user",
+            "ci-bot",
+            "--auth",
+            "basic",
+            "--from",
+            "10.20.1.1",
+            "DELETE",
+            "/rest/api/2/issue/X-1",
+        ],
+        "DENY by rule \"bots read only\"",
+    );
+    let all = case(
+        &[
+            "--user",
+            "ci-bot",
+            "--auth",
+            "basic",
+            "--from",
+            "10.20.1.1",
+            "GET",
+            "/rest/api/2/issue/X-1",
+        ],
+        "ALLOW by rule \"bots from the build network\"",
+    );
+    assert!(all.contains("rate:     20 per 1s, burst 100, per caller"), "{all}");
+    case(
+        &[
+            "--user",
+            "ci-bot",
+            "--auth",
+            "basic",
+            "--from",
+            "192.168.1.1",
+            "GET",
+            "/rest/api/2/issue/X-1",
+        ],
+        "DENY by rule \"bots nowhere else\"",
+    );
+    let all = case(
+        &["--user", "alice", "--auth", "basic", "GET", "/rest/api/2/issue/X-1"],
+        "ALLOW by rule \"everyone authenticated\"",
+    );
+    assert!(
+        all.contains("report:   would be denied by employees off Basic auth (trial)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("employees off Basic auth (trial): matches, report only"),
+        "{all}"
+    );
+    case(
+        &[
+            "--user",
+            "deployer",
+            "--auth",
+            "api_key",
+            "--scopes",
+            "deploy",
+            "PUT",
+            "/rest/api/2/version/7",
+        ],
+        "ALLOW by rule \"keys with the deploy scope\"",
+    );
+}
+
+#[test]
+fn explain_lists_why_each_earlier_rule_did_not_match_and_normalises_the_path() {
+    let (decision, all) = explain(&[
+        "--user",
+        "dave",
+        "--auth",
+        "jwt",
+        "GET",
+        "/rest/api/2/../../../secure/admin/x",
+    ]);
+    assert!(decision.contains("admin APIs for admins"), "{all}");
+    assert!(all.contains("request:  GET /secure/admin/x"), "{all}");
+    assert!(
+        all.contains("(as written: /rest/api/2/../../../secure/admin/x)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("1. status is public: no match")
+            && all.contains("- path /secure/admin/x matches none of /status, /rest/api/2/serverInfo"),
+        "{all}"
+    );
+    // A path the proxy refuses is said so.
+    let out = Command::new(BIN)
+        .args([
+            "explain",
+            "--config",
+            &repo("config/minimal.toml"),
+            "GET",
+            "/a/%2e%2e/..%2f",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("400"));
 }
 
 #[test]

@@ -9,9 +9,35 @@ enum Seg {
     Any,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     segs: Vec<Seg>,
+}
+
+/// The literal segments a pattern starts with (before its first `*` or `**`): every path
+/// it matches starts with them, which is what the rule index keys on.
+pub fn literal_prefix(pattern: &str) -> Vec<&str> {
+    pattern
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .take_while(|s| !s.contains('*'))
+        .collect()
+}
+
+impl std::fmt::Display for Glob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.segs.is_empty() {
+            return f.write_str("/");
+        }
+        for s in &self.segs {
+            match s {
+                Seg::Lit(l) => write!(f, "/{l}")?,
+                Seg::One => f.write_str("/*")?,
+                Seg::Any => f.write_str("/**")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Validates a pattern for config errors.
@@ -37,6 +63,25 @@ impl Glob {
             });
         }
         Ok(Glob { segs })
+    }
+
+    /// Every path `other` matches, this matches too (certainly; false when unsure).
+    pub fn covers(&self, other: &Glob) -> bool {
+        if self == other {
+            return true;
+        }
+        // `prefix/**` covers anything starting with the same prefix (literals, or `*` over
+        // any single segment).
+        match self.segs.split_last() {
+            Some((Seg::Any, prefix)) => {
+                other.segs.len() >= prefix.len()
+                    && prefix.iter().zip(&other.segs).all(|(a, b)| match (a, b) {
+                        (Seg::One, Seg::Lit(_) | Seg::One) => true,
+                        (a, b) => a == b && *a != Seg::Any,
+                    })
+            }
+            _ => false,
+        }
     }
 
     pub fn matches(&self, path: &str) -> bool {
@@ -87,6 +132,28 @@ mod tests {
         assert!(m("/secure/admin/**", "/secure/admin/a/b/c"));
         assert!(m("/**/attachments", "/rest/api/2/issue/X-1/attachments"));
         assert!(m("/**", "/"));
+    }
+
+    #[test]
+    fn literal_prefixes_stop_at_the_first_wildcard() {
+        assert_eq!(
+            literal_prefix("/rest/api/2/issue/*/comment"),
+            ["rest", "api", "2", "issue"]
+        );
+        assert_eq!(literal_prefix("/**/attachments"), Vec::<&str>::new());
+        assert_eq!(literal_prefix("/"), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_double_star_tail_covers_longer_patterns_with_its_prefix() {
+        let g = |p: &str| Glob::compile(p).expect("pattern");
+        assert!(g("/secure/admin/**").covers(&g("/secure/admin/users")));
+        assert!(g("/secure/**").covers(&g("/secure/*/x/**")));
+        assert!(g("/rest/*/**").covers(&g("/rest/api/2")));
+        assert!(!g("/rest/api/*").covers(&g("/rest/api/2")), "unsure is false");
+        assert!(!g("/secure/admin/**").covers(&g("/secure/**")));
+        assert!(!g("/a/**").covers(&g("/**/a")));
+        assert_eq!(g("/a/*/**").to_string(), "/a/*/**");
     }
 
     #[test]

@@ -197,6 +197,18 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let api_keys = api_keys(&mut cx, keys_raw);
     let identity = identity(&mut cx, identity_raw);
     let access = access(&mut cx, access_raw, rules_raw, &chain);
+    if let Ok(policy) = crate::access::Policy::compile(&access) {
+        for (rule, by) in policy.shadowed() {
+            cx.warnings.push(format!(
+                "access rule {rule:?} can never match: rule {by:?} before it matches everything it does"
+            ));
+        }
+        if let Some(what) = policy.anonymous_writes() {
+            cx.warnings.push(format!(
+                "{what} lets anonymous callers change data (methods other than GET/HEAD/OPTIONS)"
+            ));
+        }
+    }
     if chain.iter().any(|m| {
         matches!(
             m,
@@ -998,9 +1010,41 @@ fn rule(cx: &mut Ctx, r: raw::Rule, path: &str, names: &mut HashSet<String>, cha
         );
     }
     let source = cidrs(cx, &r.source, &format!("{path}.source"));
-    if !r.scopes.is_empty() && r.auth.iter().all(|a| a != "api_key") && !r.auth.is_empty() {
-        cx.warnings
-            .push(format!("{path}.scopes: only api_key credentials carry scopes today"));
+    let scoped = ["api_key", "jwt", "introspection"];
+    if !r.scopes.is_empty() && !r.auth.is_empty() && r.auth.iter().all(|a| !scoped.contains(&a.as_str())) {
+        cx.warnings.push(format!(
+            "{path}.scopes: only api_key, jwt and introspection credentials carry scopes"
+        ));
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &r.headers {
+        if let Some(h) = header_name(cx, name, &format!("{path}.headers")) {
+            headers.push((h, value.clone()));
+        }
+    }
+    let report = match r.mode.as_deref() {
+        None | Some("enforce") => false,
+        Some("report") => true,
+        Some(other) => {
+            cx.err(
+                format!("{path}.mode"),
+                format!("expected \"enforce\" or \"report\", not {other:?}"),
+            );
+            false
+        }
+    };
+    let rate = r.rate.as_deref().and_then(|s| match RateSpec::parse(s) {
+        Ok(spec) => Some(spec),
+        Err(e) => {
+            cx.err(format!("{path}.rate"), e);
+            None
+        }
+    });
+    if rate.is_some() && effect == Effect::Deny {
+        cx.err(
+            format!("{path}.rate"),
+            "only allow rules carry a rate (a deny rule lets nothing through)",
+        );
     }
     RuleConfig {
         name: r.name,
@@ -1016,6 +1060,9 @@ fn rule(cx: &mut Ctx, r: raw::Rule, path: &str, names: &mut HashSet<String>, cha
         scopes: r.scopes,
         anonymous: r.anonymous,
         authenticated: r.authenticated,
+        headers,
+        report,
+        rate,
     }
 }
 

@@ -404,6 +404,59 @@ pub struct RuleConfig {
     pub scopes: Vec<String>,
     pub anonymous: Option<bool>,
     pub authenticated: Option<bool>,
+    /// Request headers that must carry exactly these values.
+    pub headers: Vec<(HeaderName, String)>,
+    /// `mode = "report"`: when it matches, its would-be effect is logged and the next
+    /// rules decide.
+    pub report: bool,
+    /// `rate = "20/s burst 100"`: a token bucket per caller (Jira user, or client address
+    /// for anonymous callers) for the requests this (allow) rule lets through.
+    pub rate: Option<RateSpec>,
+}
+
+/// A rate limit: `count` requests per `per_secs`, with bursts up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSpec {
+    pub count: u32,
+    pub per_secs: u32,
+    pub burst: u32,
+}
+
+impl RateSpec {
+    /// `"20/s"`, `"100/m burst 200"`, `"5000/h"`, `"10/30s"`.
+    pub fn parse(s: &str) -> Result<RateSpec, String> {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        let (rate, burst) = match words.as_slice() {
+            [rate] => (*rate, None),
+            [rate, "burst", b] => (*rate, Some(*b)),
+            _ => {
+                return Err(format!(
+                    "expected \"N/s\", \"N/m\" or \"N/h\", optionally \"burst B\", not {s:?}"
+                ));
+            }
+        };
+        let (count, per) = rate.split_once('/').ok_or_else(|| format!("no '/' in {rate:?}"))?;
+        let count: u32 = count.parse().map_err(|_| format!("not a count: {count:?}"))?;
+        let per_secs = match per {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            d => values::parse_duration(d).map(|d| d.as_secs() as u32)?,
+        };
+        let burst = match burst {
+            Some(b) => b.parse().map_err(|_| format!("not a burst size: {b:?}"))?,
+            None => count,
+        };
+        if count == 0 || per_secs == 0 || burst == 0 {
+            return Err("count, period and burst must all be more than zero".into());
+        }
+        Ok(RateSpec { count, per_secs, burst })
+    }
+
+    /// Milliseconds between two tokens.
+    pub fn interval_ms(&self) -> f64 {
+        f64::from(self.per_secs) * 1000.0 / f64::from(self.count)
+    }
 }
 
 impl Config {

@@ -274,4 +274,8 @@ pub struct Rule {
     pub scopes: Vec<String>,
     pub anonymous: Option<bool>,
     pub authenticated: Option<bool>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub mode: Option<String>,
+    pub rate: Option<String>,
 }

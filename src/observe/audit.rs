@@ -25,6 +25,9 @@ struct Line<'a> {
     reason: Option<&'static str>,
     user: Option<&'a str>,
     rule: Option<&'a str>,
+    /// Report-mode rules (or the whole list in report mode) that would have denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would_deny: Option<&'a str>,
     status: u16,
     duration_ms: f64,
 }
@@ -68,6 +71,7 @@ impl Audit {
             reason: ctx.reason,
             user: ctx.jira_user.as_deref(),
             rule: ctx.rule.as_deref(),
+            would_deny: Some(ctx.would_deny.as_str()).filter(|w| !w.is_empty()),
             status: status.as_u16(),
             duration_ms: (ctx.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
         };

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use crate::auth::oauth1::provider;
 use crate::auth::session::{self, SessionAuth};
 use crate::auth::{AuthKind, AuthRequest, Principal, Verdict};
-use crate::config::Effect;
+use crate::config::{Effect, RateSpec};
 use crate::error::{Body, ProxyError};
 use crate::runtime::Runtime;
 use path::NormalPath;
@@ -52,6 +52,10 @@ pub struct RequestCtx {
     pub outcome: &'static str,
     pub reason: Option<&'static str>,
     pub rule: Option<String>,
+    /// Report-mode rules that would have denied this request.
+    pub would_deny: String,
+    /// The rate limit the deciding rule applied, for the response's headers.
+    pub rate: Option<RateHeaders>,
     /// The proxy's own session cookie values, taken out of the request by `admit`.
     pub session_ids: Vec<String>,
 }
@@ -93,6 +97,8 @@ impl RequestCtx {
             outcome: "bad_request",
             reason: None,
             rule: None,
+            would_deny: String::new(),
+            rate: None,
             session_ids: Vec::new(),
         }
     }
@@ -110,6 +116,11 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Incoming>) ->
         }
     };
     resp.headers_mut().insert("x-request-id", ctx.id.clone());
+    if let Some(rate) = &ctx.rate {
+        for (name, value) in rate.values() {
+            resp.headers_mut().insert(name, value);
+        }
+    }
     rt.audit.record(&ctx, resp.status());
     resp
 }
@@ -140,7 +151,7 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Resu
     if let (true, Some(s)) = (session_endpoint, &rt.session) {
         return session_endpoint_answer(s, ctx, &parts).await;
     }
-    authorize(rt, ctx)?;
+    authorize(rt, ctx, &parts.headers).await?;
     // ...and the approval and token pages, for a signed-in user the rules let through.
     if let Some(p) = &rt.oauth1_provider
         && let Some(path) = ctx.path.as_ref().map(|p| p.decoded.clone())
@@ -333,7 +344,7 @@ fn identify(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
     }
 }
 
-fn authorize(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
+async fn authorize(rt: &Runtime, ctx: &mut RequestCtx, headers: &http::HeaderMap) -> Result<(), ProxyError> {
     // API keys' own scopes: "read" alone allows only safe methods. (Token scopes from an
     // identity provider mean whatever that provider says; rules decide about those.)
     if let Some(p) = &ctx.principal
@@ -348,16 +359,30 @@ fn authorize(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
         method: &ctx.method,
         path,
         kind: ctx.auth_kind,
-        principal: ctx.principal.as_ref(),
-        jira_user: ctx.jira_user.as_deref(),
+        authenticated: ctx.principal.is_some(),
+        user: ctx.jira_user.as_deref(),
+        groups: ctx.principal.as_ref().map_or(&[], |p| p.groups()),
+        scopes: ctx.principal.as_ref().map_or(&[], |p| p.scopes()),
         client_ip: ctx.client_ip,
+        headers: Some(headers),
     });
     ctx.rule = decision.rule.clone();
+    if !decision.would_deny.is_empty() {
+        // Report-mode rules: logged (the audit line names them), never enforced.
+        ctx.reason = Some("would_deny");
+        ctx.would_deny = decision.would_deny.join(", ");
+    }
     if decision.effect == Effect::Deny && !decision.enforced {
         ctx.reason = Some("would_deny");
+        if let Some(rule) = &decision.rule {
+            ctx.would_deny = rule.clone();
+        }
         return Ok(());
     }
     if !decision.denies() {
+        if let (Some((_, spec)), Some(rule)) = (decision.rate, &decision.rule) {
+            return throttle(rt, ctx, rule, spec).await;
+        }
         return Ok(());
     }
     ctx.reason = Some("denied_by_rule");
@@ -377,6 +402,53 @@ fn authorize(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
             Err(insufficient_scope(rt, &scopes))
         }
         _ => Err(ProxyError::Forbidden),
+    }
+}
+
+/// A rule's rate limit: one token from the bucket of (rule, caller). The caller is the
+/// Jira user, or the client address for anonymous callers.
+async fn throttle(rt: &Runtime, ctx: &mut RequestCtx, rule: &str, spec: RateSpec) -> Result<(), ProxyError> {
+    let who = match &ctx.jira_user {
+        Some(u) => format!("u:{}", u.to_lowercase()),
+        None => format!("ip:{}", ctx.client_ip),
+    };
+    let key = format!("rate:{}:{who}", crate::auth::oauth1::rfc5849::encode(rule));
+    let interval = std::time::Duration::from_micros((spec.interval_ms() * 1000.0) as u64);
+    let t = rt
+        .store
+        .throttle(&key, interval, spec.burst)
+        .await
+        .map_err(|e| ProxyError::Dependency(e.to_string()))?;
+    let limits = RateHeaders {
+        spec,
+        remaining: t.remaining,
+    };
+    if t.allowed {
+        ctx.rate = Some(limits);
+        return Ok(());
+    }
+    ctx.reason = Some("rate_limited");
+    Err(ProxyError::RateLimited {
+        retry_after: t.retry_after,
+        headers: limits.values(),
+    })
+}
+
+/// Jira Data Center's rate-limit headers, which its clients read.
+#[derive(Debug, Clone, Copy)]
+pub struct RateHeaders {
+    spec: RateSpec,
+    remaining: u32,
+}
+
+impl RateHeaders {
+    pub fn values(&self) -> Vec<(&'static str, HeaderValue)> {
+        vec![
+            ("x-ratelimit-limit", HeaderValue::from(self.spec.burst)),
+            ("x-ratelimit-remaining", HeaderValue::from(self.remaining)),
+            ("x-ratelimit-interval-seconds", HeaderValue::from(self.spec.per_secs)),
+            ("x-ratelimit-fillrate", HeaderValue::from(self.spec.count)),
+        ]
     }
 }
 
@@ -433,6 +505,7 @@ fn error_reason(e: &ProxyError) -> &'static str {
         ProxyError::AuthRequired { .. } => "auth_required",
         ProxyError::AuthFailed { .. } => "auth_failed",
         ProxyError::LockedOut { .. } => "locked_out",
+        ProxyError::RateLimited { .. } => "rate_limited",
         ProxyError::Forbidden => "forbidden",
         ProxyError::Refused(_) => "refused",
         ProxyError::InsufficientScope { .. } => "insufficient_scope",

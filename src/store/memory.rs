@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{StateStore, StoreError};
+use super::{StateStore, StoreError, Throttle};
 
 /// Monotonic time as seen by the store.
 pub trait Clock: Send + Sync {
@@ -204,6 +204,33 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
+    async fn throttle(&self, key: &str, interval: Duration, burst: u32) -> Result<Throttle, StoreError> {
+        let now = self.clock.now();
+        let now_us = now.as_micros() as i64;
+        let mut map = self.lock();
+        let stored = match Self::live(&map, key, now) {
+            Some(Entry {
+                value: Value::Counter(tat),
+                ..
+            }) => Some(*tat),
+            _ => None,
+        };
+        let (store, answer) = super::gcra(stored, now_us, interval, burst);
+        if let Some((tat, ttl)) = store {
+            if stored.is_none() {
+                Self::make_room(&mut map, now, self.max_entries);
+            }
+            map.insert(
+                key.to_owned(),
+                Entry {
+                    value: Value::Counter(tat),
+                    expires: now + ttl,
+                },
+            );
+        }
+        Ok(answer)
+    }
+
     async fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Bytes)>, StoreError> {
         let now = self.clock.now();
         let map = self.lock();
@@ -268,6 +295,31 @@ mod tests {
         assert_eq!(s.incr("c", 1, w).await.expect("incr"), 1, "window restarted");
         s.delete("c").await.expect("delete");
         assert_eq!(s.get("c").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn a_bucket_gives_its_burst_then_one_token_per_interval() {
+        let (s, clock) = store(100);
+        let (interval, burst) = (Duration::from_millis(500), 3);
+        for left in [2, 1, 0] {
+            let t = s.throttle("b", interval, burst).await.expect("throttle");
+            assert!(t.allowed);
+            assert_eq!(t.remaining, left);
+        }
+        let refused = s.throttle("b", interval, burst).await.expect("throttle");
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, interval);
+        clock.advance(Duration::from_millis(499));
+        assert!(
+            !s.throttle("b", interval, burst).await.expect("throttle").allowed,
+            "a refusal takes nothing"
+        );
+        clock.advance(Duration::from_millis(1));
+        assert!(s.throttle("b", interval, burst).await.expect("throttle").allowed);
+        // An idle bucket fills up to its burst, no further.
+        clock.advance(Duration::from_secs(60));
+        let t = s.throttle("b", interval, burst).await.expect("throttle");
+        assert_eq!((t.allowed, t.remaining), (true, 2));
     }
 
     #[tokio::test]

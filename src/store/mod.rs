@@ -19,6 +19,16 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// The answer of a token bucket to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    pub allowed: bool,
+    /// Requests that could follow at once.
+    pub remaining: u32,
+    /// When refused: how long until the next token.
+    pub retry_after: Duration,
+}
+
 #[async_trait]
 pub trait StateStore: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
@@ -34,4 +44,41 @@ pub trait StateStore: Send + Sync {
     /// Up to `limit` live entries whose keys start with `prefix`, in key order. For
     /// listings (admin tools, a user's own tokens), not for the request path.
     async fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Bytes)>, StoreError>;
+    /// Takes one token from the bucket at `key` (GCRA: a token every `interval`, at most
+    /// `burst` saved up), atomically. A refusal takes nothing.
+    async fn throttle(&self, key: &str, interval: Duration, burst: u32) -> Result<Throttle, StoreError>;
+}
+
+/// GCRA on a stored "theoretical arrival time" (microseconds): the new TAT to store
+/// (with its time to live) when allowed, and the answer.
+pub(crate) fn gcra(
+    stored_tat: Option<i64>,
+    now: i64,
+    interval: Duration,
+    burst: u32,
+) -> (Option<(i64, Duration)>, Throttle) {
+    let t = (interval.as_micros() as i64).max(1);
+    let tat = stored_tat.unwrap_or(now).max(now);
+    let new_tat = tat + t;
+    let allow_at = new_tat - t * i64::from(burst.max(1));
+    if now < allow_at {
+        let wait = Duration::from_micros((allow_at - now) as u64);
+        return (
+            None,
+            Throttle {
+                allowed: false,
+                remaining: 0,
+                retry_after: wait,
+            },
+        );
+    }
+    let remaining = ((now - allow_at) / t).clamp(0, i64::from(u32::MAX)) as u32;
+    (
+        Some((new_tat, Duration::from_micros((new_tat - now) as u64))),
+        Throttle {
+            allowed: true,
+            remaining,
+            retry_after: Duration::ZERO,
+        },
+    )
 }

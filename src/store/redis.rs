@@ -12,7 +12,7 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
-use super::{StateStore, StoreError};
+use super::{StateStore, StoreError, Throttle};
 
 /// Where and how to reach Redis.
 #[derive(Debug, Clone)]
@@ -30,7 +30,23 @@ pub struct RedisStore {
     settings: RedisSettings,
     conn: OnceCell<ConnectionManager>,
     incr: redis::Script,
+    throttle: redis::Script,
 }
+
+/// GCRA (see `super::gcra`) on Redis's own clock, so every replica agrees. Returns
+/// {allowed, remaining, retry_after_us}.
+const THROTTLE_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - interval * burst
+if now < allow_at then return {0, 0, allow_at - now} end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+return {1, math.floor((now - allow_at) / interval), 0}";
 
 /// Adds to a counter; a new counter gets the TTL, an existing one keeps its expiry.
 const INCR_SCRIPT: &str = r"
@@ -72,6 +88,7 @@ impl RedisStore {
             settings,
             conn: OnceCell::new(),
             incr: redis::Script::new(INCR_SCRIPT),
+            throttle: redis::Script::new(THROTTLE_SCRIPT),
         })
     }
 
@@ -100,6 +117,16 @@ impl RedisStore {
         let mut c = self.conn().await?;
         let limit = self.settings.response_timeout + self.settings.connect_timeout;
         match tokio::time::timeout(limit, cmd.query_async::<T>(&mut c)).await {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(StoreError::Unavailable("redis: timed out".into())),
+        }
+    }
+
+    /// One script call, bounded like a command.
+    async fn invoke<T: redis::FromRedisValue>(&self, inv: redis::ScriptInvocation<'_>) -> Result<T, StoreError> {
+        let mut c = self.conn().await?;
+        let limit = self.settings.response_timeout + self.settings.connect_timeout;
+        match tokio::time::timeout(limit, inv.invoke_async::<T>(&mut c)).await {
             Ok(r) => r.map_err(unavailable),
             Err(_) => Err(StoreError::Unavailable("redis: timed out".into())),
         }
@@ -144,14 +171,22 @@ impl StateStore for RedisStore {
     }
 
     async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
-        let mut c = self.conn().await?;
         let mut inv = self.incr.prepare_invoke();
         inv.key(self.key(key)).arg(by).arg(millis(ttl));
-        let limit = self.settings.response_timeout + self.settings.connect_timeout;
-        match tokio::time::timeout(limit, inv.invoke_async::<i64>(&mut c)).await {
-            Ok(r) => r.map_err(unavailable),
-            Err(_) => Err(StoreError::Unavailable("redis: timed out".into())),
-        }
+        self.invoke(inv).await
+    }
+
+    async fn throttle(&self, key: &str, interval: Duration, burst: u32) -> Result<Throttle, StoreError> {
+        let mut inv = self.throttle.prepare_invoke();
+        inv.key(self.key(key))
+            .arg((interval.as_micros() as u64).max(1))
+            .arg(burst.max(1));
+        let (allowed, remaining, wait): (i64, i64, i64) = self.invoke(inv).await?;
+        Ok(Throttle {
+            allowed: allowed == 1,
+            remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,
+            retry_after: Duration::from_micros(wait.max(0) as u64),
+        })
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
