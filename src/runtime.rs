@@ -20,6 +20,7 @@ use crate::auth::{Authenticator, Chain};
 use crate::config::{AuthMember, Config, ConfigError, ConfigErrors, ServerConfig};
 use crate::config::{JwtConfig, JwtKeys};
 use crate::identity::IdentityMap;
+use crate::identity::groups::JiraGroups;
 use crate::observe::audit::Audit;
 use crate::store::{MemoryStore, RedisStore, StateStore};
 use crate::upstream::Upstream;
@@ -44,6 +45,8 @@ pub struct Runtime {
     pub oauth1_provider: Option<Provider>,
     /// The session member, when configured: its login endpoint and cookies.
     pub session: Option<Arc<SessionAuth>>,
+    /// `[identity.groups_from_jira]`, when configured.
+    pub jira_groups: Option<JiraGroups>,
     pub identity_mode: String,
 }
 
@@ -153,6 +156,12 @@ impl Runtime {
                 }
             }
         }
+        let jira_groups = match (&cfg.identity.groups_from_jira, &upstream) {
+            (Some(g), Some(up)) => JiraGroups::new(g, up.clone(), store.clone())
+                .map_err(|e| err("identity.groups_from_jira".into(), e))
+                .ok(),
+            _ => None,
+        };
         let policy = Policy::compile(&cfg.access)
             .map_err(|e| err("access.rules".into(), e))
             .ok();
@@ -179,6 +188,7 @@ impl Runtime {
                 reads_oauth_forms: oauth1_provider.is_some(),
                 oauth1_provider,
                 session,
+                jira_groups,
                 identity_mode: cfg.upstream.identity.describe(),
             }),
             _ => Err(ConfigErrors(errors)),

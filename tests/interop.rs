@@ -371,3 +371,21 @@ async fn python_jira_cookie_login_creates_an_issue_and_attaches_a_file() {
         "the session cookie never reaches Jira"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_jira_backs_off_on_the_rate_limit_and_gets_through() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let text = basic_config("").replace(
+        "authenticated = true\neffect = \"allow\"",
+        "authenticated = true\nrate = \"2/s burst 2\"\neffect = \"allow\"",
+    );
+    let proxy = Proxy::start(&text, jira.addr).await;
+    let url = proxy.url("");
+    tokio::task::spawn_blocking(move || run_script("rate_limit.py", &url, &[]))
+        .await
+        .unwrap();
+    let audit = proxy.audit();
+    let limited = audit.iter().filter(|l| l["status"] == 429).count();
+    assert!(limited >= 1, "{audit:?}");
+    assert_eq!(jira.count(), 4, "every call reached Jira once, none twice");
+}

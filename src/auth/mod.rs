@@ -112,6 +112,14 @@ impl Principal {
     pub fn groups(&self) -> &[String] {
         &self.groups
     }
+    /// Adds groups learnt about the authenticated user elsewhere (Jira's own groups).
+    pub(crate) fn add_groups(&mut self, groups: Vec<String>) {
+        for g in groups {
+            if !self.groups.iter().any(|h| h.eq_ignore_ascii_case(&g)) {
+                self.groups.push(g);
+            }
+        }
+    }
     pub fn scopes(&self) -> &[String] {
         &self.scopes
     }

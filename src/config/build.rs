@@ -930,11 +930,63 @@ fn identity(cx: &mut Ctx, r: raw::IdentityRules) -> IdentityRules {
         .into_iter()
         .map(|(k, v)| (if r.lowercase { k.to_lowercase() } else { k }, v))
         .collect();
+    let groups_from_jira = r.groups_from_jira.and_then(|g| groups_from_jira(cx, g));
     IdentityRules {
         lowercase: r.lowercase,
         strip_domains: strip_domains.into_iter().map(|d| d.to_lowercase()).collect(),
         map,
+        groups_from_jira,
     }
+}
+
+fn groups_from_jira(cx: &mut Ctx, g: raw::GroupsFromJira) -> Option<GroupsFromJira> {
+    const AT: &str = "identity.groups_from_jira";
+    let mut secret = |spec: &str, key: &str| match Secret::resolve(spec, cx.base) {
+        Ok(s) => Some(String::from_utf8_lossy(s.expose()).into_owned()),
+        Err(e) => {
+            cx.err(format!("{AT}.{key}"), e);
+            None
+        }
+    };
+    let authorization = match (&g.username, &g.password, &g.token) {
+        (Some(user), Some(pw), None) => {
+            use base64::Engine;
+            let pw = secret(pw, "password")?;
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+            )
+        }
+        (None, None, Some(token)) => format!("Bearer {}", secret(token, "token")?),
+        _ => {
+            cx.err(
+                AT,
+                "give username and password (Basic), or token (a Jira personal access token)",
+            );
+            return None;
+        }
+    };
+    if http::HeaderValue::from_str(&authorization).is_err() {
+        cx.err(AT, "the credential cannot be sent in a header");
+        return None;
+    }
+    let cache_ttl = cx.positive_duration(
+        g.cache_ttl.as_deref(),
+        &format!("{AT}.cache_ttl"),
+        Duration::from_secs(600),
+    );
+    let path = g.path.unwrap_or_else(|| "/rest/api/2/user".into());
+    if !path.starts_with('/') || path.contains('?') {
+        cx.err(
+            format!("{AT}.path"),
+            "a path such as \"/rest/api/2/user\", without a query",
+        );
+    }
+    Some(GroupsFromJira {
+        authorization: Secret::from_bytes(authorization.into_bytes()),
+        cache_ttl,
+        path,
+    })
 }
 
 fn effect(cx: &mut Ctx, s: &str, path: &str) -> Effect {

@@ -368,6 +368,18 @@ pub struct IdentityRules {
     pub lowercase: bool,
     pub strip_domains: Vec<String>,
     pub map: HashMap<String, String>,
+    pub groups_from_jira: Option<GroupsFromJira>,
+}
+
+/// `[identity.groups_from_jira]`: users' groups looked up in Jira with a service
+/// credential, for rules that name groups.
+#[derive(Debug, Clone)]
+pub struct GroupsFromJira {
+    /// `Basic` (username and password) or `Bearer` (a Jira personal access token).
+    pub authorization: Secret,
+    pub cache_ttl: Duration,
+    /// Jira's user resource (`/rest/api/2/user`, after Jira's context path if any).
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

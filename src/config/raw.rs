@@ -233,6 +233,17 @@ pub struct IdentityRules {
     pub strip_domain: Option<StringOrList>,
     #[serde(default)]
     pub map: BTreeMap<String, String>,
+    pub groups_from_jira: Option<GroupsFromJira>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupsFromJira {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub cache_ttl: Option<String>,
+    pub path: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,8 @@
 //! Principal → Jira username: domain strip, lowercase, static map, then a check that
 //! the result is a name Jira (and the identity header) can carry unambiguously.
 
+pub mod groups;
+
 use crate::auth::Principal;
 use crate::config::IdentityRules;
 
@@ -92,6 +94,7 @@ mod tests {
             lowercase,
             strip_domains: vec!["example.com".into()],
             map: HashMap::from([("svc-jenkins".to_string(), "jenkins".to_string())]),
+            groups_from_jira: None,
         })
     }
 

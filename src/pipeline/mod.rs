@@ -148,6 +148,7 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Resu
     }
     authenticate(rt, ctx, &parts, form.as_deref()).await?;
     identify(rt, ctx)?;
+    jira_groups(rt, ctx).await?;
     if let (true, Some(s)) = (session_endpoint, &rt.session) {
         return session_endpoint_answer(s, ctx, &parts).await;
     }
@@ -340,6 +341,28 @@ fn identify(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
             Err(ProxyError::AuthFailed {
                 challenges: rt.chain.challenges().to_vec(),
             })
+        }
+    }
+}
+
+/// Adds the user's Jira groups (`[identity.groups_from_jira]`) when a rule names groups.
+/// A failed lookup fails closed: rules about groups cannot be decided without them.
+async fn jira_groups(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
+    let (Some(lookup), Some(user), Some(principal)) = (&rt.jira_groups, &ctx.jira_user, &mut ctx.principal) else {
+        return Ok(());
+    };
+    if !rt.policy.uses_groups() {
+        return Ok(());
+    }
+    match lookup.of(user).await {
+        Ok(groups) => {
+            principal.add_groups(groups);
+            Ok(())
+        }
+        Err(e) => {
+            ctx.reason = Some("dependency_failed");
+            tracing::error!(request_id = ?ctx.id, error = %e, "Jira group lookup failed; failing closed");
+            Err(ProxyError::Dependency(e.to_string()))
         }
     }
 }

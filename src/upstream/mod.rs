@@ -449,6 +449,63 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// A user's groups as Jira knows them: `GET {path}?username=U&expand=groups` with a
+    /// service credential. A user Jira does not know has none; anything else but an
+    /// answer is an error (the caller fails closed).
+    pub async fn user_groups(
+        &self,
+        path: &str,
+        user: &str,
+        authorization: &HeaderValue,
+    ) -> Result<Vec<String>, String> {
+        let query = format!(
+            "{path}?username={}&expand=groups",
+            crate::auth::oauth1::rfc5849::encode(user)
+        );
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(query)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let req = Request::get(uri)
+            .header(AUTHORIZATION, authorization.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, "jira-auth-proxy")
+            .body(crate::error::full(bytes::Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(self.response_timeout, self.client.request(req))
+            .await
+            .map_err(|_| "Jira did not answer in time".to_string())?
+            .map_err(|e| describe(&e))?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => return Ok(Vec::new()),
+            s => {
+                return Err(format!(
+                    "Jira answered {s} to the group lookup (check the service credential)"
+                ));
+            }
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), CHECK_BODY_LIMIT)
+            .collect()
+            .await
+            .map_err(|e| format!("reading Jira's answer: {e}"))?
+            .to_bytes();
+        let json: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| "Jira's user answer is not JSON".to_string())?;
+        let items = json
+            .pointer("/groups/items")
+            .and_then(|i| i.as_array())
+            .ok_or_else(|| "Jira's user answer has no groups".to_string())?;
+        Ok(items
+            .iter()
+            .filter_map(|g| g.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+            .collect())
+    }
+}
+
 /// A short, secret-free description of a client error for the logs.
 fn describe(e: &hyper_util::client::legacy::Error) -> String {
     use std::error::Error;

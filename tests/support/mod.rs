@@ -100,7 +100,16 @@ pub struct JiraState {
     pub oauth_consumer: Mutex<Option<(String, Vec<u8>)>>,
     /// `JiraTrust::OAuth1`: whether impersonation is allowed for the consumer.
     pub honour_impersonation: std::sync::atomic::AtomicBool,
+    /// Group lookups answered (`GET /rest/api/2/user?expand=groups` by the service account).
+    pub group_lookups: AtomicU64,
 }
+
+/// The service account Jira's group lookups need, and the groups Jira knows.
+pub const SERVICE_AUTH: (&str, &str) = ("svc-proxy", "svc-pw");
+const JIRA_GROUPS: &[(&str, &[&str])] = &[
+    ("alice", &["jira-software-users"]),
+    ("bob", &["jira-administrators", "jira-software-users"]),
+];
 
 pub struct FakeJira {
     pub addr: SocketAddr,
@@ -334,7 +343,7 @@ async fn jira(
         r.headers_mut().insert("content-length", n.into());
         return Ok(r);
     }
-    if let Some(r) = jira_rest(&parts, path, user.as_deref(), len) {
+    if let Some(r) = jira_rest(&state, &parts, path, user.as_deref(), len) {
         return Ok(r);
     }
     if path == "/test/hop" {
@@ -361,10 +370,52 @@ async fn jira(
 /// answers them: server info, creating and reading an issue, attaching a file (which,
 /// like Jira, needs `X-Atlassian-Token: no-check`), and a response that sets Jira's
 /// session cookies (`/test/cookies`).
-fn jira_rest(parts: &http::request::Parts, path: &str, user: Option<&str>, len: u64) -> Option<Response<ProxyBody>> {
+fn jira_rest(
+    state: &JiraState,
+    parts: &http::request::Parts,
+    path: &str,
+    user: Option<&str>,
+    len: u64,
+) -> Option<Response<ProxyBody>> {
     let base = "http://jira.example.com";
     let method = parts.method.as_str();
     let r = match (method, path) {
+        ("GET", "/rest/api/2/user") => {
+            let service = basic(SERVICE_AUTH.0, SERVICE_AUTH.1);
+            if parts
+                .headers
+                .get("authorization")
+                .is_none_or(|v| v.as_bytes() != service.as_bytes())
+            {
+                return Some(json(
+                    StatusCode::UNAUTHORIZED,
+                    serde_json::json!({"errorMessages": ["not authenticated"], "errors": {}}),
+                    None,
+                ));
+            }
+            state.group_lookups.fetch_add(1, Ordering::SeqCst);
+            let target = parts.uri.query().unwrap_or("");
+            let name = jira_auth_proxy::auth::oauth1::rfc5849::form_pairs(target)
+                .into_iter()
+                .find(|(k, _)| k == "username")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            match JIRA_GROUPS.iter().find(|(u, _)| *u == name) {
+                Some((u, groups)) => {
+                    let items: Vec<_> = groups.iter().map(|g| serde_json::json!({"name": g})).collect();
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({"name": u, "groups": {"size": items.len(), "items": items}}),
+                        Some(SERVICE_AUTH.0),
+                    )
+                }
+                None => json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"errorMessages": [format!("The user named '{name}' does not exist")], "errors": {}}),
+                    Some(SERVICE_AUTH.0),
+                ),
+            }
+        }
         ("GET", "/rest/api/2/serverInfo") => json(
             StatusCode::OK,
             serde_json::json!({"baseUrl": base, "version": "9.12.2", "versionNumbers": [9, 12, 2],
