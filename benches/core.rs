@@ -147,5 +147,77 @@ fn oauth1_benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(core, benches, jwt_benches, oauth1_benches);
+/// Rule matching as the list grows: N rules, one per project path and team, then a catch-all.
+/// One request matches a rule in the middle, one falls through to the catch-all (the worst
+/// case for a scan of every rule).
+fn rule_benches(c: &mut Criterion) {
+    use jira_auth_proxy::access::{Policy, Subject};
+    use jira_auth_proxy::config::{AccessConfig, AccessMode, Effect, RuleConfig};
+    let rule = |name: String, paths: Vec<String>, groups: Vec<String>| RuleConfig {
+        name,
+        effect: Effect::Allow,
+        methods: Vec::new(),
+        paths,
+        auth: Vec::new(),
+        users: Vec::new(),
+        users_not: Vec::new(),
+        groups,
+        groups_not: Vec::new(),
+        source: Vec::new(),
+        scopes: Vec::new(),
+        anonymous: None,
+        authenticated: Some(true),
+        headers: Vec::new(),
+        report: false,
+        rate: None,
+    };
+    for n in [10usize, 1_000, 10_000] {
+        let mut rules: Vec<RuleConfig> = (0..n)
+            .map(|i| {
+                rule(
+                    format!("project P{i}"),
+                    vec![format!("/rest/api/2/project/P{i}/**")],
+                    vec![format!("team-{i}")],
+                )
+            })
+            .collect();
+        rules.push(rule("everyone".into(), Vec::new(), Vec::new()));
+        let policy = Policy::compile(&AccessConfig {
+            default: Effect::Deny,
+            mode: AccessMode::Enforce,
+            rules,
+        })
+        .expect("rules");
+        let groups = vec![format!("team-{}", n / 2), "jira-users".to_string()];
+        fn subject<'a>(path: &'a str, groups: &'a [String]) -> Subject<'a> {
+            Subject {
+                method: &http::Method::GET,
+                path,
+                kind: Some(jira_auth_proxy::auth::AuthKind::Basic),
+                authenticated: true,
+                user: Some("alice"),
+                groups,
+                scopes: &[],
+                client_ip: std::net::IpAddr::from([10, 0, 0, 1]),
+                headers: None,
+            }
+        }
+        let middle = format!("/rest/api/2/project/P{}/versions", n / 2);
+        let hit = subject(&middle, &groups);
+        assert_eq!(
+            policy.decide(&hit).rule.as_deref(),
+            Some(&*format!("project P{}", n / 2))
+        );
+        c.bench_function(&format!("rules_{n}_matching_project_rule"), |b| {
+            b.iter(|| policy.decide(&hit))
+        });
+        let through = subject("/rest/api/2/issue/X-1", &groups);
+        assert_eq!(policy.decide(&through).rule.as_deref(), Some("everyone"));
+        c.bench_function(&format!("rules_{n}_falling_through_to_the_last"), |b| {
+            b.iter(|| policy.decide(&through))
+        });
+    }
+}
+
+criterion_group!(core, benches, jwt_benches, oauth1_benches, rule_benches);
 criterion_main!(core);
