@@ -91,7 +91,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on admin {}: {e}", admin.listen))?;
         admin_addr = Some(l.local_addr()?);
-        tasks.push(tokio::spawn(admin_loop(l, stop_rx.clone())));
+        tasks.push(tokio::spawn(admin_loop(l, stop_rx.clone(), runtime.clone())));
     }
     let accept = AcceptLoop {
         listener,
@@ -174,14 +174,18 @@ impl AcceptLoop {
     }
 }
 
-async fn admin_loop(listener: TcpListener, mut stop: watch::Receiver<bool>) {
+async fn admin_loop(listener: TcpListener, mut stop: watch::Receiver<bool>, runtime: Arc<Runtime>) {
     loop {
         let stream = tokio::select! {
             _ = stop.changed() => break,
             r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
         };
+        let rt = runtime.clone();
         tokio::spawn(async move {
-            let svc = service_fn(|req: Request<Incoming>| async move { Ok::<_, Infallible>(admin(req)) });
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let rt = rt.clone();
+                async move { Ok::<_, Infallible>(admin(&rt, req).await) }
+            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
@@ -189,10 +193,23 @@ async fn admin_loop(listener: TcpListener, mut stop: watch::Receiver<bool>) {
     }
 }
 
-fn admin(req: Request<Incoming>) -> Response<Body> {
+/// `/healthz`: the process answers. `/readyz`: what requests depend on answers too (the
+/// state store, within a second), else 503 naming what is not ready.
+async fn admin(rt: &Runtime, req: Request<Incoming>) -> Response<Body> {
     let (status, body) = match req.uri().path() {
-        "/healthz" | "/readyz" => (StatusCode::OK, "ok\n"),
-        _ => (StatusCode::NOT_FOUND, "not found\n"),
+        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/readyz" => {
+            let store = tokio::time::timeout(std::time::Duration::from_secs(1), rt.store.ping()).await;
+            match store {
+                Ok(Ok(())) => (StatusCode::OK, "ok\n".to_string()),
+                Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+                Err(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: state store did not answer\n".to_string(),
+                ),
+            }
+        }
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
     };
     let mut r = Response::new(full(body));
     *r.status_mut() = status;

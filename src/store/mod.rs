@@ -47,6 +47,10 @@ pub trait StateStore: Send + Sync {
     /// Takes one token from the bucket at `key` (GCRA: a token every `interval`, at most
     /// `burst` saved up), atomically. A refusal takes nothing.
     async fn throttle(&self, key: &str, interval: Duration, burst: u32) -> Result<Throttle, StoreError>;
+    /// Whether the store answers (for readiness).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// GCRA on a stored "theoretical arrival time" (microseconds): the new TAT to store

@@ -131,11 +131,6 @@ impl RedisStore {
             Err(_) => Err(StoreError::Unavailable("redis: timed out".into())),
         }
     }
-
-    /// Answers `PING` (for readiness).
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.run::<String>(&redis::cmd("PING")).await.map(|_| ())
-    }
 }
 
 #[async_trait]
@@ -201,6 +196,10 @@ impl StateStore for RedisStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.run::<i64>(redis::cmd("DEL").arg(self.key(key))).await.map(|_| ())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run::<String>(&redis::cmd("PING")).await.map(|_| ())
     }
 
     async fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Bytes)>, StoreError> {

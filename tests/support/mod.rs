@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod idp;
+pub mod oauth1;
 
 use jira_auth_proxy::config::Config;
 use jira_auth_proxy::error::{Body as ProxyBody, full};

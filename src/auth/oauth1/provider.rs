@@ -16,6 +16,7 @@ use super::inbound::{Expect, OAuth1Auth};
 use super::{rfc5849, tokens};
 use crate::auth::{AuthError, AuthRequest};
 use crate::error::{Body, ProxyError, full};
+use crate::store::StoreError;
 
 pub const REQUEST_TOKEN: &str = "/plugins/servlet/oauth/request-token";
 pub const AUTHORIZE: &str = "/plugins/servlet/oauth/authorize";
@@ -28,8 +29,9 @@ pub struct Provider {
     realm: String,
     request_ttl: Duration,
     access_ttl: Duration,
-    /// Keys the approval page's form token (`atl_token`) to the user and request token.
-    form_key: hmac::Key,
+    /// Keys the pages' form tokens (`atl_token`) to the user and request token. Shared by
+    /// every replica through the state store, so a page served by one is accepted by another.
+    form_key: tokio::sync::OnceCell<hmac::Key>,
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
@@ -80,14 +82,12 @@ impl Provider {
         request_ttl: Duration,
         access_ttl: Duration,
     ) -> Result<Self, String> {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let form_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).map_err(|_| "random number generator failed")?;
         Ok(Provider {
             auth,
             realm,
             request_ttl,
             access_ttl,
-            form_key,
+            form_key: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -125,16 +125,35 @@ impl Provider {
         })
     }
 
-    fn form_token_ok(&self, user: &str, token: &str, atl: &str) -> bool {
+    /// The form-token key: the first replica to need one stores a random key; all use it.
+    async fn form_key(&self) -> Result<&hmac::Key, StoreError> {
+        self.form_key
+            .get_or_try_init(|| async {
+                const KEY: &str = "oauth1:form-key";
+                let fresh = tokens::random_token()?;
+                let store = self.auth.store();
+                store
+                    .put_if_absent(KEY, Bytes::from(fresh), Duration::from_secs(400 * 86_400))
+                    .await?;
+                let secret = store
+                    .get(KEY)
+                    .await?
+                    .ok_or_else(|| StoreError::Unavailable("the form-token key vanished".into()))?;
+                Ok(hmac::Key::new(hmac::HMAC_SHA256, &secret))
+            })
+            .await
+    }
+
+    async fn form_token_ok(&self, user: &str, token: &str, atl: &str) -> Result<bool, StoreError> {
         let tag = (0..atl.len() / 2)
             .filter_map(|i| u8::from_str_radix(atl.get(2 * i..2 * i + 2)?, 16).ok())
             .collect::<Vec<u8>>();
-        hmac::verify(&self.form_key, format!("{user}\0{token}").as_bytes(), &tag).is_ok()
+        Ok(hmac::verify(self.form_key().await?, format!("{user}\0{token}").as_bytes(), &tag).is_ok())
     }
 
-    fn form_token(&self, user: &str, token: &str) -> String {
-        let tag = hmac::sign(&self.form_key, format!("{user}\0{token}").as_bytes());
-        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    async fn form_token(&self, user: &str, token: &str) -> Result<String, StoreError> {
+        let tag = hmac::sign(self.form_key().await?, format!("{user}\0{token}").as_bytes());
+        Ok(tag.as_ref().iter().map(|b| format!("{b:02x}")).collect())
     }
 
     pub async fn request_token(&self, req: &AuthRequest<'_>) -> Result<Response<Body>, AuthError> {
@@ -258,7 +277,7 @@ impl Provider {
             name = html_escape(name),
             user = html_escape(user),
             t = html_escape(&token),
-            f = self.form_token(user, &token),
+            f = self.form_token(user, &token).await?,
         );
         Ok(page(StatusCode::OK, "Allow access?", &body))
     }
@@ -273,7 +292,8 @@ impl Provider {
         let (Some(token), Some(atl)) = (get("oauth_token"), get("atl_token")) else {
             return Err(ProxyError::BadRequest("The approval form is incomplete."));
         };
-        if !self.form_token_ok(user, token, atl) {
+        let dep = |e: crate::store::StoreError| ProxyError::Dependency(e.to_string());
+        if !self.form_token_ok(user, token, atl).await.map_err(dep)? {
             return Ok(page(
                 StatusCode::FORBIDDEN,
                 "XSRF check failed",
@@ -385,7 +405,7 @@ impl Provider {
                         .collect();
                     return Ok(Self::json(StatusCode::OK, serde_json::json!({ "accessTokens": items })));
                 }
-                Ok(self.tokens_html(&list, user))
+                self.tokens_html(&list, user).await.map_err(dep)
             }
             (&http::Method::POST, None) => {
                 let form = read_small_form(body, 16 * 1024).await?;
@@ -393,7 +413,7 @@ impl Provider {
                 let (Some(id), Some(atl)) = (get("revoke"), get("atl_token")) else {
                     return Err(ProxyError::BadRequest("The form is incomplete."));
                 };
-                if !self.form_token_ok(user, "access-tokens", atl) {
+                if !self.form_token_ok(user, "access-tokens", atl).await.map_err(dep)? {
                     return Ok(page(
                         StatusCode::FORBIDDEN,
                         "XSRF check failed",
@@ -411,8 +431,8 @@ impl Provider {
         }
     }
 
-    fn tokens_html(&self, list: &[tokens::Listed], user: &str) -> Response<Body> {
-        let atl = self.form_token(user, "access-tokens");
+    async fn tokens_html(&self, list: &[tokens::Listed], user: &str) -> Result<Response<Body>, StoreError> {
+        let atl = self.form_token(user, "access-tokens").await?;
         let rows: String = list
             .iter()
             .map(|t| {
@@ -438,7 +458,7 @@ impl Provider {
                 html_escape(user)
             )
         };
-        page(StatusCode::OK, "OAuth access tokens", &body)
+        Ok(page(StatusCode::OK, "OAuth access tokens", &body))
     }
 }
 

@@ -1,0 +1,281 @@
+//! One suite, two backends: every case runs on the memory store (time moved by hand) and
+//! on real Redis at 127.0.0.1:6379 (real, short waits), each Redis case under a key prefix
+//! of its own. Redis is required: a missing server fails these tests, it never skips them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use jira_auth_proxy::config::Secret;
+use jira_auth_proxy::store::{ManualClock, MemoryStore, RedisSettings, RedisStore, StateStore};
+
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+struct Fixture {
+    store: Arc<dyn StateStore>,
+    clock: Option<Arc<ManualClock>>,
+    prefix: String,
+}
+
+fn unique_prefix() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "jap-conformance-{}-{nanos}-{}:",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    )
+}
+
+fn redis_store(prefix: &str) -> RedisStore {
+    RedisStore::new(RedisSettings {
+        url: Secret::from_bytes(REDIS_URL.as_bytes().to_vec()),
+        key_prefix: prefix.into(),
+        connect_timeout: Duration::from_secs(2),
+        response_timeout: Duration::from_secs(2),
+    })
+    .unwrap()
+}
+
+impl Fixture {
+    fn memory() -> Fixture {
+        let clock = Arc::new(ManualClock::default());
+        Fixture {
+            store: Arc::new(MemoryStore::with_clock(100_000, clock.clone())),
+            clock: Some(clock),
+            prefix: String::new(),
+        }
+    }
+
+    async fn redis() -> Fixture {
+        let prefix = unique_prefix();
+        let store = redis_store(&prefix);
+        store
+            .ping()
+            .await
+            .expect("Redis must run at 127.0.0.1:6379 (bash .ci/run starts it)");
+        Fixture {
+            store: Arc::new(store),
+            clock: None,
+            prefix,
+        }
+    }
+
+    /// Lets `d` pass: by hand for memory, for real for Redis.
+    async fn pass(&self, d: Duration) {
+        match &self.clock {
+            Some(c) => c.advance(d),
+            None => tokio::time::sleep(d).await,
+        }
+    }
+}
+
+const TTL: Duration = Duration::from_millis(300);
+const MARGIN: Duration = Duration::from_millis(100);
+
+async fn values_live_until_their_ttl(f: &Fixture) {
+    let s = &f.store;
+    s.put("k", Bytes::from_static(b"v"), TTL).await.unwrap();
+    assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    let left = s.ttl("k").await.unwrap().expect("has a ttl");
+    assert!(left <= TTL && left > TTL / 2, "{left:?}");
+    assert_eq!(s.ttl("missing").await.unwrap(), None);
+    f.pass(TTL + MARGIN).await;
+    assert_eq!(s.get("k").await.unwrap(), None);
+    assert_eq!(s.ttl("k").await.unwrap(), None);
+}
+
+async fn set_if_absent_admits_exactly_one_of_many_racing_tasks(f: &Fixture) {
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let s = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.put_if_absent("nonce", Bytes::from(format!("task {i}")), TTL)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+    assert!(!f.store.put_if_absent("nonce", Bytes::new(), TTL).await.unwrap());
+    f.pass(TTL + MARGIN).await;
+    assert!(
+        f.store.put_if_absent("nonce", Bytes::new(), TTL).await.unwrap(),
+        "free again after expiry"
+    );
+}
+
+async fn counters_count_in_a_fixed_window_even_when_raced(f: &Fixture) {
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let s = f.store.clone();
+        tasks.push(tokio::spawn(async move { s.incr("c", 1, TTL).await.unwrap() }));
+    }
+    let mut seen: Vec<i64> = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=20).collect::<Vec<_>>(), "every increment counted once");
+    assert_eq!(f.store.incr("c", -5, TTL).await.unwrap(), 15);
+    assert!(f.store.ttl("c").await.unwrap().expect("a counter has a ttl") <= TTL);
+    f.pass(TTL + MARGIN).await;
+    assert_eq!(f.store.incr("c", 1, TTL).await.unwrap(), 1, "a new window");
+}
+
+async fn deletes_remove_and_deleting_nothing_is_fine(f: &Fixture) {
+    f.store.put("d", Bytes::from_static(b"x"), TTL).await.unwrap();
+    f.store.delete("d").await.unwrap();
+    f.store.delete("never-there").await.unwrap();
+    assert_eq!(f.store.get("d").await.unwrap(), None);
+}
+
+async fn large_and_binary_values_round_trip(f: &Fixture) {
+    let big: Vec<u8> = (0..(1 << 20))
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    f.store
+        .put("big", Bytes::from(big.clone()), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(f.store.get("big").await.unwrap().as_deref(), Some(&big[..]));
+    let odd = "key with spaces, ünïcode and *glob?[chars]";
+    f.store.put(odd, Bytes::from_static(b"\0\xff"), TTL).await.unwrap();
+    assert_eq!(f.store.get(odd).await.unwrap().as_deref(), Some(&b"\0\xff"[..]));
+}
+
+async fn scans_list_a_prefix_in_key_order_within_a_limit(f: &Fixture) {
+    for k in ["tok:b", "tok:a", "tok:c", "tokx", "other:a", "tok*:glob"] {
+        f.store
+            .put(k, Bytes::from(k.to_string()), Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let keys = |v: Vec<(String, Bytes)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(
+        keys(f.store.scan("tok:", 100).await.unwrap()),
+        ["tok:a", "tok:b", "tok:c"]
+    );
+    assert_eq!(f.store.scan("tok:", 2).await.unwrap().len(), 2);
+    assert_eq!(
+        keys(f.store.scan("tok*", 100).await.unwrap()),
+        ["tok*:glob"],
+        "glob characters are literal"
+    );
+    let (k, v) = &f.store.scan("other:", 10).await.unwrap()[0];
+    assert_eq!((k.as_str(), v.as_ref()), ("other:a", &b"other:a"[..]));
+}
+
+async fn token_buckets_give_their_burst_then_refill(f: &Fixture) {
+    let interval = Duration::from_millis(200);
+    for left in [1, 0] {
+        let t = f.store.throttle("bucket", interval, 2).await.unwrap();
+        assert!(t.allowed);
+        assert_eq!(t.remaining, left);
+    }
+    let t = f.store.throttle("bucket", interval, 2).await.unwrap();
+    assert!(!t.allowed);
+    assert!(
+        t.retry_after > Duration::ZERO && t.retry_after <= interval,
+        "{:?}",
+        t.retry_after
+    );
+    f.pass(interval + MARGIN).await;
+    assert!(f.store.throttle("bucket", interval, 2).await.unwrap().allowed);
+}
+
+async fn racing_requests_never_overdraw_a_bucket(f: &Fixture) {
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let s = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.throttle("race", Duration::from_secs(60), 5).await.unwrap().allowed
+        }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 5);
+}
+
+macro_rules! both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(&super::Fixture::memory()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&super::Fixture::redis().await).await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    values_live_until_their_ttl,
+    set_if_absent_admits_exactly_one_of_many_racing_tasks,
+    counters_count_in_a_fixed_window_even_when_raced,
+    deletes_remove_and_deleting_nothing_is_fine,
+    large_and_binary_values_round_trip,
+    scans_list_a_prefix_in_key_order_within_a_limit,
+    token_buckets_give_their_burst_then_refill,
+    racing_requests_never_overdraw_a_bucket,
+);
+
+#[tokio::test]
+async fn two_proxies_with_different_prefixes_share_one_redis_without_seeing_each_other() {
+    let a = Fixture::redis().await;
+    let b = Fixture::redis().await;
+    assert_ne!(a.prefix, b.prefix);
+    a.store.put("session:x", Bytes::from_static(b"a's"), TTL).await.unwrap();
+    b.store.put("session:x", Bytes::from_static(b"b's"), TTL).await.unwrap();
+    assert_eq!(a.store.get("session:x").await.unwrap().as_deref(), Some(&b"a's"[..]));
+    assert_eq!(b.store.get("session:x").await.unwrap().as_deref(), Some(&b"b's"[..]));
+    assert!(a.store.put_if_absent("n", Bytes::new(), TTL).await.unwrap());
+    assert!(b.store.put_if_absent("n", Bytes::new(), TTL).await.unwrap());
+    assert_eq!(a.store.scan("", 100).await.unwrap().len(), 2);
+    a.store.delete("session:x").await.unwrap();
+    assert!(b.store.get("session:x").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_every_operation_quickly_instead_of_hanging() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let store = RedisStore::new(RedisSettings {
+        url: Secret::from_bytes(format!("redis://{closed}").into_bytes()),
+        key_prefix: "x:".into(),
+        connect_timeout: Duration::from_millis(200),
+        response_timeout: Duration::from_millis(200),
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    assert!(store.get("k").await.is_err());
+    assert!(store.put_if_absent("k", Bytes::new(), TTL).await.is_err());
+    assert!(store.incr("k", 1, TTL).await.is_err());
+    assert!(store.throttle("k", TTL, 1).await.is_err());
+    assert!(store.ping().await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
