@@ -37,6 +37,7 @@ fn redis_store(prefix: &str) -> RedisStore {
         key_prefix: prefix.into(),
         connect_timeout: Duration::from_secs(2),
         response_timeout: Duration::from_secs(2),
+        ca_file: None,
     })
     .unwrap()
 }
@@ -269,6 +270,7 @@ async fn an_unreachable_redis_fails_every_operation_quickly_instead_of_hanging()
         key_prefix: "x:".into(),
         connect_timeout: Duration::from_millis(200),
         response_timeout: Duration::from_millis(200),
+        ca_file: None,
     })
     .unwrap();
     let started = std::time::Instant::now();

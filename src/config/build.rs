@@ -619,6 +619,7 @@ fn state(cx: &mut Ctx, r: raw::State) -> StateConfig {
                 (r.key_prefix.is_some(), "key_prefix"),
                 (r.connect_timeout.is_some(), "connect_timeout"),
                 (r.response_timeout.is_some(), "response_timeout"),
+                (r.ca_file.is_some(), "ca_file"),
             ] {
                 if set {
                     cx.err(format!("state.{name}"), "only for backend = \"redis\"");
@@ -663,7 +664,7 @@ fn redis_settings(cx: &mut Ctx, r: &raw::State) -> Option<crate::store::RedisSet
             return None;
         }
     };
-    let text = String::from_utf8_lossy(url.expose());
+    let text = String::from_utf8_lossy(url.expose()).into_owned();
     if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
         // Not echoed: the URL may carry a password.
         cx.err("state.url", "expected a redis:// or rediss:// URL");
@@ -674,7 +675,11 @@ fn redis_settings(cx: &mut Ctx, r: &raw::State) -> Option<crate::store::RedisSet
         key_prefix: r.key_prefix.clone().unwrap_or_else(|| "jap:".into()),
         connect_timeout,
         response_timeout,
+        ca_file: r.ca_file.as_deref().map(|f| cx.path(f)),
     };
+    if settings.ca_file.is_some() && !text.starts_with("rediss://") {
+        cx.err("state.ca_file", "only for rediss:// URLs");
+    }
     if let Err(e) = crate::store::RedisStore::new(settings.clone()) {
         cx.err("state.url", e);
         return None;

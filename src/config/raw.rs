@@ -72,6 +72,7 @@ pub struct State {
     pub key_prefix: Option<String>,
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

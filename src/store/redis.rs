@@ -23,6 +23,8 @@ pub struct RedisSettings {
     pub key_prefix: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// For `rediss://`: trust only these roots (PEM); default the system roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 pub struct RedisStore {
@@ -82,7 +84,23 @@ impl RedisStore {
     /// Checks the URL; connects on first use (and reconnects after failures by itself).
     pub fn new(settings: RedisSettings) -> Result<Self, String> {
         let url = std::str::from_utf8(settings.url.expose()).map_err(|_| "the Redis URL is not UTF-8".to_string())?;
-        let client = redis::Client::open(url).map_err(|e| format!("not a usable Redis URL: {e}"))?;
+        // For rediss://, redis-rs builds its rustls config from the process's default
+        // crypto provider: make sure there is one (a no-op when already set).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let client = match &settings.ca_file {
+            None => redis::Client::open(url),
+            Some(path) => {
+                let root = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root),
+                    },
+                )
+            }
+        }
+        .map_err(|e| format!("not a usable Redis URL: {e}"))?;
         Ok(RedisStore {
             client,
             settings,

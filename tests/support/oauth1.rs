@@ -15,9 +15,11 @@ pub fn now() -> u64 {
 }
 
 pub fn problem(r: &Resp) -> String {
-    let h = r.header("www-authenticate").unwrap_or("").to_string();
-    h.split("oauth_problem=\"")
-        .nth(1)
+    r.headers
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|h| h.split("oauth_problem=\"").nth(1))
         .and_then(|s| s.split('"').next())
         .unwrap_or("")
         .to_string()

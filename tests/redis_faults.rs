@@ -1,0 +1,258 @@
+//! Redis going away, hanging and coming back, on a private redis-server this test starts
+//! (the shared one on 6379 is left alone): what needs the store fails closed with 503 and
+//! never lets a replay or a locked-out user through; what does not need it keeps working;
+//! `/readyz` says so; everything recovers without a restart. And Redis over TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use support::oauth1::*;
+use support::*;
+
+struct PrivateRedis {
+    child: Child,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        Self::start_with(port, &["--port", &port.to_string()])
+    }
+
+    /// TLS only, with the test PKI's certificate for localhost.
+    fn start_tls(port: u16, pki: &TestPki) -> PrivateRedis {
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        Self::start_with(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &path(&pki.cert_pem),
+                "--tls-key-file",
+                &path(&pki.key_pem),
+                "--tls-ca-cert-file",
+                &path(&pki.ca_pem),
+                "--tls-auth-clients",
+                "no",
+            ],
+        )
+    }
+
+    fn start_with(port: u16, args: &[&str]) -> PrivateRedis {
+        let child = Command::new("redis-server")
+            .args(args)
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (bash .ci/run installs it)");
+        let r = PrivateRedis { child };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const KEY: &str = "jap_faultsfaultsfaultsfaultsfaultsfaultsfaultsf";
+
+async fn proxy(redis_port: u16, jira: &FakeJira) -> Proxy {
+    proxy_on(&format!("url = \"redis://127.0.0.1:{redis_port}\""), jira).await
+}
+
+async fn proxy_on(state: &str, jira: &FakeJira) -> Proxy {
+    let key_hash = jira_auth_proxy::auth::api_key::format_digest(&jira_auth_proxy::auth::api_key::digest_key(KEY));
+    let text = basic_config("")
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\npublic_url = \"https://jira.example.com\"\n[admin]\nlisten = \"127.0.0.1:0\"",
+        )
+        .replace(
+            "[[auth.chain]]\ntype = \"basic\"",
+            "[[auth.chain]]\ntype = \"api_key\"\n[[auth.chain]]\ntype = \"session\"\n[[auth.chain]]\ntype = \"oauth1\"\n\
+             [[auth.chain]]\ntype = \"basic\"",
+        )
+        .replace(
+            "[[access.rules]]",
+            &format!(
+                "[state]\nbackend = \"redis\"\n{state}\n\
+                 connect_timeout = \"300ms\"\nresponse_timeout = \"300ms\"\n\
+                 [[api_keys]]\nid = \"ci\"\nhash = \"{key_hash}\"\nuser = \"ci-bot\"\n\
+                 [[oauth1.consumers]]\nkey = \"reporting\"\nsecret = \"s3cret\"\n\
+                 two_legged = {{ allowed = true, run_as = \"reporting-bot\" }}\n\
+                 [[access.rules]]"
+            ),
+        );
+    Proxy::start(&text, jira.addr).await
+}
+
+async fn readyz(p: &Proxy) -> u16 {
+    get(&format!("http://{}/readyz", p.running.admin_addr.unwrap()), &[])
+        .await
+        .status
+}
+
+async fn login(p: &Proxy) -> Resp {
+    send(
+        "POST",
+        &p.url("/rest/auth/1/session"),
+        &[("content-type", "application/json")],
+        Bytes::from(r#"{"username":"bob","password":"bob-pw"}"#),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_closed_what_needs_it_and_recovers_when_it_returns() {
+    let port = free_port();
+    let redis = PrivateRedis::start(port);
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let p = proxy(port, &jira).await;
+    let alice = basic("alice", "alice-pw");
+    let key = ("x-api-key", KEY);
+    assert_eq!(get(&p.url("/x"), &[("authorization", &alice)]).await.status, 200);
+    let r = login(&p).await;
+    assert_eq!(r.status, 200);
+    let cookie = format!("JAPSESSION={}", r.json()["session"]["value"].as_str().unwrap());
+    assert_eq!(readyz(&p).await, 200);
+    // Two failed guesses for alice, one short of the lockout.
+    for _ in 0..2 {
+        assert_eq!(
+            get(&p.url("/x"), &[("authorization", &basic("alice", "guess"))])
+                .await
+                .status,
+            401
+        );
+    }
+    let signed = Signer {
+        consumer: "reporting",
+        secret: "s3cret",
+        token: "",
+        token_secret: "",
+        extra: vec![],
+    }
+    .sign("GET", "/x", "the-nonce");
+    let before = jira.count();
+
+    redis.stop();
+    let started = Instant::now();
+    assert_eq!(get(&p.url("/x"), &[key]).await.status, 200, "API keys need no store");
+    let warm = get(&p.url("/x"), &[("authorization", &alice)]).await;
+    assert_eq!(warm.status, 503, "a cached password still needs the lockout check");
+    assert!(warm.json()["errorMessages"].is_array());
+    assert_eq!(
+        get(&p.url("/x"), &[("authorization", &basic("bob", "bob-pw"))])
+            .await
+            .status,
+        503
+    );
+    assert_eq!(get(&p.url("/x"), &[("cookie", &cookie)]).await.status, 503);
+    assert_eq!(
+        get(&p.url("/x"), &[("authorization", &signed)]).await.status,
+        503,
+        "no nonce check, no entry"
+    );
+    assert_eq!(login(&p).await.status, 503);
+    assert_eq!(readyz(&p).await, 503);
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_eq!(jira.count(), before + 1, "only the API key call reached Jira");
+
+    // Back (empty: this Redis keeps nothing on disk).
+    let redis = PrivateRedis::start(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while readyz(&p).await != 200 {
+        assert!(Instant::now() < deadline, "never became ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&p.url("/x"), &[("authorization", &alice)]).await.status, 200);
+    assert_eq!(login(&p).await.status, 200);
+    let r = get(&p.url("/x"), &[("authorization", &signed)]).await;
+    assert_eq!(r.status, 200, "the nonce was never accepted before, so it is fresh");
+    let r = get(&p.url("/x"), &[("authorization", &signed)]).await;
+    assert_eq!((r.status, problem(&r).as_str()), (401, "nonce_used"));
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_a_request_its_timeout_not_forever() {
+    let port = free_port();
+    let redis = PrivateRedis::start(port);
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let p = proxy(port, &jira).await;
+    let alice = basic("alice", "alice-pw");
+    assert_eq!(get(&p.url("/x"), &[("authorization", &alice)]).await.status, 200);
+
+    redis.signal("-STOP");
+    let started = Instant::now();
+    let r = get(&p.url("/x"), &[("authorization", &alice)]).await;
+    let took = started.elapsed();
+    redis.signal("-CONT");
+    assert_eq!(r.status, 503);
+    assert!(
+        took < Duration::from_millis(1500),
+        "bounded by the 300 ms timeouts: {took:?}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&p.url("/x"), &[("authorization", &alice)]).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {}", r.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_urls_speak_tls_and_trust_only_the_configured_ca() {
+    let pki = pki();
+    let port = free_port();
+    let _redis = PrivateRedis::start_tls(port, &pki);
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let trusted = format!(
+        "url = \"rediss://localhost:{port}\"\nca_file = \"{}\"",
+        pki.ca_pem.display()
+    );
+    let p = proxy_on(&trusted, &jira).await;
+    assert_eq!(login(&p).await.status, 200, "sessions live in Redis, over TLS");
+    assert_eq!(readyz(&p).await, 200);
+    // Without the CA, the server's certificate is not trusted: fail closed.
+    let untrusted = proxy_on(&format!("url = \"rediss://localhost:{port}\""), &jira).await;
+    assert_eq!(login(&untrusted).await.status, 503);
+    assert_eq!(readyz(&untrusted).await, 503);
+}
