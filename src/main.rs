@@ -20,11 +20,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy.
+    /// Run the proxy. SIGHUP (or a change to the config file, its API key file or TLS
+    /// files) reloads the config; SIGTERM/SIGINT drain and exit.
     Serve {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// How often to look for changed files ("0s": only on SIGHUP).
+        #[arg(long, default_value = "2s")]
+        watch_interval: String,
     },
     /// Validate a config file: print every error with its TOML path, or a summary.
     Check {
@@ -136,13 +140,19 @@ struct KeyOpts {
     name: Option<String>,
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or, with
+/// `JAP_LOG_FORMAT=json`, one JSON object per line.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var("JAP_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 fn main() -> ExitCode {
@@ -161,7 +171,7 @@ fn main() -> ExitCode {
             path,
         } => explain(&config, user, auth, groups, scopes, from, &headers, &method, &path),
         Command::HashPassword => hash_password(),
-        Command::Serve { config } => run_async(serve(config)),
+        Command::Serve { config, watch_interval } => run_async(serve(config, watch_interval)),
         Command::Demo { listen } => run_async(demo::run(listen)),
         Command::Keys { command } => keys(command),
         Command::Oauth1 {
@@ -247,13 +257,26 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
     }
 }
 
-async fn serve(path: PathBuf) -> anyhow::Result<()> {
+async fn serve(path: PathBuf, watch_interval: String) -> anyhow::Result<()> {
+    let interval = jira_auth_proxy::config::values::parse_duration(&watch_interval)
+        .map_err(|e| anyhow::anyhow!("--watch-interval: {e}"))?;
     let cfg = Config::load(&path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
     let mut signals = server::ShutdownSignal::new()?;
-    let running = server::start(cfg).await?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let running = server::start_from(cfg, Some(path)).await?;
+    let reloader = running.reloader();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            let _ = reloader.reload().await;
+        }
+    });
+    if !interval.is_zero() {
+        tokio::spawn(server::watch_files(running.reloader(), interval));
+    }
     signals.wait().await;
     running.shutdown().await;
     Ok(())

@@ -17,12 +17,14 @@ use crate::auth::oauth1::provider::Provider;
 use crate::auth::oauth1::rfc5849;
 use crate::auth::session::SessionAuth;
 use crate::auth::{Authenticator, Chain};
+use crate::config::StateConfig;
 use crate::config::{AuthMember, Config, ConfigError, ConfigErrors, ServerConfig};
 use crate::config::{JwtConfig, JwtKeys};
 use crate::identity::IdentityMap;
 use crate::identity::groups::JiraGroups;
 use crate::observe::audit::Audit;
-use crate::store::{MemoryStore, RedisStore, StateStore};
+use crate::observe::metrics::Metrics;
+use crate::store::{Counted, MemoryStore, RedisStore, StateStore};
 use crate::upstream::Upstream;
 use crate::upstream::fetch::Fetcher;
 
@@ -47,6 +49,15 @@ pub struct Runtime {
     pub session: Option<Arc<SessionAuth>>,
     /// `[identity.groups_from_jira]`, when configured.
     pub jira_groups: Option<JiraGroups>,
+    /// Process-wide counters (kept across reloads).
+    pub metrics: Arc<Metrics>,
+    pub state: StateConfig,
+    /// `audit.required`: refuse requests whose audit line cannot be written.
+    pub audit_required: bool,
+    /// The TLS acceptor for `server.tls` (rebuilt on reload, for new connections).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Files besides the config file whose change reloads it.
+    pub watched: Vec<std::path::PathBuf>,
     pub identity_mode: String,
 }
 
@@ -74,12 +85,26 @@ impl<A: Authenticator> Authenticator for Shared<A> {
 
 impl Runtime {
     pub fn build(cfg: &Config) -> Result<Runtime, ConfigErrors> {
+        Self::build_with(cfg, None)
+    }
+
+    /// Builds a runtime; on a reload, `previous` lends its metrics and, when the state
+    /// config is unchanged, its store (so sessions, nonces and counters survive).
+    pub fn build_with(cfg: &Config, previous: Option<&Runtime>) -> Result<Runtime, ConfigErrors> {
         let mut errors = Vec::new();
         let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
-        let store: Arc<dyn StateStore> = match &cfg.state.redis {
-            None => Arc::new(MemoryStore::new(cfg.state.max_entries)),
-            Some(r) => match RedisStore::new(r.clone()) {
-                Ok(s) => Arc::new(s),
+        let metrics = previous.map_or_else(|| Arc::new(Metrics::default()), |p| p.metrics.clone());
+        let kept = previous
+            .filter(|p| p.state.same_as(&cfg.state))
+            .map(|p| p.store.clone());
+        let store: Arc<dyn StateStore> = match (kept, &cfg.state.redis) {
+            (Some(store), _) => store,
+            (None, None) => Arc::new(Counted::new(
+                Arc::new(MemoryStore::new(cfg.state.max_entries)),
+                metrics.clone(),
+            )),
+            (None, Some(r)) => match RedisStore::new(r.clone()) {
+                Ok(s) => Arc::new(Counted::new(Arc::new(s), metrics.clone())),
                 Err(e) => {
                     err("state.url".into(), e);
                     Arc::new(MemoryStore::new(1))
@@ -168,11 +193,12 @@ impl Runtime {
         let audit = Audit::open(&cfg.audit)
             .map_err(|e| err("audit.to".into(), e.to_string()))
             .ok();
-        if let Some(tls) = &cfg.server.tls
-            && let Err(e) = crate::server::tls::acceptor(tls)
-        {
-            err("server.tls".into(), e);
-        }
+        let tls = match &cfg.server.tls {
+            None => None,
+            Some(files) => crate::server::tls::acceptor(files)
+                .map_err(|e| err("server.tls".into(), e))
+                .ok(),
+        };
         match (policy, upstream, audit) {
             (Some(policy), Some(upstream), Some(audit)) if errors.is_empty() => Ok(Runtime {
                 server: cfg.server.clone(),
@@ -189,10 +215,36 @@ impl Runtime {
                 oauth1_provider,
                 session,
                 jira_groups,
+                metrics,
+                state: cfg.state.clone(),
+                audit_required: cfg.audit_required,
+                tls,
+                watched: cfg.watched.clone(),
                 identity_mode: cfg.upstream.identity.describe(),
             }),
             _ => Err(ConfigErrors(errors)),
         }
+    }
+}
+
+impl Runtime {
+    /// (cache, hits, misses) of the verification caches, for `/metrics`.
+    pub fn cache_stats(&self) -> Vec<(&'static str, u64, u64)> {
+        let mut out = Vec::new();
+        if let Some(b) = &self.basic {
+            let (h, m) = b.cache_stats();
+            out.push(("basic", h, m));
+        }
+        let (mut h, mut m) = (0, 0);
+        for j in &self.jwt {
+            let (a, b) = j.cache_stats();
+            h += a;
+            m += b;
+        }
+        if !self.jwt.is_empty() {
+            out.push(("jwt", h, m));
+        }
+        out
     }
 }
 

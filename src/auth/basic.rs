@@ -152,6 +152,11 @@ impl BasicAuth {
         })
     }
 
+    /// Hits and misses of the verified-credential cache.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.cache.stats()
+    }
+
     /// Argon2 verifications run so far (local backend; tests and metrics).
     pub fn verifications(&self) -> u64 {
         match &self.backend {

@@ -38,6 +38,8 @@ pub fn sha256(bytes: &[u8]) -> Digest {
 pub struct TtlMap<V> {
     max_entries: usize,
     map: Mutex<HashMap<Digest, (Instant, V)>>,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
 }
 
 impl<V: Clone> TtlMap<V> {
@@ -45,6 +47,8 @@ impl<V: Clone> TtlMap<V> {
         TtlMap {
             max_entries: max_entries.max(1),
             map: Mutex::new(HashMap::new()),
+            hits: Default::default(),
+            misses: Default::default(),
         }
     }
 
@@ -56,14 +60,23 @@ impl<V: Clone> TtlMap<V> {
     pub fn get(&self, key: &Digest) -> Option<V> {
         let now = Instant::now();
         let mut map = self.lock();
-        match map.get(key) {
+        let found = match map.get(key) {
             Some((until, v)) if *until > now => Some(v.clone()),
             Some(_) => {
                 map.remove(key);
                 None
             }
             None => None,
-        }
+        };
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        found
+    }
+
+    /// Lookups that found a live entry, and those that did not.
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
     }
 
     /// Stores `value` for `ttl` (a zero TTL stores nothing).
@@ -121,6 +134,11 @@ impl CredentialCache {
         let mut out = [0u8; 32];
         out.copy_from_slice(tag.as_ref());
         out
+    }
+
+    /// Hits and misses so far.
+    pub fn stats(&self) -> (u64, u64) {
+        self.map.stats()
     }
 
     pub fn get(&self, digest: &Digest) -> Option<Principal> {

@@ -151,9 +151,13 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         .enumerate()
         .map(|(i, k)| (format!("api_keys[{i}]"), k))
         .collect();
+    let mut key_files = Vec::new();
     match root.remove("api_keys_file") {
         None => {}
-        Some(Value::String(file)) => keys_raw.extend(key_file(&mut cx, &file)),
+        Some(Value::String(file)) => {
+            key_files.push(cx.path(&file));
+            keys_raw.extend(key_file(&mut cx, &file));
+        }
         Some(_) => cx.err("api_keys_file", "must be a file path"),
     }
     let (access_raw, rules_raw): (raw::Access, Vec<raw::Rule>) = match root.remove("access") {
@@ -190,7 +194,16 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let admin = admin_raw.and_then(|a| admin(&mut cx, a));
     let upstream = upstream(&mut cx, upstream_raw);
     let state = state(&mut cx, state_raw);
+    let audit_required = audit_raw.required.unwrap_or(false);
     let audit = audit(&mut cx, audit_raw);
+    if audit_required && audit == AuditTarget::Off {
+        cx.err("audit.required", "requires an audit target (\"stdout\" or a file)");
+    }
+    let mut watched: Vec<PathBuf> = key_files.clone();
+    if let Some(tls) = &server.tls {
+        watched.push(tls.cert.clone());
+        watched.push(tls.key.clone());
+    }
     let consumers = oauth1_consumers(&mut cx, consumers_raw);
     let chain = chain(&mut cx, chain_raw, server.public_url.as_ref(), &consumers);
     let users = users(&mut cx, users_raw);
@@ -264,6 +277,8 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         upstream,
         state,
         audit,
+        audit_required,
+        watched,
         chain,
         passthrough_unknown_bearer,
         users,

@@ -69,6 +69,10 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub state: StateConfig,
     pub audit: AuditTarget,
+    /// `audit.required`: a request whose audit line cannot be written is refused (503).
+    pub audit_required: bool,
+    /// Files besides the config file whose change reloads it (API key file, TLS files).
+    pub watched: Vec<PathBuf>,
     pub chain: Vec<AuthMember>,
     /// Bearer tokens no member recognises go to Jira unchanged (Jira's own personal
     /// access tokens), instead of being refused.
@@ -167,6 +171,24 @@ pub struct StateConfig {
     pub max_entries: usize,
     /// `Some` when `backend = "redis"`.
     pub redis: Option<crate::store::RedisSettings>,
+}
+
+impl StateConfig {
+    /// The same store: a reload keeps the one it has (and the memory store's contents).
+    pub fn same_as(&self, other: &StateConfig) -> bool {
+        let redis = match (&self.redis, &other.redis) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                a.url.ct_eq(b.url.expose())
+                    && a.key_prefix == b.key_prefix
+                    && a.connect_timeout == b.connect_timeout
+                    && a.response_timeout == b.response_timeout
+                    && a.ca_file == b.ca_file
+            }
+            _ => false,
+        };
+        redis && self.max_entries == other.max_entries
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -79,6 +79,7 @@ pub struct State {
 #[serde(deny_unknown_fields)]
 pub struct Audit {
     pub to: Option<String>,
+    pub required: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -28,6 +28,8 @@ struct Line<'a> {
     /// Report-mode rules (or the whole list in report mode) that would have denied.
     #[serde(skip_serializing_if = "Option::is_none")]
     would_deny: Option<&'a str>,
+    /// Jira's own request id (`X-AREQUESTID`), to join this line with Jira's logs.
+    jira_request_id: Option<&'a str>,
     status: u16,
     duration_ms: f64,
 }
@@ -35,6 +37,7 @@ struct Line<'a> {
 pub struct Audit {
     out: Option<Mutex<Box<dyn Write + Send>>>,
     failures: AtomicU64,
+    healthy: std::sync::atomic::AtomicBool,
 }
 
 impl Audit {
@@ -50,6 +53,7 @@ impl Audit {
         Ok(Audit {
             out: out.map(Mutex::new),
             failures: AtomicU64::new(0),
+            healthy: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -58,8 +62,9 @@ impl Audit {
         self.failures.load(Ordering::Relaxed)
     }
 
-    pub fn record(&self, ctx: &RequestCtx, status: StatusCode) {
-        let Some(out) = &self.out else { return };
+    /// Writes the request's line; false when it could not be written.
+    pub fn record(&self, ctx: &RequestCtx, status: StatusCode) -> bool {
+        let Some(out) = &self.out else { return true };
         let line = Line {
             time: crate::time::rfc3339(ctx.time),
             request_id: ctx.id.to_str().unwrap_or("-"),
@@ -72,16 +77,27 @@ impl Audit {
             user: ctx.jira_user.as_deref(),
             rule: ctx.rule.as_deref(),
             would_deny: Some(ctx.would_deny.as_str()).filter(|w| !w.is_empty()),
+            jira_request_id: ctx.jira_request_id.as_ref().and_then(|v| v.to_str().ok()),
             status: status.as_u16(),
             duration_ms: (ctx.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
         };
         let Ok(mut text) = serde_json::to_string(&line) else {
-            return;
+            return false;
         };
         text.push('\n');
         let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
-        if w.write_all(text.as_bytes()).is_err() {
+        // A LineWriter flushes at the newline: an error here is the line not written.
+        let ok = w.write_all(text.as_bytes()).and_then(|_| w.flush()).is_ok();
+        if !ok {
             self.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(request_id = line.request_id, "audit line could not be written");
         }
+        self.healthy.store(ok, Ordering::Relaxed);
+        ok
+    }
+
+    /// The last line was written (or nothing was written yet).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 }

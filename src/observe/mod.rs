@@ -1,4 +1,4 @@
-//! Observability: the audit log (one JSON line per request). Metrics arrive with the
-//! admin endpoints.
+//! Observability: the audit log (one JSON line per request) and Prometheus metrics.
 
 pub mod audit;
+pub mod metrics;

@@ -56,6 +56,10 @@ pub struct RequestCtx {
     pub would_deny: String,
     /// The rate limit the deciding rule applied, for the response's headers.
     pub rate: Option<RateHeaders>,
+    /// Time from sending to Jira to Jira's response head.
+    pub upstream_time: Option<std::time::Duration>,
+    /// Jira's `X-AREQUESTID`.
+    pub jira_request_id: Option<HeaderValue>,
     /// The proxy's own session cookie values, taken out of the request by `admit`.
     pub session_ids: Vec<String>,
 }
@@ -99,6 +103,8 @@ impl RequestCtx {
             rule: None,
             would_deny: String::new(),
             rate: None,
+            upstream_time: None,
+            jira_request_id: None,
             session_ids: Vec::new(),
         }
     }
@@ -106,7 +112,14 @@ impl RequestCtx {
 
 pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let mut ctx = RequestCtx::new(conn, &req);
-    let mut resp = match run(&rt, &mut ctx, req).await {
+    // audit.required: while the audit log cannot be written, nothing goes through.
+    let result = if rt.audit_required && !rt.audit.healthy() {
+        ctx.outcome = "error";
+        Err(ProxyError::Dependency("the audit log cannot be written".into()))
+    } else {
+        run(&rt, &mut ctx, req).await
+    };
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             if ctx.reason.is_none() {
@@ -121,7 +134,24 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Incoming>) ->
             resp.headers_mut().insert(name, value);
         }
     }
-    rt.audit.record(&ctx, resp.status());
+    if !rt.audit.record(&ctx, resp.status()) {
+        rt.metrics.audit_failure();
+        if rt.audit_required {
+            ctx.reason = Some("audit_unwritable");
+            resp = ProxyError::Dependency("the audit log cannot be written".into()).into_response();
+        }
+    }
+    let denied = ctx.reason == Some("denied_by_rule") || ctx.reason == Some("insufficient_scope");
+    rt.metrics.record(&crate::observe::metrics::Sample {
+        auth: ctx.auth_kind.map_or("none", |k| k.as_str()),
+        outcome: ctx.outcome,
+        reason: ctx.reason,
+        status: resp.status().as_u16(),
+        rule: ctx.rule.as_deref(),
+        denied,
+        total: ctx.started.elapsed(),
+        upstream: ctx.upstream_time,
+    });
     resp
 }
 
@@ -172,7 +202,13 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Resu
             return oauth1_authorize(p, &parts, body, &user).await;
         }
     }
-    rt.upstream.forward(ctx, parts, body, form.as_deref()).await
+    let sent = std::time::Instant::now();
+    let resp = rt.upstream.forward(ctx, parts, body, form.as_deref()).await;
+    ctx.upstream_time = Some(sent.elapsed());
+    if let Ok(r) = &resp {
+        ctx.jira_request_id = r.headers().get("x-arequestid").cloned();
+    }
+    resp
 }
 
 /// `GET` (who am I) and `DELETE` (log out) on Jira's session endpoint.

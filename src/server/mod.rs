@@ -1,12 +1,17 @@
 //! Listeners: the proxy port (plain HTTP or rustls TLS; HTTP/1.1 and HTTP/2 on one
-//! socket), the admin port (`/healthz`, `/readyz`), and graceful shutdown that stops
+//! socket), the admin port (`/healthz`, `/readyz`, `/metrics`), hot reload (a new
+//! runtime swapped in atomically; requests in flight finish on the one they started
+//! with; new connections get the new TLS certificate), and graceful shutdown that stops
 //! accepting, lets in-flight requests finish within `server.shutdown_grace`, then exits.
 
 pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -27,14 +32,137 @@ use crate::runtime::Runtime;
 pub struct Running {
     pub addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
-    runtime: Arc<Runtime>,
+    reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// The runtime in force, and how to replace it.
+pub struct Reloader {
+    current: ArcSwap<Runtime>,
+    /// The config file, when the proxy was started from one.
+    path: Option<PathBuf>,
+    /// Serialises reloads (a file change and a SIGHUP at once).
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// The runtime new requests and connections use.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    /// Reads the config file again and swaps in a new runtime. A bad file changes nothing:
+    /// every error is logged (and returned) and the old config keeps serving.
+    pub async fn reload(&self) -> Result<(), String> {
+        let _one_at_a_time = self.busy.lock().await;
+        let Some(path) = &self.path else {
+            return Err("started without a config file".into());
+        };
+        let old = self.runtime();
+        let built = Config::load(path).and_then(|cfg| {
+            let rt = Runtime::build_with(&cfg, Some(&old))?;
+            Ok((cfg, rt))
+        });
+        match built {
+            Ok((cfg, rt)) => {
+                if cfg.server.listen != old.server.listen {
+                    tracing::warn!(
+                        "server.listen changed to {}; the proxy keeps listening on {} until it is restarted",
+                        cfg.server.listen,
+                        old.server.listen
+                    );
+                }
+                for w in &cfg.warnings {
+                    tracing::warn!("{w}");
+                }
+                self.current.store(Arc::new(rt));
+                old.metrics.reloaded(true);
+                tracing::info!(config = %path.display(), "configuration reloaded");
+                Ok(())
+            }
+            Err(errors) => {
+                old.metrics.reloaded(false);
+                for e in &errors.0 {
+                    tracing::error!(path = %e.path, "{}", e.message);
+                }
+                tracing::error!(config = %path.display(), errors = errors.0.len(), "reload refused; the previous configuration keeps serving");
+                Err(errors.to_string())
+            }
+        }
+    }
+
+    /// Files whose change should reload the config: the file itself and those it names.
+    pub fn watched(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.path.iter().cloned().collect();
+        files.extend(self.runtime().watched.iter().cloned());
+        files
+    }
+}
+
+/// What is not ready, in words (empty when all is).
+async fn readiness(rt: &Runtime) -> Vec<String> {
+    let second = std::time::Duration::from_secs(1);
+    let mut problems = Vec::new();
+    if let Err(e) = rt.upstream.reachable(second).await {
+        problems.push(e);
+    }
+    match tokio::time::timeout(second, rt.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(e.to_string()),
+        Err(_) => problems.push("state store did not answer".into()),
+    }
+    for j in &rt.jwt {
+        match tokio::time::timeout(second, j.ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(e),
+            Err(_) => problems.push("signing keys: no answer".into()),
+        }
+    }
+    problems
+}
+
+/// A file's identity for change detection: modification time and length.
+fn fingerprint(files: &[PathBuf]) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+/// Reloads when the config file or a file it names changes (checked every `every`).
+pub async fn watch_files(reloader: Arc<Reloader>, every: std::time::Duration) {
+    let mut files = reloader.watched();
+    let mut seen = fingerprint(&files);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = fingerprint(&files);
+        if now != seen {
+            tracing::info!("a watched file changed: reloading");
+            let _ = reloader.reload().await;
+            files = reloader.watched();
+            seen = fingerprint(&files);
+        }
+    }
+}
+
 impl Running {
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
+    /// The runtime in force now.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.reloader.runtime()
+    }
+
+    /// Reloads from the config file (see [`Reloader::reload`]).
+    pub async fn reload(&self) -> Result<(), String> {
+        self.reloader.reload().await
+    }
+
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// Stops accepting, drains in-flight requests (bounded by the grace period), returns.
@@ -74,15 +202,21 @@ fn builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
 
 /// Binds the listeners and starts serving. Errors say what could not be started.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
+    start_from(cfg, None).await
+}
+
+/// As [`start`], for a config read from `path`: reloads read that file again.
+pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Running> {
     let runtime = Arc::new(Runtime::build(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let reloader = Arc::new(Reloader {
+        current: ArcSwap::new(runtime.clone()),
+        path,
+        busy: tokio::sync::Mutex::new(()),
+    });
     let listener = TcpListener::bind(cfg.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
-    let tls = match &cfg.server.tls {
-        Some(files) => Some(tls::acceptor(files).map_err(|e| anyhow::anyhow!("server.tls: {e}"))?),
-        None => None,
-    };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut admin_addr = None;
@@ -91,13 +225,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on admin {}: {e}", admin.listen))?;
         admin_addr = Some(l.local_addr()?);
-        tasks.push(tokio::spawn(admin_loop(l, stop_rx.clone(), runtime.clone())));
+        tasks.push(tokio::spawn(admin_loop(l, stop_rx.clone(), reloader.clone())));
     }
     let accept = AcceptLoop {
         listener,
-        tls,
         builder: builder(&cfg),
-        runtime: runtime.clone(),
+        reloader: reloader.clone(),
         grace: cfg.server.shutdown_grace,
         handshake_timeout: cfg.server.header_read_timeout,
     };
@@ -106,7 +239,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         admin_addr,
-        runtime,
+        reloader,
         stop,
         tasks,
     })
@@ -114,9 +247,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
 
 struct AcceptLoop {
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
-    runtime: Arc<Runtime>,
+    reloader: Arc<Reloader>,
     grace: std::time::Duration,
     handshake_timeout: std::time::Duration,
 }
@@ -140,14 +272,18 @@ impl AcceptLoop {
             let _ = stream.set_nodelay(true);
             let watcher = graceful.watcher();
             let builder = self.builder.clone();
-            let runtime = self.runtime.clone();
-            let tls = self.tls.clone();
+            let reloader = self.reloader.clone();
+            // The certificate in force when the connection arrives serves it to the end.
+            let tls = reloader.runtime().tls.clone();
             let handshake_timeout = self.handshake_timeout;
             tokio::spawn(async move {
+                let metrics = reloader.runtime().metrics.clone();
+                let _open = metrics.connection();
                 let svc = move |tls_on: bool| {
                     let conn = ConnInfo { peer, tls: tls_on };
                     service_fn(move |req: Request<Incoming>| {
-                        let rt = runtime.clone();
+                        // Each request runs on the config in force when it arrived.
+                        let rt = reloader.runtime();
                         async move { Ok::<_, Infallible>(handle(rt, conn, req).await) }
                     })
                 };
@@ -174,16 +310,16 @@ impl AcceptLoop {
     }
 }
 
-async fn admin_loop(listener: TcpListener, mut stop: watch::Receiver<bool>, runtime: Arc<Runtime>) {
+async fn admin_loop(listener: TcpListener, mut stop: watch::Receiver<bool>, reloader: Arc<Reloader>) {
     loop {
         let stream = tokio::select! {
             _ = stop.changed() => break,
             r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
         };
-        let rt = runtime.clone();
+        let reloader = reloader.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let rt = rt.clone();
+                let rt = reloader.runtime();
                 async move { Ok::<_, Infallible>(admin(&rt, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -193,21 +329,28 @@ async fn admin_loop(listener: TcpListener, mut stop: watch::Receiver<bool>, runt
     }
 }
 
-/// `/healthz`: the process answers. `/readyz`: what requests depend on answers too (the
-/// state store, within a second), else 503 naming what is not ready.
+/// `/healthz`: the process answers. `/readyz`: what requests depend on answers too —
+/// Jira (a TCP connection), the state store, every JWT issuer's signing keys — each
+/// within a second; else 503 naming what is not ready.
 async fn admin(rt: &Runtime, req: Request<Incoming>) -> Response<Body> {
     let (status, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok\n".to_string()),
         "/readyz" => {
-            let store = tokio::time::timeout(std::time::Duration::from_secs(1), rt.store.ping()).await;
-            match store {
-                Ok(Ok(())) => (StatusCode::OK, "ok\n".to_string()),
-                Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
-                Err(_) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: state store did not answer\n".to_string(),
-                ),
+            let problems = readiness(rt).await;
+            if problems.is_empty() {
+                (StatusCode::OK, "ok\n".to_string())
+            } else {
+                let lines: String = problems.iter().map(|p| format!("not ready: {p}\n")).collect();
+                (StatusCode::SERVICE_UNAVAILABLE, lines)
             }
+        }
+        "/metrics" => {
+            let mut r = Response::new(full(rt.metrics.render(&rt.cache_stats())));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return r;
         }
         _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
     };

@@ -86,3 +86,56 @@ pub(crate) fn gcra(
         },
     )
 }
+
+/// A store whose failures are counted (the `jap_store_errors_total` metric).
+pub struct Counted {
+    inner: std::sync::Arc<dyn StateStore>,
+    metrics: std::sync::Arc<crate::observe::metrics::Metrics>,
+}
+
+impl Counted {
+    pub fn new(
+        inner: std::sync::Arc<dyn StateStore>,
+        metrics: std::sync::Arc<crate::observe::metrics::Metrics>,
+    ) -> Self {
+        Counted { inner, metrics }
+    }
+
+    fn count<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if r.is_err() {
+            self.metrics.store_error();
+        }
+        r
+    }
+}
+
+#[async_trait]
+impl StateStore for Counted {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        self.count(self.inner.get(key).await)
+    }
+    async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+        self.count(self.inner.put(key, value, ttl).await)
+    }
+    async fn put_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
+        self.count(self.inner.put_if_absent(key, value, ttl).await)
+    }
+    async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
+        self.count(self.inner.incr(key, by, ttl).await)
+    }
+    async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        self.count(self.inner.ttl(key).await)
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.count(self.inner.delete(key).await)
+    }
+    async fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Bytes)>, StoreError> {
+        self.count(self.inner.scan(prefix, limit).await)
+    }
+    async fn throttle(&self, key: &str, interval: Duration, burst: u32) -> Result<Throttle, StoreError> {
+        self.count(self.inner.throttle(key, interval, burst).await)
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.count(self.inner.ping().await)
+    }
+}

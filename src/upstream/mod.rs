@@ -450,6 +450,18 @@ impl Upstream {
 }
 
 impl Upstream {
+    /// Jira accepts TCP connections (for readiness; no request is sent).
+    pub async fn reachable(&self, timeout: Duration) -> Result<(), String> {
+        let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
+        let default = if self.scheme == Scheme::HTTPS { 443 } else { 80 };
+        let port = self.authority.port_u16().unwrap_or(default);
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("Jira at {}: {e}", self.authority)),
+            Err(_) => Err(format!("Jira at {}: no answer within {timeout:?}", self.authority)),
+        }
+    }
+
     /// A user's groups as Jira knows them: `GET {path}?username=U&expand=groups` with a
     /// service credential. A user Jira does not know has none; anything else but an
     /// answer is an error (the caller fails closed).

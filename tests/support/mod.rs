@@ -115,6 +115,14 @@ const JIRA_GROUPS: &[(&str, &[&str])] = &[
 pub struct FakeJira {
     pub addr: SocketAddr,
     pub state: Arc<JiraState>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeJira {
+    /// Jira goes away: no new connections (open ones finish what they are doing).
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
 }
 
 impl FakeJira {
@@ -151,12 +159,22 @@ impl FakeJira {
         self.state.basic_checks.load(Ordering::SeqCst)
     }
 
+    /// A fake Jira on a given port (to bring one back where another was).
+    pub async fn start_on(port: u16) -> FakeJira {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        Self::serve(listener, JiraTrust::Header, None)
+    }
+
     async fn start_with(trust: JiraTrust, tls: Option<tokio_rustls::TlsAcceptor>) -> FakeJira {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, trust, tls)
+    }
+
+    fn serve(listener: TcpListener, trust: JiraTrust, tls: Option<tokio_rustls::TlsAcceptor>) -> FakeJira {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(JiraState::default());
         let seen2 = state.clone();
-        tokio::spawn(async move {
+        let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
@@ -179,7 +197,7 @@ impl FakeJira {
                 });
             }
         });
-        FakeJira { addr, state }
+        FakeJira { addr, state, accept }
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -486,6 +504,8 @@ fn json(status: StatusCode, v: serde_json::Value, user: Option<&str>) -> Respons
         .insert("content-type", "application/json".parse().unwrap());
     r.headers_mut()
         .insert("x-ausername", user.unwrap_or("anonymous").parse().unwrap());
+    // Jira's own request id, as it sends on every answer.
+    r.headers_mut().insert("x-arequestid", "932x1234x1".parse().unwrap());
     r
 }
 
@@ -565,15 +585,39 @@ impl Proxy {
             format!("{text}\n[audit]\nto = \"{}\"\n", dir.join("audit.log").display())
         };
         let cfg = Config::parse(&text, &dir).unwrap_or_else(|e| panic!("test config:\n{e}\n---\n{text}"));
-        // Kept beside the audit log, for tests that run the command line on it.
+        // Kept beside the audit log, for tests that run the command line on it and for
+        // reloads (which read it again).
         std::fs::write(dir.join("config.toml"), &text).unwrap();
-        let running = server::start(cfg).await.expect("proxy starts");
+        let running = server::start_from(cfg, Some(dir.join("config.toml")))
+            .await
+            .expect("proxy starts");
         let addr = running.addr;
         Proxy { running, addr, dir }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Writes a new config (same substitutions as at start) and reloads it.
+    pub async fn reload_with(&self, text: &str, jira: SocketAddr) -> Result<(), String> {
+        let text = text
+            .replace("{jira}", &jira.to_string())
+            .replace("{dir}", self.dir.to_str().unwrap());
+        let text = if text.contains("[audit]") {
+            text
+        } else {
+            format!("{text}\n[audit]\nto = \"{}\"\n", self.dir.join("audit.log").display())
+        };
+        std::fs::write(self.dir.join("config.toml"), text).unwrap();
+        self.running.reload().await
+    }
+
+    /// The admin listener's answer to `path` (status, body).
+    pub async fn admin(&self, path: &str) -> (u16, String) {
+        let addr = self.running.admin_addr.expect("an [admin] listener");
+        let r = get(&format!("http://{addr}{path}"), &[]).await;
+        (r.status, String::from_utf8_lossy(&r.body).into_owned())
     }
 
     /// Audit lines written so far.

@@ -174,6 +174,15 @@ impl KeyStore {
         )
     }
 
+    /// Keys are at hand (static, or fetched once at least); tries a fetch when not.
+    pub async fn ready(&self) -> Result<(), String> {
+        match &self.source {
+            Source::Static(_) => Ok(()),
+            Source::Remote { .. } if self.snapshot().is_some() => Ok(()),
+            Source::Remote { .. } => self.refresh().await.map(|_| ()),
+        }
+    }
+
     fn snapshot(&self) -> Option<(Arc<Vec<KeyEntry>>, Instant)> {
         let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
         cur.as_ref().map(|s| (s.keys.clone(), s.fetched))

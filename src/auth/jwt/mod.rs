@@ -63,6 +63,19 @@ impl JwtAuth {
         self.keys.counters()
     }
 
+    /// The issuer's signing keys are loaded (see `KeyStore::ready`).
+    pub async fn ready(&self) -> Result<(), String> {
+        self.keys
+            .ready()
+            .await
+            .map_err(|e| format!("signing keys of {}: {e}", self.cfg.issuer))
+    }
+
+    /// Hits and misses of the verified-token cache.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.verified.stats()
+    }
+
     /// Remembers a verified token until its `exp`, at most `token_cache_ttl`.
     fn remember(&self, key: Digest, claims: &Map<String, Value>, now: SystemTime, p: &Principal) {
         let now_s = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();

@@ -1,0 +1,271 @@
+//! Prometheus metrics in the text exposition format, on the admin listener's `/metrics`.
+//! Labels stay bounded: auth kinds, outcomes and reasons are fixed sets, rule names come
+//! from the config; never a user, a key or a raw path. One `Metrics` lives for the whole
+//! process: reloads keep counting.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
+
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in BUCKETS.iter().zip(&self.counts) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// One finished request, as the metrics see it.
+pub struct Sample<'a> {
+    pub auth: &'static str,
+    pub outcome: &'static str,
+    pub reason: Option<&'static str>,
+    pub status: u16,
+    pub rule: Option<&'a str>,
+    pub denied: bool,
+    pub total: Duration,
+    pub upstream: Option<Duration>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<HashMap<(&'static str, &'static str, u16), u64>>,
+    reasons: Mutex<HashMap<&'static str, u64>>,
+    decisions: Mutex<HashMap<(String, &'static str), u64>>,
+    upstream: Histogram,
+    overhead: Histogram,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    store_errors: AtomicU64,
+    audit_failures: AtomicU64,
+    open_connections: AtomicI64,
+}
+
+/// Counts an open connection while it lives.
+pub struct ConnectionGuard<'a>(&'a Metrics);
+
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Counters only: a poisoned map is still a map of counts.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Prometheus label values: `\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
+    pub fn record(&self, s: &Sample<'_>) {
+        let class = s.status / 100 * 100;
+        *lock(&self.requests).entry((s.auth, s.outcome, class)).or_default() += 1;
+        if let Some(r) = s.reason {
+            *lock(&self.reasons).entry(r).or_default() += 1;
+        }
+        if let Some(rule) = s.rule {
+            let effect = if s.denied { "deny" } else { "allow" };
+            let mut d = lock(&self.decisions);
+            match d.get_mut(&(rule.to_owned(), effect)) {
+                Some(n) => *n += 1,
+                None => {
+                    d.insert((rule.to_owned(), effect), 1);
+                }
+            }
+        }
+        if let Some(up) = s.upstream {
+            self.upstream.observe(up);
+            self.overhead.observe(s.total.saturating_sub(up));
+        } else {
+            self.overhead.observe(s.total);
+        }
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        let c = if ok { &self.reloads_ok } else { &self.reloads_failed };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn store_error(&self) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn audit_failure(&self) {
+        self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection(&self) -> ConnectionGuard<'_> {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self)
+    }
+
+    /// The text exposition; `caches` are (name, hits, misses) of the current runtime.
+    pub fn render(&self, caches: &[(&str, u64, u64)]) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP jap_requests_total Requests by how the caller authenticated, the outcome and the status class.\n# TYPE jap_requests_total counter\n");
+        let mut rows: Vec<_> = lock(&self.requests).iter().map(|(k, v)| (*k, *v)).collect();
+        rows.sort();
+        for ((auth, outcome, class), n) in rows {
+            let _ = writeln!(
+                out,
+                "jap_requests_total{{auth=\"{auth}\",outcome=\"{outcome}\",status=\"{}xx\"}} {n}",
+                class / 100
+            );
+        }
+        out.push_str("# HELP jap_refusals_total Requests with a reason (refusals, report-mode denials, failures).\n# TYPE jap_refusals_total counter\n");
+        let mut rows: Vec<_> = lock(&self.reasons).iter().map(|(k, v)| (*k, *v)).collect();
+        rows.sort();
+        for (reason, n) in rows {
+            let _ = writeln!(out, "jap_refusals_total{{reason=\"{reason}\"}} {n}");
+        }
+        out.push_str("# HELP jap_decisions_total Access decisions by the rule that made them.\n# TYPE jap_decisions_total counter\n");
+        let mut rows: Vec<_> = lock(&self.decisions).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        rows.sort();
+        for ((rule, effect), n) in rows {
+            let _ = writeln!(
+                out,
+                "jap_decisions_total{{rule=\"{}\",effect=\"{effect}\"}} {n}",
+                label(&rule)
+            );
+        }
+        self.upstream.render(
+            &mut out,
+            "jap_upstream_duration_seconds",
+            "Time from sending a request to Jira to Jira's response head.",
+        );
+        self.overhead.render(
+            &mut out,
+            "jap_proxy_overhead_seconds",
+            "Time the proxy adds to a request (total minus Jira's part).",
+        );
+        out.push_str("# HELP jap_cache_hits_total Cache hits (verified credentials and tokens).\n# TYPE jap_cache_hits_total counter\n");
+        for (name, hits, _) in caches {
+            let _ = writeln!(out, "jap_cache_hits_total{{cache=\"{name}\"}} {hits}");
+        }
+        out.push_str("# HELP jap_cache_misses_total Cache misses.\n# TYPE jap_cache_misses_total counter\n");
+        for (name, _, misses) in caches {
+            let _ = writeln!(out, "jap_cache_misses_total{{cache=\"{name}\"}} {misses}");
+        }
+        let simple = [
+            (
+                "jap_reloads_total{result=\"ok\"}",
+                "counter",
+                "jap_reloads_total",
+                "Config reloads.",
+                self.reloads_ok.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "jap_reloads_total{result=\"failed\"}",
+                "",
+                "",
+                "",
+                self.reloads_failed.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "jap_store_errors_total",
+                "counter",
+                "jap_store_errors_total",
+                "State store operations that failed.",
+                self.store_errors.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "jap_audit_write_failures_total",
+                "counter",
+                "jap_audit_write_failures_total",
+                "Audit lines that could not be written.",
+                self.audit_failures.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "jap_open_connections",
+                "gauge",
+                "jap_open_connections",
+                "Client connections open now.",
+                self.open_connections.load(Ordering::Relaxed),
+            ),
+        ];
+        for (series, kind, name, help, v) in simple {
+            if !kind.is_empty() {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            }
+            let _ = writeln!(out, "{series} {v}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_labels_are_escaped() {
+        let m = Metrics::default();
+        for (ms, rule) in [(1, Some("a \"quoted\" rule")), (3, None), (2000, None)] {
+            m.record(&Sample {
+                auth: "basic",
+                outcome: "authenticated",
+                reason: None,
+                status: 200,
+                rule,
+                denied: false,
+                total: Duration::from_millis(ms + 1),
+                upstream: Some(Duration::from_millis(ms)),
+            });
+        }
+        let text = m.render(&[("basic", 5, 1)]);
+        assert!(text.contains("jap_requests_total{auth=\"basic\",outcome=\"authenticated\",status=\"2xx\"} 3"));
+        assert!(
+            text.contains("jap_upstream_duration_seconds_bucket{le=\"0.001\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jap_upstream_duration_seconds_bucket{le=\"0.005\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("jap_upstream_duration_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains("jap_upstream_duration_seconds_count 3"));
+        assert!(
+            text.contains("jap_decisions_total{rule=\"a \\\"quoted\\\" rule\",effect=\"allow\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("jap_cache_hits_total{cache=\"basic\"} 5"));
+        let guard = m.connection();
+        assert!(m.render(&[]).contains("jap_open_connections 1"));
+        drop(guard);
+        assert!(m.render(&[]).contains("jap_open_connections 0"));
+    }
+}
