@@ -76,6 +76,9 @@ enum Command {
         #[command(subcommand)]
         command: OAuth1Command,
     },
+    /// Exit 0 when `http://HOST:PORT/PATH` answers 200 within 3 seconds (a container
+    /// health check that needs no curl, e.g. `probe http://127.0.0.1:9090/readyz`).
+    Probe { url: String },
     /// Start a stand-in Jira and the proxy in front of it, and print curl commands to try.
     Demo {
         /// Where the demo proxy listens.
@@ -173,6 +176,7 @@ fn main() -> ExitCode {
         Command::HashPassword => hash_password(),
         Command::Serve { config, watch_interval } => run_async(serve(config, watch_interval)),
         Command::Demo { listen } => run_async(demo::run(listen)),
+        Command::Probe { url } => probe(&url),
         Command::Keys { command } => keys(command),
         Command::Oauth1 {
             command:
@@ -280,6 +284,46 @@ async fn serve(path: PathBuf, watch_interval: String) -> anyhow::Result<()> {
     signals.wait().await;
     running.shutdown().await;
     Ok(())
+}
+
+fn probe(url: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    let answer = (|| -> Result<u16, String> {
+        let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+        let (authority, path) = rest
+            .split_once('/')
+            .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("no address")?;
+        let timeout = std::time::Duration::from_secs(3);
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut head = [0u8; 64];
+        let n = s.read(&mut head).map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&head[..n]);
+        text.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| "not HTTP".to_string())
+    })();
+    match answer {
+        Ok(200) => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("{url}: {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -323,3 +323,173 @@ fn serve_drains_and_exits_zero_on_sigterm() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// The status of `GET path` (plain HTTP/1.1, connection closed after).
+fn status_of(addr: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn write_config(path: &std::path::Path, addr: &str, admin: &str, default: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "version = 1\n[server]\nlisten = \"{addr}\"\n[admin]\nlisten = \"{admin}\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n\
+             [audit]\nto = \"off\"\n[access]\ndefault = \"{default}\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// `serve` on a config whose `access.default` the test rewrites; Jira is unreachable, so
+/// an allowed anonymous request answers 502 and a denied one 401.
+struct Served {
+    child: std::process::Child,
+    addr: String,
+    admin: String,
+    path: std::path::PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Served {
+    fn start(watch_interval: &str) -> Served {
+        use std::io::BufRead;
+        let path = support::temp_dir().join("c.toml");
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .to_string()
+        };
+        let (addr, admin) = (free(), free());
+        write_config(&path, &addr, &admin, "allow");
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--config",
+                path.to_str().unwrap(),
+                "--watch-interval",
+                watch_interval,
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log: std::sync::Arc<std::sync::Mutex<String>> = Default::default();
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let s = Served {
+            child,
+            addr,
+            admin,
+            path,
+            log,
+        };
+        s.wait_for(|s| s.log.lock().unwrap().contains("listening"), "never listened");
+        s
+    }
+
+    fn write(&self, default: &str) {
+        write_config(&self.path, &self.addr, &self.admin, default);
+    }
+
+    fn status(&self) -> u16 {
+        status_of(&self.addr, "/x")
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait_for(&self, what: impl Fn(&Served) -> bool, why: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !what(self) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{why}:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn stop(mut self) {
+        self.signal("-TERM");
+        assert_eq!(self.child.wait().unwrap().code(), Some(0));
+    }
+}
+
+#[test]
+fn serve_reloads_when_the_config_file_changes() {
+    let s = Served::start("100ms");
+    assert_eq!(s.status(), 502);
+    s.write("deny");
+    s.wait_for(|s| s.status() == 401, "a changed file was not picked up");
+    s.stop();
+}
+
+#[test]
+fn serve_reloads_on_sighup_and_keeps_serving_through_a_bad_file() {
+    let s = Served::start("0s");
+    assert_eq!(s.status(), 502);
+    s.write("deny");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(s.status(), 502, "no watcher: nothing changes before SIGHUP");
+    s.signal("-HUP");
+    s.wait_for(|s| s.status() == 401, "SIGHUP did not reload");
+    std::fs::write(&s.path, "version = 1\n[server]\nlisten = \"nowhere\"\n").unwrap();
+    s.signal("-HUP");
+    s.wait_for(
+        |s| s.log.lock().unwrap().contains("reload refused"),
+        "no refusal logged",
+    );
+    let text = s.log.lock().unwrap().clone();
+    assert!(
+        text.contains("server.listen") && text.contains("upstream"),
+        "every error, with its path:\n{text}"
+    );
+    assert_eq!(s.status(), 401, "the previous config keeps serving");
+    s.stop();
+}
+
+#[test]
+fn the_container_config_checks_and_probe_answers_for_a_health_check() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", &repo("deploy/config.toml")])
+        .env("JAP_UPSTREAM_SECRET", "from-the-secret")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = Served::start("0s");
+    let probe = |url: String| {
+        Command::new(BIN)
+            .args(["probe", &url])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(probe(format!("http://{}/healthz", s.admin)));
+    assert!(!probe(format!("http://{}/nope", s.admin)), "404 is not healthy");
+    assert!(!probe(format!("http://{}/x", s.addr)), "502 is not healthy");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    assert!(!probe(format!("http://{closed}/healthz")));
+    assert!(!probe("https://127.0.0.1/healthz".into()), "plain http only");
+    s.stop();
+}
