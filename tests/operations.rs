@@ -271,3 +271,26 @@ async fn an_unwritable_audit_log_refuses_requests_when_required_and_is_counted_w
     let (_, m) = proxy.admin("/metrics").await;
     assert!(m.contains("jap_audit_write_failures_total 1"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reopens_the_audit_file_as_logrotate_expects() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&config(ALLOW_ALL), jira.addr).await;
+    let alice = basic("alice", "alice-pw");
+    assert_eq!(
+        get(&proxy.url("/before"), &[("authorization", &alice)]).await.status,
+        200
+    );
+    // logrotate moves the file away, then signals.
+    std::fs::rename(proxy.dir.join("audit.log"), proxy.dir.join("audit.log.1")).unwrap();
+    proxy.reload_with(&config(ALLOW_ALL), jira.addr).await.unwrap();
+    assert_eq!(
+        get(&proxy.url("/after"), &[("authorization", &alice)]).await.status,
+        200
+    );
+    let rotated = std::fs::read_to_string(proxy.dir.join("audit.log.1")).unwrap();
+    let fresh = proxy.audit();
+    assert!(rotated.contains("/before") && !rotated.contains("/after"));
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0]["path"], "/after");
+}
