@@ -357,6 +357,10 @@ struct Served {
 
 impl Served {
     fn start(watch_interval: &str) -> Served {
+        Self::start_with_env(watch_interval, &[])
+    }
+
+    fn start_with_env(watch_interval: &str, env: &[(&str, &str)]) -> Served {
         use std::io::BufRead;
         let path = support::temp_dir().join("c.toml");
         let free = || {
@@ -376,6 +380,7 @@ impl Served {
                 "--watch-interval",
                 watch_interval,
             ])
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -433,11 +438,20 @@ impl Served {
 }
 
 #[test]
-fn serve_reloads_when_the_config_file_changes() {
-    let s = Served::start("100ms");
+fn serve_reloads_when_the_config_file_changes_and_logs_json_when_asked() {
+    let s = Served::start_with_env("100ms", &[("JAP_LOG_FORMAT", "json")]);
     assert_eq!(s.status(), 502);
     s.write("deny");
     s.wait_for(|s| s.status() == 401, "a changed file was not picked up");
+    s.wait_for(
+        |s| s.log.lock().unwrap().contains("configuration reloaded"),
+        "no reload logged",
+    );
+    let log = s.log.lock().unwrap().clone();
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
+    }
     s.stop();
 }
 

@@ -294,3 +294,52 @@ async fn a_reload_reopens_the_audit_file_as_logrotate_expects() {
     assert_eq!(fresh.len(), 1);
     assert_eq!(fresh[0]["path"], "/after");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_a_caller_sent_reaches_the_audit_log_or_the_metrics() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let text = config(ALLOW_ALL).replace(
+        "[[auth.chain]]\ntype = \"basic\"",
+        "[[auth.chain]]\ntype = \"session\"\n[[auth.chain]]\ntype = \"basic\"",
+    );
+    let proxy = Proxy::start(&text, jira.addr).await;
+    let secrets = [
+        "alice-pw",
+        "wrong-password-9",
+        "jap_notarealkeynotarealkeynotarealkeynotarealk",
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl",
+        "cookie-value-123",
+        "query-token-456",
+    ];
+    get(&proxy.url("/a"), &[("authorization", &basic("alice", secrets[0]))]).await;
+    get(&proxy.url("/b"), &[("authorization", &basic("alice", secrets[1]))]).await;
+    get(
+        &proxy.url("/c"),
+        &[("authorization", &format!("Bearer {}", secrets[2]))],
+    )
+    .await;
+    get(
+        &proxy.url("/d"),
+        &[("authorization", &format!("Bearer {}", secrets[3]))],
+    )
+    .await;
+    get(&proxy.url("/e"), &[("cookie", &format!("JAPSESSION={}", secrets[4]))]).await;
+    get(&proxy.url(&format!("/f?os_password={0}&token={0}", secrets[5])), &[]).await;
+    send(
+        "POST",
+        &proxy.url("/rest/auth/1/session"),
+        &[("content-type", "application/json")],
+        Bytes::from(format!(r#"{{"username":"alice","password":"{}"}}"#, secrets[1])),
+    )
+    .await;
+    let audit = proxy.audit_text();
+    assert_eq!(audit.lines().count(), 7);
+    for line in audit.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("each line is JSON");
+    }
+    let (_, metrics) = proxy.admin("/metrics").await;
+    for s in secrets {
+        assert!(!audit.contains(s), "{s} in the audit log:\n{audit}");
+        assert!(!metrics.contains(s), "{s} in the metrics");
+    }
+}
