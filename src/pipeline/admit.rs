@@ -24,6 +24,14 @@ const IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-email",
     "x-forwarded-preferred-username",
     "x-ausername",
+    "x-authenticated-user",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-user",
+    "x-user",
+    "x-username",
+    "x-forwarded-groups",
+    "x-auth-request-groups",
 ];
 
 /// Forwarding headers we set ourselves (client copies believed only from trusted proxies).
