@@ -416,3 +416,125 @@ async fn session_fixation_duplicate_cookies_and_logout_reuse_are_refused() {
     );
     assert_eq!(jira.count(), 1);
 }
+
+/// The basic config with `[server]` limits added.
+async fn limited(limits: &str) -> (FakeJira, Proxy) {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let text = basic_config("").replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:0\"\n{limits}"),
+        1,
+    );
+    let proxy = Proxy::start(&text, jira.addr).await;
+    (jira, proxy)
+}
+
+async fn keep_alive_request(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET /x HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n", alice());
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_millis(800), s.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_until_one_closes() {
+    let (_jira, proxy) = limited("max_connections = 2").await;
+    let mut a = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut b = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    assert!(
+        keep_alive_request(&mut a)
+            .await
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    );
+    assert!(
+        keep_alive_request(&mut b)
+            .await
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    );
+    let mut c = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    assert!(
+        keep_alive_request(&mut c).await.is_none(),
+        "a third connection is not served yet"
+    );
+    drop(a);
+    let mut buf = vec![0u8; 4096];
+    use tokio::io::AsyncReadExt;
+    let n = tokio::time::timeout(std::time::Duration::from_secs(3), c.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "served once a slot is free"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
+    let (_jira, proxy) = limited("header_read_timeout = \"300ms\"").await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    assert!(keep_alive_request(&mut s).await.is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed by the proxy");
+}
+
+#[tokio::test]
+async fn bodies_the_proxy_reads_itself_are_capped_by_max_read_body_bytes() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let text = basic_config("")
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nmax_read_body_bytes = 2048",
+            1,
+        )
+        .replace(
+            "[[auth.chain]]\ntype = \"basic\"",
+            "[[auth.chain]]\ntype = \"session\"\n[[auth.chain]]\ntype = \"basic\"",
+        );
+    let proxy = Proxy::start(&text, jira.addr).await;
+    let login = send(
+        "POST",
+        &proxy.url("/rest/auth/1/session"),
+        &[("content-type", "application/json")],
+        Bytes::from(r#"{"username":"alice","password":"alice-pw"}"#),
+    )
+    .await;
+    let cookie = format!("JAPSESSION={}", login.json()["session"]["value"].as_str().unwrap());
+    // A cookie call's form is read for its form token, under the cap.
+    let r = send(
+        "POST",
+        &proxy.url("/x"),
+        &[
+            ("cookie", &cookie),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("x-atlassian-token", "no-check"),
+        ],
+        Bytes::from(format!("a={}", "b".repeat(4096))),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    // Bodies the proxy does not read stream through whatever their size.
+    let r = send(
+        "POST",
+        &proxy.url("/x"),
+        &[
+            ("authorization", &alice()),
+            ("content-type", "application/octet-stream"),
+        ],
+        Bytes::from(vec![7u8; 1 << 20]),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(jira.last().body_len, 1 << 20);
+}

@@ -393,6 +393,35 @@ fn server(cx: &mut Ctx, r: raw::Server) -> ServerConfig {
             "server.shutdown_grace",
             Duration::from_secs(30),
         ),
+        max_connections: match r.max_connections {
+            Some(0) => {
+                cx.err("server.max_connections", "must be at least 1");
+                1
+            }
+            Some(n) => n,
+            None => 10_000,
+        },
+        max_concurrent_streams: match r.max_concurrent_streams {
+            Some(0) => {
+                cx.err("server.max_concurrent_streams", "must be at least 1");
+                1
+            }
+            Some(n) => n,
+            None => 128,
+        },
+        max_read_body_bytes: match r.max_read_body_bytes {
+            Some(n) if n < 1024 => {
+                cx.err("server.max_read_body_bytes", "must be at least 1024");
+                1024
+            }
+            Some(n) => n,
+            None => 64 * 1024,
+        },
+        idle_timeout: cx.positive_duration(
+            r.idle_timeout.as_deref(),
+            "server.idle_timeout",
+            Duration::from_secs(60),
+        ),
     }
 }
 

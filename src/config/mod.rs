@@ -97,6 +97,14 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub shutdown_grace: Duration,
+    /// Client connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Largest body the proxy reads itself (OAuth forms, form tokens, its pages' forms).
+    pub max_read_body_bytes: usize,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

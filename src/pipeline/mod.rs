@@ -199,7 +199,7 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Resu
                 ctx.outcome = "oauth1_tokens";
                 return p.user_tokens(&parts, &path, body, &user).await;
             }
-            return oauth1_authorize(p, &parts, body, &user).await;
+            return oauth1_authorize(p, &parts, body, &user, rt.server.max_read_body_bytes).await;
         }
     }
     let sent = std::time::Instant::now();
@@ -263,6 +263,7 @@ async fn oauth1_authorize(
     parts: &http::request::Parts,
     body: Body,
     user: &str,
+    limit: usize,
 ) -> Result<Response<Body>, ProxyError> {
     match parts.method {
         Method::GET => p
@@ -270,15 +271,12 @@ async fn oauth1_authorize(
             .await
             .map_err(|e| ProxyError::Dependency(e.to_string())),
         Method::POST => {
-            let form = provider::read_small_form(body, 16 * 1024).await?;
+            let form = provider::read_small_form(body, limit).await?;
             p.authorize_decision(&form, user).await
         }
         _ => Err(ProxyError::BadRequest("Use GET or POST.")),
     }
 }
-
-/// Largest form body read for an OAuth 1.0a signature.
-const FORM_LIMIT: usize = 64 * 1024;
 
 /// OAuth 1.0a signs form-encoded bodies (RFC 5849 §3.4.1.3.1): when a request carries
 /// OAuth parameters and such a body, it is read (under a cap) and forwarded from memory;
@@ -299,7 +297,7 @@ async fn read_form(
     if !is_form || !wanted {
         return Ok((None, body.boxed()));
     }
-    let bytes = match Limited::new(body, FORM_LIMIT).collect().await {
+    let bytes = match Limited::new(body, rt.server.max_read_body_bytes).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return Err(ProxyError::PayloadTooLarge);

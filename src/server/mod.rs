@@ -196,7 +196,10 @@ fn builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(cfg.server.max_header_bytes as u32)
-        .max_concurrent_streams(128);
+        .max_concurrent_streams(cfg.server.max_concurrent_streams)
+        // An idle HTTP/2 connection is pinged and closed when the client stops answering.
+        .keep_alive_interval(Some(cfg.server.idle_timeout))
+        .keep_alive_timeout(cfg.server.header_read_timeout);
     b
 }
 
@@ -229,6 +232,7 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
     }
     let accept = AcceptLoop {
         listener,
+        slots: Arc::new(tokio::sync::Semaphore::new(cfg.server.max_connections)),
         builder: builder(&cfg),
         reloader: reloader.clone(),
         grace: cfg.server.shutdown_grace,
@@ -247,6 +251,8 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
 
 struct AcceptLoop {
     listener: TcpListener,
+    /// One permit per open connection (`server.max_connections`).
+    slots: Arc<tokio::sync::Semaphore>,
     builder: auto::Builder<TokioExecutor>,
     reloader: Arc<Reloader>,
     grace: std::time::Duration,
@@ -257,6 +263,14 @@ impl AcceptLoop {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let graceful = GracefulShutdown::new();
         loop {
+            // At the limit, new connections wait in the kernel's backlog until one closes.
+            let slot = tokio::select! {
+                _ = stop.changed() => break,
+                p = self.slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
             let (stream, peer) = tokio::select! {
                 _ = stop.changed() => break,
                 r = self.listener.accept() => match r {
@@ -277,6 +291,7 @@ impl AcceptLoop {
             let tls = reloader.runtime().tls.clone();
             let handshake_timeout = self.handshake_timeout;
             tokio::spawn(async move {
+                let _slot = slot;
                 let metrics = reloader.runtime().metrics.clone();
                 let _open = metrics.connection();
                 let svc = move |tls_on: bool| {
