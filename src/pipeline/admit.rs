@@ -128,7 +128,7 @@ fn filter_query(q: &str) -> Option<String> {
 
 /// Takes Jira's session cookies and the proxy's own (`ours`: the session cookie first)
 /// out of the request; returns the values of the proxy's session cookie, in order.
-fn strip_cookies(headers: &mut HeaderMap, ours: &[&str]) -> Vec<String> {
+pub fn strip_cookies(headers: &mut HeaderMap, ours: &[&str]) -> Vec<String> {
     let values: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
     let mut session = Vec::new();
     if values.is_empty() {
