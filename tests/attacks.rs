@@ -538,3 +538,92 @@ async fn bodies_the_proxy_reads_itself_are_capped_by_max_read_body_bytes() {
     assert_eq!(r.status, 200);
     assert_eq!(jira.last().body_len, 1 << 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_rapid_reset_flood_ends_the_connection_not_the_proxy() {
+    let (jira, proxy) = setup().await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let mut sent = 0;
+    for _ in 0..10_000 {
+        let req = http::Request::get("http://proxy/rest/api/2/myself")
+            .header("authorization", alice())
+            .body(())
+            .unwrap();
+        // Opened and cancelled at once: HEADERS then RST_STREAM (CVE-2023-44487).
+        let Ok((response, mut stream)) = client.send_request(req, false) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        drop(response);
+        sent += 1;
+        client = match client.ready().await {
+            Ok(c) => c,
+            Err(_) => break,
+        };
+    }
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), connection).await;
+    assert!(
+        ended.is_ok(),
+        "the proxy closed the flooding connection (after {sent} streams)"
+    );
+    assert!(
+        sent < 10_000,
+        "the connection was refused before the flood was over ({sent})"
+    );
+    assert!(
+        jira.count() < sent,
+        "not every cancelled stream became a request to Jira"
+    );
+    // Everyone else is still served.
+    assert_eq!(get(&proxy.url("/status"), &[]).await.status, 200);
+}
+
+/// An HTTP/2 frame: 9-byte header (length, type, flags, stream) and payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test]
+async fn an_http2_continuation_flood_is_cut_off_not_buffered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (jira, proxy) = setup().await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    s.write_all(&frame(0x4, 0, 0, &[])).await.unwrap(); // SETTINGS
+    // HEADERS without END_HEADERS, then CONTINUATION frames that never end the block:
+    // up to 8 MB of header block if nobody stops it.
+    s.write_all(&frame(0x1, 0x1, 1, &[0x82, 0x86, 0x84])).await.unwrap();
+    let chunk = vec![0x40u8; 16_384];
+    let mut written = 0usize;
+    for _ in 0..512 {
+        if s.write_all(&frame(0x9, 0, 1, &chunk)).await.is_err() {
+            break;
+        }
+        written += chunk.len();
+    }
+    // The proxy answers with GOAWAY and closes: reading reaches the end.
+    let mut buf = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        closed,
+        "the connection was closed ({written} bytes of header block written)"
+    );
+    assert_eq!(jira.count(), 0);
+    assert_eq!(get(&proxy.url("/status"), &[]).await.status, 200);
+}
