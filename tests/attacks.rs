@@ -627,3 +627,33 @@ async fn an_http2_continuation_flood_is_cut_off_not_buffered() {
     assert_eq!(jira.count(), 0);
     assert_eq!(get(&proxy.url("/status"), &[]).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_idle_connections_neither_block_others_nor_stay_open() {
+    let (_jira, proxy) = limited("header_read_timeout = \"1s\"\n[admin]\nlisten = \"127.0.0.1:0\"").await;
+    let mut idle = Vec::new();
+    for _ in 0..4_000 {
+        idle.push(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
+    }
+    let open = |m: &str| -> i64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("jap_open_connections "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1)
+    };
+    let r = get(&proxy.url("/x"), &[("authorization", &alice())]).await;
+    assert_eq!(r.status, 200, "served beside 4,000 idle connections");
+    assert!(open(&proxy.admin("/metrics").await.1) >= 3_900);
+    // Sending nothing is not a way to hold a connection: each is closed after the header
+    // read timeout.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n = open(&proxy.admin("/metrics").await.1);
+        if n <= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{n} connections still open");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(idle);
+}

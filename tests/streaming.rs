@@ -25,7 +25,9 @@ fn peak_rss_kib() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_upload_and_download_stream_with_flat_memory() {
     let jira = FakeJira::start(JiraTrust::Header).await;
-    let proxy = Proxy::start(&basic_config(""), jira.addr).await;
+    // Jira answers an upload after reading all of it: give a slow (debug, busy) machine time.
+    let text = basic_config("").replace("response_timeout = \"2s\"", "response_timeout = \"120s\"");
+    let proxy = Proxy::start(&text, jira.addr).await;
     let auth = basic("alice", "alice-pw");
     let before = peak_rss_kib();
 

@@ -4,6 +4,7 @@
 //! with; new connections get the new TLS certificate), and graceful shutdown that stops
 //! accepting, lets in-flight requests finish within `server.shutdown_grace`, then exits.
 
+mod silent;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -304,14 +305,16 @@ impl AcceptLoop {
                 };
                 match tls {
                     None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc(false));
+                        let io = silent::FirstByteDeadline::new(stream, handshake_timeout);
+                        let conn = builder.serve_connection(TokioIo::new(io), svc(false));
                         let _ = watcher.watch(conn.into_owned()).await;
                     }
                     Some(acceptor) => {
                         let Ok(Ok(s)) = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await else {
                             return;
                         };
-                        let conn = builder.serve_connection(TokioIo::new(s), svc(true));
+                        let io = silent::FirstByteDeadline::new(s, handshake_timeout);
+                        let conn = builder.serve_connection(TokioIo::new(io), svc(true));
                         let _ = watcher.watch(conn.into_owned()).await;
                     }
                 }
