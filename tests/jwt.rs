@@ -591,3 +591,31 @@ async fn our_api_keys_are_never_sent_to_the_introspection_endpoint() {
     assert_eq!(jira.last().user.as_deref(), Some("bot"));
     assert_eq!(idp.state.introspections.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn bearer_psychic_ecdsa_signatures_and_x5u_headers_are_refused() {
+    let s = setup("").await;
+    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
+    let header = b64(json!({"alg": "ES256", "typ": "JWT", "kid": "ec-1"})
+        .to_string()
+        .as_bytes());
+    let claims = b64(s.idp.claims("admin").to_string().as_bytes());
+    // CVE-2022-21449: r = s = 0 verifies every message with a broken ECDSA check.
+    for sig in [vec![0u8; 64], vec![0u8; 8], vec![]] {
+        let token = format!("{header}.{claims}.{}", b64(&sig));
+        let r = call(&s, &token).await;
+        assert_eq!(r.status, 401, "signature of {} zero bytes", sig.len());
+    }
+    // A header pointing at the attacker's certificate chain is not followed.
+    let attacker = SigningKey::generate(Algorithm::RS256, "rsa-1");
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("rsa-1".into());
+    h.x5u = Some("http://evil.example.com/chain.pem".into());
+    refused(
+        &s,
+        &attacker.sign_with_header(h, &s.idp.claims("admin")),
+        "bad_signature",
+    )
+    .await;
+    assert_eq!(s.jira.count(), 0);
+}
