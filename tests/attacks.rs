@@ -44,11 +44,12 @@ async fn setup() -> (FakeJira, Proxy) {
             "[[auth.chain]]\ntype = \"basic\"",
             "[[auth.chain]]\ntype = \"session\"\n[[auth.chain]]\ntype = \"oauth1\"\n[[auth.chain]]\ntype = \"basic\"",
         );
-    let cut = base.find("[[access.rules]]").unwrap();
-    let text = format!(
-        "{}[[oauth1.consumers]]\nkey = \"reporting\"\nsecret = \"consumer-secret\"\n\
-         two_legged = {{ allowed = true, run_as = \"reporting-bot\" }}\n{RULES}",
-        &base[..cut]
+    let text = with_rules(
+        &base,
+        &format!(
+            "[[oauth1.consumers]]\nkey = \"reporting\"\nsecret = \"consumer-secret\"\n\
+             two_legged = {{ allowed = true, run_as = \"reporting-bot\" }}\n{RULES}"
+        ),
     );
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&text, jira.addr).await;

@@ -16,9 +16,7 @@ use support::*;
 const ADMIN: &str = "listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"";
 
 fn config(rules: &str) -> String {
-    let base = basic_config("").replacen("listen = \"127.0.0.1:0\"", ADMIN, 1);
-    let cut = base.find("[[access.rules]]").unwrap();
-    format!("{}{rules}", &base[..cut])
+    with_rules(&basic_config("").replacen("listen = \"127.0.0.1:0\"", ADMIN, 1), rules)
 }
 
 const ALLOW_ALL: &str = "[[access.rules]]\nname = \"authenticated\"\nauthenticated = true\neffect = \"allow\"\n";

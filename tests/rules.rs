@@ -9,17 +9,15 @@ use std::time::Duration;
 use support::*;
 
 /// The basic config with `rules` in place of its single "authenticated" rule.
-fn with_rules(rules: &str) -> String {
-    let base = basic_config("");
-    let cut = base.find("[[access.rules]]").unwrap();
-    format!("{}{rules}", &base[..cut])
+fn rules_config(rules: &str) -> String {
+    with_rules(&basic_config(""), rules)
 }
 
 #[tokio::test]
 async fn a_caller_over_the_rate_gets_429_with_jiras_headers_then_recovers() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(
-        &with_rules(
+        &rules_config(
             "[[access.rules]]\nname = \"everyone\"\nauthenticated = true\nrate = \"4/s burst 2\"\neffect = \"allow\"\n",
         ),
         jira.addr,
@@ -56,7 +54,7 @@ async fn a_caller_over_the_rate_gets_429_with_jiras_headers_then_recovers() {
 async fn anonymous_callers_are_limited_per_client_address() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(
-        &with_rules(
+        &rules_config(
             "[[access.rules]]\nname = \"status\"\nanonymous = true\npaths = [\"/status\"]\nrate = \"1/m\"\neffect = \"allow\"\n",
         ),
         jira.addr,
@@ -74,7 +72,7 @@ async fn report_mode_lets_everything_through_and_logs_the_would_be_denials() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let rules = "[access]\nmode = \"report\"\n[[access.rules]]\nname = \"no deletes\"\nmethods = [\"DELETE\"]\neffect = \"deny\"\n\
                  [[access.rules]]\nname = \"authenticated\"\nauthenticated = true\neffect = \"allow\"\n";
-    let proxy = Proxy::start(&with_rules(rules), jira.addr).await;
+    let proxy = Proxy::start(&rules_config(rules), jira.addr).await;
     let r = send(
         "DELETE",
         &proxy.url("/rest/api/2/issue/X-1"),
@@ -110,7 +108,7 @@ name = "authenticated"
 authenticated = true
 effect = "allow"
 "#;
-    let proxy = Proxy::start(&with_rules(rules), jira.addr).await;
+    let proxy = Proxy::start(&rules_config(rules), jira.addr).await;
     assert_eq!(
         get(&proxy.url("/x"), &[("authorization", &basic("alice", "alice-pw"))])
             .await
@@ -152,7 +150,7 @@ name = "authenticated"
 authenticated = true
 effect = "allow"
 "#;
-    let proxy = Proxy::start(&with_rules(rules), jira.addr).await;
+    let proxy = Proxy::start(&rules_config(rules), jira.addr).await;
     let alice = basic("alice", "alice-pw");
     let del = |h: Vec<(&'static str, String)>| {
         let url = proxy.url("/rest/api/2/issue/X-1");
@@ -195,7 +193,7 @@ effect = "allow"
 "#,
         SERVICE_AUTH.0, SERVICE_AUTH.1
     );
-    let proxy = Proxy::start(&with_rules(&rules), jira.addr).await;
+    let proxy = Proxy::start(&rules_config(&rules), jira.addr).await;
     let (alice, bob) = (basic("alice", "alice-pw"), basic("bob", "bob-pw"));
     assert_eq!(
         get(&proxy.url("/secure/admin/x"), &[("authorization", &bob)])
@@ -242,7 +240,7 @@ name = "software users"
 groups = ["jira-software-users"]
 effect = "allow"
 "#;
-    let proxy = Proxy::start(&with_rules(rules), jira.addr).await;
+    let proxy = Proxy::start(&rules_config(rules), jira.addr).await;
     let r = get(
         &proxy.url("/rest/api/2/project"),
         &[("authorization", &basic("alice", "alice-pw"))],

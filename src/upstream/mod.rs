@@ -393,24 +393,7 @@ impl Upstream {
     /// `X-Authentication-Denied-Reason: CAPTCHA_CHALLENGE` = CAPTCHA lock. Anything else
     /// is an error (the caller fails closed).
     pub async fn check_basic(&self, check_path: &str, authorization: &HeaderValue) -> Result<JiraAnswer, String> {
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(check_path)
-            .build()
-            .map_err(|e| e.to_string())?;
-        let mut auth = authorization.clone();
-        auth.set_sensitive(true);
-        let req = Request::get(uri)
-            .header(AUTHORIZATION, auth)
-            .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, "jira-auth-proxy")
-            .body(crate::error::full(bytes::Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(self.response_timeout, self.client.request(req))
-            .await
-            .map_err(|_| "Jira did not answer in time".to_string())?
-            .map_err(|e| describe(&e))?;
+        let resp = self.ask(check_path, authorization).await?;
         let header = |name: &str| {
             resp.headers()
                 .get(name)
@@ -450,6 +433,33 @@ impl Upstream {
 }
 
 impl Upstream {
+    /// `GET path_and_query` on Jira with the proxy's own credential for a question of its
+    /// own (a password check, a group lookup), bounded by the response timeout.
+    async fn ask(
+        &self,
+        path_and_query: &str,
+        authorization: &HeaderValue,
+    ) -> Result<Response<hyper::body::Incoming>, String> {
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut auth = authorization.clone();
+        auth.set_sensitive(true);
+        let req = Request::get(uri)
+            .header(AUTHORIZATION, auth)
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, "jira-auth-proxy")
+            .body(crate::error::full(bytes::Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(self.response_timeout, self.client.request(req))
+            .await
+            .map_err(|_| "Jira did not answer in time".to_string())?
+            .map_err(|e| describe(&e))
+    }
+
     /// Jira accepts TCP connections (for readiness; no request is sent).
     pub async fn reachable(&self, timeout: Duration) -> Result<(), String> {
         let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
@@ -475,22 +485,7 @@ impl Upstream {
             "{path}?username={}&expand=groups",
             crate::auth::oauth1::rfc5849::encode(user)
         );
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(query)
-            .build()
-            .map_err(|e| e.to_string())?;
-        let req = Request::get(uri)
-            .header(AUTHORIZATION, authorization.clone())
-            .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, "jira-auth-proxy")
-            .body(crate::error::full(bytes::Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(self.response_timeout, self.client.request(req))
-            .await
-            .map_err(|_| "Jira did not answer in time".to_string())?
-            .map_err(|e| describe(&e))?;
+        let resp = self.ask(&query, authorization).await?;
         match resp.status().as_u16() {
             200 => {}
             404 => return Ok(Vec::new()),

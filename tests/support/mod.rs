@@ -671,6 +671,12 @@ effect = "allow"
     )
 }
 
+/// `config` (a `basic_config`, perhaps altered) with `rules` in place of its access rules.
+pub fn with_rules(config: &str, rules: &str) -> String {
+    let cut = config.find("[[access.rules]]").expect("a config with rules");
+    format!("{}{rules}", &config[..cut])
+}
+
 pub fn basic(user: &str, password: &str) -> String {
     use base64::Engine;
     format!(
