@@ -12,6 +12,9 @@ fuzz_target!(|data: &[u8]| {
         pieces.next().unwrap_or(""),
         pieces.next().unwrap_or(""),
     );
+    // Requests carry a method token (http::Method); anything else never gets this far.
+    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else { return };
+    let method = method.as_str();
     let params = rfc5849::form_pairs(query);
     let Ok(all) = rfc5849::collect(&[], &params, &[]) else { return };
     let uri = rfc5849::base_uri("https", "jira.example.com", Some(8443), path);
