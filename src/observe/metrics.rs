@@ -61,7 +61,8 @@ pub struct Sample<'a> {
 pub struct Metrics {
     requests: Mutex<HashMap<(&'static str, &'static str, u16), u64>>,
     reasons: Mutex<HashMap<&'static str, u64>>,
-    decisions: Mutex<HashMap<(String, &'static str), u64>>,
+    /// By rule name: (allowed, denied).
+    decisions: Mutex<HashMap<String, (u64, u64)>>,
     upstream: Histogram,
     overhead: Histogram,
     reloads_ok: AtomicU64,
@@ -98,13 +99,16 @@ impl Metrics {
             *lock(&self.reasons).entry(r).or_default() += 1;
         }
         if let Some(rule) = s.rule {
-            let effect = if s.denied { "deny" } else { "allow" };
             let mut d = lock(&self.decisions);
-            match d.get_mut(&(rule.to_owned(), effect)) {
-                Some(n) => *n += 1,
-                None => {
-                    d.insert((rule.to_owned(), effect), 1);
-                }
+            // Looked up by &str: a rule's name is allocated once, not per request.
+            let counts = match d.get_mut(rule) {
+                Some(c) => c,
+                None => d.entry(rule.to_owned()).or_default(),
+            };
+            if s.denied {
+                counts.1 += 1;
+            } else {
+                counts.0 += 1;
             }
         }
         if let Some(up) = s.upstream {
@@ -155,12 +159,16 @@ impl Metrics {
         out.push_str("# HELP jap_decisions_total Access decisions by the rule that made them.\n# TYPE jap_decisions_total counter\n");
         let mut rows: Vec<_> = lock(&self.decisions).iter().map(|(k, v)| (k.clone(), *v)).collect();
         rows.sort();
-        for ((rule, effect), n) in rows {
-            let _ = writeln!(
-                out,
-                "jap_decisions_total{{rule=\"{}\",effect=\"{effect}\"}} {n}",
-                label(&rule)
-            );
+        for (rule, (allowed, denied)) in rows {
+            for (effect, n) in [("allow", allowed), ("deny", denied)] {
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "jap_decisions_total{{rule=\"{}\",effect=\"{effect}\"}} {n}",
+                        label(&rule)
+                    );
+                }
+            }
         }
         self.upstream.render(
             &mut out,

@@ -184,23 +184,28 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Resu
     }
     authorize(rt, ctx, &parts.headers).await?;
     // ...and the approval and token pages, for a signed-in user the rules let through.
+    let page = |path: &str| {
+        let tokens = path
+            .strip_prefix(provider::USER_TOKENS)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        (tokens || path == provider::AUTHORIZE).then_some(tokens)
+    };
+    // Only these two pages cost a copy of the path; every other request passes untouched.
     if let Some(p) = &rt.oauth1_provider
-        && let Some(path) = ctx.path.as_ref().map(|p| p.decoded.clone())
+        && let Some(tokens_page) = ctx.path.as_ref().and_then(|p| page(&p.decoded))
     {
-        let tokens_page = path == provider::USER_TOKENS || path.starts_with(&format!("{}/", provider::USER_TOKENS));
-        if path == provider::AUTHORIZE || tokens_page {
-            // Only a signed-in user approves a consumer or sees their tokens.
-            let Some(user) = ctx.jira_user.clone() else {
-                return Err(ProxyError::AuthRequired {
-                    challenges: rt.chain.challenges().to_vec(),
-                });
-            };
-            if tokens_page {
-                ctx.outcome = "oauth1_tokens";
-                return p.user_tokens(&parts, &path, body, &user).await;
-            }
-            return oauth1_authorize(p, &parts, body, &user, rt.server.max_read_body_bytes).await;
+        let path = ctx.path.as_ref().map(|p| p.decoded.clone()).unwrap_or_default();
+        // Only a signed-in user approves a consumer or sees their tokens.
+        let Some(user) = ctx.jira_user.clone() else {
+            return Err(ProxyError::AuthRequired {
+                challenges: rt.chain.challenges().to_vec(),
+            });
+        };
+        if tokens_page {
+            ctx.outcome = "oauth1_tokens";
+            return p.user_tokens(&parts, &path, body, &user).await;
         }
+        return oauth1_authorize(p, &parts, body, &user, rt.server.max_read_body_bytes).await;
     }
     let sent = std::time::Instant::now();
     let resp = rt.upstream.forward(ctx, parts, body, form.as_deref()).await;

@@ -130,24 +130,28 @@ impl RedisStore {
         format!("{}{key}", self.settings.key_prefix)
     }
 
-    /// One command, bounded by the response timeout even while (re)connecting.
-    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut c = self.conn().await?;
+    /// Bounds a call by the response timeout even while (re)connecting.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         let limit = self.settings.response_timeout + self.settings.connect_timeout;
-        match tokio::time::timeout(limit, cmd.query_async::<T>(&mut c)).await {
+        match tokio::time::timeout(limit, call).await {
             Ok(r) => r.map_err(unavailable),
             Err(_) => Err(StoreError::Unavailable("redis: timed out".into())),
         }
     }
 
-    /// One script call, bounded like a command.
+    /// One command.
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut c = self.conn().await?;
+        self.bounded(cmd.query_async::<T>(&mut c)).await
+    }
+
+    /// One script call.
     async fn invoke<T: redis::FromRedisValue>(&self, inv: redis::ScriptInvocation<'_>) -> Result<T, StoreError> {
         let mut c = self.conn().await?;
-        let limit = self.settings.response_timeout + self.settings.connect_timeout;
-        match tokio::time::timeout(limit, inv.invoke_async::<T>(&mut c)).await {
-            Ok(r) => r.map_err(unavailable),
-            Err(_) => Err(StoreError::Unavailable("redis: timed out".into())),
-        }
+        self.bounded(inv.invoke_async::<T>(&mut c)).await
     }
 }
 
