@@ -111,7 +111,7 @@ impl Runtime {
                 }
             },
         };
-        let upstream = Upstream::new(&cfg.upstream)
+        let upstream = Upstream::new(&cfg.upstream, cfg.server.workers)
             .map(Arc::new)
             .map_err(|e| err("upstream.ca_file".into(), e))
             .ok();

@@ -5,17 +5,37 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Formats `t` as an RFC 3339 UTC timestamp with millisecond precision,
 /// e.g. `2026-11-23T10:57:13.042Z`.
 pub fn rfc3339(t: SystemTime) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_rfc3339(&mut out, t);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends `t` as [`rfc3339`] formats it, without formatting machinery (the audit log
+/// writes one per request).
+pub fn write_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+    let digits = |out: &mut Vec<u8>, v: u64, width: u32| {
+        for i in (0..width).rev() {
+            out.push(b'0' + ((v / 10u64.pow(i)) % 10) as u8);
+        }
+    };
+    digits(out, y.clamp(0, 9999) as u64, 4);
+    out.push(b'-');
+    digits(out, u64::from(m), 2);
+    out.push(b'-');
+    digits(out, u64::from(d), 2);
+    out.push(b'T');
+    digits(out, rem / 3600, 2);
+    out.push(b':');
+    digits(out, (rem % 3600) / 60, 2);
+    out.push(b':');
+    digits(out, rem % 60, 2);
+    out.push(b'.');
+    digits(out, u64::from(since.subsec_millis()), 3);
+    out.push(b'Z');
 }
 
 /// Unix seconds as an RFC 3339 UTC timestamp without fractions, e.g. `2026-11-23T10:57:13Z`.

@@ -61,16 +61,30 @@ pub struct Verifier {
 impl Verifier {
     /// `like` is a configured hash whose parameters the dummy copies.
     pub fn new(like: Option<&PasswordHash>) -> Result<Self, String> {
-        let params = match like {
-            Some(h) => Params::try_from(h).map_err(|e| e.to_string())?,
-            None => Params::default(),
+        // The dummy needs the same parameters and output length as a real hash, not a
+        // real hash: a random salt and a random output cost a verification exactly as much
+        // (and no password matches them), without an argon2 run at start-up.
+        let (algorithm, version, params, len) = match like {
+            Some(h) => (
+                h.algorithm.as_str().to_owned(),
+                h.version.map_or(String::new(), |v| format!("v={v}$")),
+                h.params.to_string(),
+                h.hash.as_ref().map_or(32, |o| o.len()),
+            ),
+            None => {
+                let p = Params::default();
+                let params = format!("m={},t={},p={}", p.m_cost(), p.t_cost(), p.p_cost());
+                ("argon2id".to_owned(), "v=19$".to_owned(), params, 32)
+            }
         };
-        let alg = like.map(|h| h.algorithm.as_str().to_owned());
-        let secret = random_bytes::<32>();
-        let salt = random_bytes::<16>();
-        let dummy = Argon2::default()
-            .hash_password_customized(&secret, &salt, alg.as_deref(), None, params)
-            .map_err(|e| format!("cannot build the timing dummy hash: {e}"))?;
+        let b64 = |bytes: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, bytes);
+        let output = random_bytes::<64>();
+        let phc = format!(
+            "${algorithm}${version}{params}${}${}",
+            b64(&random_bytes::<16>()),
+            b64(&output[..len.clamp(4, 64)])
+        );
+        let dummy = PasswordHash::new(&phc).map_err(|e| format!("cannot build the timing dummy hash: {e}"))?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Verifier {
             permits: Semaphore::new(cores),
@@ -115,6 +129,29 @@ mod tests {
         let v = Verifier::new(Some(&parsed)).expect("verifier");
         assert!(v.verify(b"s3cret:with:colons", Some(parsed.clone())).await.expect("ok"));
         assert!(!v.verify(b"s3cret", Some(parsed)).await.expect("ok"));
+    }
+
+    #[test]
+    fn the_timing_dummy_has_the_users_parameters_and_output_length() {
+        let phc = hash_with(b"x", 2048, 3).expect("hash");
+        let parsed = PasswordHash::new(&phc).expect("parse");
+        let v = Verifier::new(Some(&parsed)).expect("verifier");
+        assert_eq!(v.dummy.algorithm, parsed.algorithm);
+        assert_eq!(v.dummy.version, parsed.version);
+        assert_eq!(
+            Params::try_from(&*v.dummy).expect("params"),
+            Params::try_from(&parsed).expect("params")
+        );
+        assert_eq!(v.dummy.hash.map(|h| h.len()), parsed.hash.map(|h| h.len()));
+        assert_ne!(v.dummy.salt, parsed.salt);
+        // Without users, the parameters `hash-password` writes.
+        let v = Verifier::new(None).expect("verifier");
+        let (d, p) = (Params::try_from(&*v.dummy).expect("params"), Params::default());
+        assert_eq!(
+            (d.m_cost(), d.t_cost(), d.p_cost()),
+            (p.m_cost(), p.t_cost(), p.p_cost())
+        );
+        assert_eq!(v.dummy.algorithm.as_str(), "argon2id");
     }
 
     #[tokio::test]

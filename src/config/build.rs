@@ -401,6 +401,14 @@ fn server(cx: &mut Ctx, r: raw::Server) -> ServerConfig {
             Some(n) => n,
             None => 10_000,
         },
+        workers: match r.workers {
+            Some(n) if n == 0 || n > 256 => {
+                cx.err("server.workers", "must be between 1 and 256");
+                1
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
         max_concurrent_streams: match r.max_concurrent_streams {
             Some(0) => {
                 cx.err("server.max_concurrent_streams", "must be at least 1");

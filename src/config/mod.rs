@@ -99,6 +99,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Client connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Listener threads, each with its own event loop (default: one per core). Fixed at
+    /// start: a reload does not change it.
+    pub workers: usize,
     /// HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
     /// Largest body the proxy reads itself (OAuth forms, form tokens, its pages' forms).

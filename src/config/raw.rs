@@ -22,6 +22,7 @@ pub struct Server {
     pub max_headers: Option<usize>,
     pub shutdown_grace: Option<String>,
     pub max_connections: Option<usize>,
+    pub workers: Option<usize>,
     pub max_concurrent_streams: Option<u32>,
     pub max_read_body_bytes: Option<usize>,
     pub idle_timeout: Option<String>,

@@ -8,30 +8,63 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::StatusCode;
-use serde::Serialize;
 
 use crate::config::AuditTarget;
 use crate::pipeline::RequestCtx;
 
-#[derive(Serialize)]
-struct Line<'a> {
-    time: String,
-    request_id: &'a str,
-    client_ip: String,
-    method: &'a str,
-    path: &'a str,
-    auth: Option<&'static str>,
-    outcome: &'static str,
-    reason: Option<&'static str>,
-    user: Option<&'a str>,
-    rule: Option<&'a str>,
-    /// Report-mode rules (or the whole list in report mode) that would have denied.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    would_deny: Option<&'a str>,
-    /// Jira's own request id (`X-AREQUESTID`), to join this line with Jira's logs.
-    jira_request_id: Option<&'a str>,
-    status: u16,
-    duration_ms: f64,
+/// Appends a JSON string (quoted and escaped).
+fn string(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn optional(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => string(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// One audit line, fields in a fixed order (`would_deny` only when some rule would have
+/// denied), written straight into a buffer: this runs for every request.
+fn line(ctx: &RequestCtx, status: StatusCode) -> Vec<u8> {
+    let mut out = Vec::with_capacity(384);
+    out.extend_from_slice(b"{\"time\":\"");
+    crate::time::write_rfc3339(&mut out, ctx.time);
+    out.extend_from_slice(b"\",\"request_id\":");
+    string(&mut out, ctx.id.to_str().unwrap_or("-"));
+    out.extend_from_slice(b",\"client_ip\":\"");
+    let _ = write!(out, "{}", ctx.client_ip);
+    out.extend_from_slice(b"\",\"method\":");
+    string(&mut out, ctx.method.as_str());
+    out.extend_from_slice(b",\"path\":");
+    string(
+        &mut out,
+        ctx.path.as_ref().map_or(ctx.raw_path.as_str(), |p| p.decoded.as_str()),
+    );
+    out.extend_from_slice(b",\"auth\":");
+    optional(&mut out, ctx.auth_kind.map(|k| k.as_str()));
+    out.extend_from_slice(b",\"outcome\":");
+    string(&mut out, ctx.outcome);
+    out.extend_from_slice(b",\"reason\":");
+    optional(&mut out, ctx.reason);
+    out.extend_from_slice(b",\"user\":");
+    optional(&mut out, ctx.jira_user.as_deref());
+    out.extend_from_slice(b",\"rule\":");
+    optional(&mut out, ctx.rule.as_deref());
+    if !ctx.would_deny.is_empty() {
+        out.extend_from_slice(b",\"would_deny\":");
+        string(&mut out, &ctx.would_deny);
+    }
+    out.extend_from_slice(b",\"jira_request_id\":");
+    optional(&mut out, ctx.jira_request_id.as_ref().and_then(|v| v.to_str().ok()));
+    out.extend_from_slice(b",\"status\":");
+    let _ = serde_json::to_writer(&mut out, &status.as_u16());
+    out.extend_from_slice(b",\"duration_ms\":");
+    let ms = (ctx.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    let _ = serde_json::to_writer(&mut out, &ms);
+    out.extend_from_slice(b"}\n");
+    out
 }
 
 pub struct Audit {
@@ -65,32 +98,16 @@ impl Audit {
     /// Writes the request's line; false when it could not be written.
     pub fn record(&self, ctx: &RequestCtx, status: StatusCode) -> bool {
         let Some(out) = &self.out else { return true };
-        let line = Line {
-            time: crate::time::rfc3339(ctx.time),
-            request_id: ctx.id.to_str().unwrap_or("-"),
-            client_ip: ctx.client_ip.to_string(),
-            method: ctx.method.as_str(),
-            path: ctx.path.as_ref().map_or(ctx.raw_path.as_str(), |p| p.decoded.as_str()),
-            auth: ctx.auth_kind.map(|k| k.as_str()),
-            outcome: ctx.outcome,
-            reason: ctx.reason,
-            user: ctx.jira_user.as_deref(),
-            rule: ctx.rule.as_deref(),
-            would_deny: Some(ctx.would_deny.as_str()).filter(|w| !w.is_empty()),
-            jira_request_id: ctx.jira_request_id.as_ref().and_then(|v| v.to_str().ok()),
-            status: status.as_u16(),
-            duration_ms: (ctx.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-        };
-        let Ok(mut text) = serde_json::to_string(&line) else {
-            return false;
-        };
-        text.push('\n');
+        let text = line(ctx, status);
         let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
         // A LineWriter flushes at the newline: an error here is the line not written.
-        let ok = w.write_all(text.as_bytes()).and_then(|_| w.flush()).is_ok();
+        let ok = w.write_all(&text).and_then(|_| w.flush()).is_ok();
         if !ok {
             self.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(request_id = line.request_id, "audit line could not be written");
+            tracing::error!(
+                request_id = ctx.id.to_str().unwrap_or("-"),
+                "audit line could not be written"
+            );
         }
         self.healthy.store(ok, Ordering::Relaxed);
         ok

@@ -7,13 +7,13 @@ use std::net::IpAddr;
 
 use http::header::{AUTHORIZATION, COOKIE, HOST};
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 
 use super::RequestCtx;
 use super::path::normalize;
 use crate::error::ProxyError;
 use crate::runtime::Runtime;
-use crate::upstream::headers::{strip_hop_by_hop, strip_spellings};
+use crate::upstream::headers::{connection_named, is_hop_by_hop, remove_where, same_header, same_spelling};
 
 /// Identity headers common Jira header authenticators read; stripped whatever the mode.
 const IDENTITY_HEADERS: &[&str] = &[
@@ -77,14 +77,17 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
     if parts.headers.get_all(HOST).iter().count() > 1 {
         return Err(ProxyError::BadRequest("More than one Host header."));
     }
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(http::header::EXPECT);
-    for name in IDENTITY_HEADERS {
-        strip_spellings(&mut parts.headers, &HeaderName::from_static(name));
-    }
-    for name in rt.upstream.asserted_headers() {
-        strip_spellings(&mut parts.headers, name);
-    }
+    // One pass over the names: hop-by-hop headers and those `Connection` lists, `Expect`,
+    // and every spelling of an identity header (ours and the common ones).
+    let named = connection_named(&parts.headers);
+    let asserted = rt.upstream.asserted_headers();
+    remove_where(&mut parts.headers, |k| {
+        is_hop_by_hop(k)
+            || named.contains(k)
+            || k == http::header::EXPECT
+            || IDENTITY_HEADERS.iter().any(|t| same_spelling(k, t))
+            || asserted.iter().any(|t| same_header(k, t))
+    });
     let ours = rt.session.as_ref().map(|s| s.cookie_names());
     ctx.session_ids = strip_cookies(&mut parts.headers, ours.as_ref().map_or(&[][..], |n| &n[..]));
     forwarding(rt, ctx, parts);
@@ -107,9 +110,15 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     if aws_lc_rs::rand::fill(&mut raw).is_err() {
         return HeaderValue::from_static("unavailable");
     }
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    HeaderValue::from_str(&hex).unwrap_or_else(|_| HeaderValue::from_static("unavailable"))
+    let mut hex = [0u8; 32];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(raw) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0x0f)];
+    }
+    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("unavailable"))
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn filter_query(q: &str) -> Option<String> {
     let kept: Vec<&str> = q
@@ -197,9 +206,7 @@ fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) {
             ctx.host = Some(h.clone());
         }
     }
-    for name in FORWARDING_HEADERS {
-        parts.headers.remove(*name);
-    }
+    remove_where(&mut parts.headers, |k| FORWARDING_HEADERS.contains(&k.as_str()));
 }
 
 #[cfg(test)]

@@ -88,7 +88,8 @@ impl RequestCtx {
             time: SystemTime::now(),
             conn,
             method: req.method().clone(),
-            raw_path: req.uri().path().chars().take(512).collect(),
+            // A URI path is ASCII (anything else is percent-encoded): bytes are characters.
+            raw_path: req.uri().path().get(..512).unwrap_or(req.uri().path()).to_owned(),
             path: None,
             query: None,
             client_ip: conn.peer.ip(),

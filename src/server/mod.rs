@@ -220,6 +220,7 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
     let listener = TcpListener::bind(cfg.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.server.max_connections));
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -231,15 +232,45 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
         admin_addr = Some(l.local_addr()?);
         tasks.push(tokio::spawn(admin_loop(l, stop_rx.clone(), reloader.clone())));
     }
-    let accept = AcceptLoop {
-        listener,
-        slots: Arc::new(tokio::sync::Semaphore::new(cfg.server.max_connections)),
-        builder: builder(&cfg),
-        reloader: reloader.clone(),
-        grace: cfg.server.shutdown_grace,
-        handshake_timeout: cfg.server.header_read_timeout,
-    };
-    tasks.push(tokio::spawn(accept.run(stop_rx)));
+    // One listener thread per core, each with its own single-threaded event loop and its
+    // own pool of Jira connections: a request is read, decided, forwarded and answered on
+    // one thread, with no hand-off between threads (the way nginx's workers run). They
+    // share one listening socket, so an idle thread takes the next connection.
+    let shared = listener.into_std()?;
+    for worker in 0..cfg.server.workers {
+        let socket = shared.try_clone()?;
+        let accept = AcceptLoop {
+            slots: slots.clone(),
+            builder: builder(&cfg),
+            reloader: reloader.clone(),
+            grace: cfg.server.shutdown_grace,
+            handshake_timeout: cfg.server.header_read_timeout,
+        };
+        let events = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot start listener thread {worker}: {e}"))?;
+        let stop_rx = stop_rx.clone();
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("jap-listener-{worker}"))
+            .spawn(move || {
+                WORKER.with(|w| w.set(worker));
+                events.block_on(async move {
+                    match TcpListener::from_std(socket) {
+                        Ok(listener) => accept.run(listener, stop_rx).await,
+                        Err(e) => tracing::error!(error = %e, worker, "listener thread cannot use the socket"),
+                    }
+                });
+                // Dropping the event loop closes what is left on it (pooled Jira connections).
+                drop(events);
+                let _ = done.send(());
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start listener thread {worker}: {e}"))?;
+        tasks.push(tokio::spawn(async move {
+            let _ = finished.await;
+        }));
+    }
     tracing::info!(%addr, tls = cfg.server.tls.is_some(), "listening");
     Ok(Running {
         addr,
@@ -250,8 +281,17 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
     })
 }
 
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The listener thread running the caller (0 on any other thread): it picks that
+/// thread's own pool of Jira connections.
+pub fn worker_index() -> usize {
+    WORKER.with(|w| w.get())
+}
+
 struct AcceptLoop {
-    listener: TcpListener,
     /// One permit per open connection (`server.max_connections`).
     slots: Arc<tokio::sync::Semaphore>,
     builder: auto::Builder<TokioExecutor>,
@@ -261,7 +301,7 @@ struct AcceptLoop {
 }
 
 impl AcceptLoop {
-    async fn run(self, mut stop: watch::Receiver<bool>) {
+    async fn run(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
         let graceful = GracefulShutdown::new();
         loop {
             // At the limit, new connections wait in the kernel's backlog until one closes.
@@ -274,7 +314,7 @@ impl AcceptLoop {
             };
             let (stream, peer) = tokio::select! {
                 _ = stop.changed() => break,
-                r = self.listener.accept() => match r {
+                r = listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
                         // Out of file descriptors and the like: back off briefly.
@@ -300,7 +340,12 @@ impl AcceptLoop {
                     service_fn(move |req: Request<Incoming>| {
                         // Each request runs on the config in force when it arrived.
                         let rt = reloader.runtime();
-                        async move { Ok::<_, Infallible>(handle(rt, conn, req).await) }
+                        // Boxed: hyper keeps room for one request's future for as long as
+                        // the connection is open; an idle connection then holds a pointer,
+                        // not the whole request path's state.
+                        let answer: std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> =
+                            Box::pin(async move { Ok::<_, Infallible>(handle(rt, conn, req).await) });
+                        answer
                     })
                 };
                 match tls {
@@ -320,7 +365,7 @@ impl AcceptLoop {
                 }
             });
         }
-        drop(self.listener);
+        drop(listener);
         tracing::info!("shutting down: draining in-flight requests");
         if tokio::time::timeout(self.grace, graceful.shutdown()).await.is_err() {
             tracing::warn!(grace = ?self.grace, "grace period over; closing remaining connections");

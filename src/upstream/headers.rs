@@ -17,21 +17,34 @@ const HOP_BY_HOP: &[&str] = &[
     "http2-settings",
 ];
 
-/// Removes hop-by-hop headers and the headers `Connection` names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// True for the fixed hop-by-hop headers.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
+/// The header names a `Connection` header lists (none, and no allocation, without one).
+pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+        .collect()
+}
+
+/// Removes every header whose name `doomed` picks, in one pass over the names.
+pub fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let names: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
+    for name in names {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
+}
+
+/// Removes hop-by-hop headers and the headers `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named = connection_named(headers);
+    remove_where(headers, |k| is_hop_by_hop(k) || named.contains(k));
 }
 
 /// Jira's own session cookies: the proxy decides who calls, so Jira's session never
@@ -87,16 +100,18 @@ pub fn media_type_is(headers: &HeaderMap, media_type: &str) -> bool {
 /// True when `name` is `target` written with any case or with `_` for `-`, spellings
 /// that some servers (and Jira plugins reading CGI-style variables) treat as the same.
 pub fn same_header(name: &HeaderName, target: &HeaderName) -> bool {
-    let (a, b) = (name.as_str().as_bytes(), target.as_str().as_bytes());
+    same_spelling(name, target.as_str())
+}
+
+/// As [`same_header`], for a lower-case target name.
+pub fn same_spelling(name: &HeaderName, target: &str) -> bool {
+    let (a, b) = (name.as_str().as_bytes(), target.as_bytes());
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
 }
 
 /// Removes every spelling of `target` (see [`same_header`]).
 pub fn strip_spellings(headers: &mut HeaderMap, target: &HeaderName) {
-    let doomed: Vec<HeaderName> = headers.keys().filter(|k| same_header(k, target)).cloned().collect();
-    for k in doomed {
-        headers.remove(k);
-    }
+    remove_where(headers, |k| same_header(k, target));
 }
 
 #[cfg(test)]

@@ -82,7 +82,9 @@ impl JiraSessions {
 }
 
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// One pool per listener thread (see `server::worker_index`): a request goes out and
+    /// its answer comes back on the thread that read it.
+    clients: Box<[Client<HttpsConnector<HttpConnector>, Body>]>,
     scheme: Scheme,
     authority: Authority,
     response_timeout: Duration,
@@ -132,7 +134,7 @@ pub(crate) fn client_tls(ca_file: Option<&std::path::Path>, https: bool) -> Resu
 
 impl Upstream {
     /// Builds the client. The error names what is wrong (for `upstream.ca_file`).
-    pub fn new(cfg: &UpstreamConfig) -> Result<Self, String> {
+    pub fn new(cfg: &UpstreamConfig, workers: usize) -> Result<Self, String> {
         let https = cfg.scheme == Scheme::HTTPS;
         let tls = client_tls(cfg.ca_file.as_deref(), https)?;
         let mut http = HttpConnector::new();
@@ -144,12 +146,16 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let clients = (0..workers.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(cfg.pool_idle_timeout)
+                    .pool_max_idle_per_host(cfg.pool_max_idle)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .build(connector.clone())
+            })
+            .collect();
         let asserted = match &cfg.identity {
             IdentityMode::Header { name, secret } => {
                 let mut v = vec![name.clone()];
@@ -169,7 +175,7 @@ impl Upstream {
             _ => None,
         };
         Ok(Upstream {
-            client,
+            clients,
             scheme: cfg.scheme.clone(),
             authority: cfg.authority.clone(),
             response_timeout: cfg.response_timeout,
@@ -216,8 +222,12 @@ impl Upstream {
         }
     }
 
+    fn client(&self) -> &Client<HttpsConnector<HttpConnector>, Body> {
+        &self.clients[crate::server::worker_index() % self.clients.len()]
+    }
+
     async fn send(&self, req: Request<Body>) -> Result<Response<hyper::body::Incoming>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        match tokio::time::timeout(self.response_timeout, self.client().request(req)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(describe(&e))),
             Ok(Ok(resp)) => Ok(resp),
@@ -454,7 +464,7 @@ impl Upstream {
             .header(http::header::USER_AGENT, "jira-auth-proxy")
             .body(crate::error::full(bytes::Bytes::new()))
             .map_err(|e| e.to_string())?;
-        tokio::time::timeout(self.response_timeout, self.client.request(req))
+        tokio::time::timeout(self.response_timeout, self.client().request(req))
             .await
             .map_err(|_| "Jira did not answer in time".to_string())?
             .map_err(|e| describe(&e))
