@@ -2,7 +2,7 @@
 //! client that has its answer can find its line. Fields are fixed and never carry a
 //! secret: no header values, no query string, no credential.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, LineWriter, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +34,7 @@ fn line(ctx: &RequestCtx, status: StatusCode) -> Vec<u8> {
     out.extend_from_slice(b"\",\"request_id\":");
     string(&mut out, ctx.id.to_str().unwrap_or("-"));
     out.extend_from_slice(b",\"client_ip\":\"");
-    let _ = write!(out, "{}", ctx.client_ip);
+    crate::pipeline::admit::write_ip(&mut out, ctx.client_ip);
     out.extend_from_slice(b"\",\"method\":");
     string(&mut out, ctx.method.as_str());
     out.extend_from_slice(b",\"path\":");
@@ -67,24 +67,29 @@ fn line(ctx: &RequestCtx, status: StatusCode) -> Vec<u8> {
     out
 }
 
+/// Where lines go. A file is opened for appending and written without a lock: each line
+/// is one `write(2)` at the end of the file (O_APPEND), so listener threads never wait
+/// for each other's disk writes.
+enum Sink {
+    File(File),
+    Stdout(Mutex<LineWriter<io::Stdout>>),
+}
+
 pub struct Audit {
-    out: Option<Mutex<Box<dyn Write + Send>>>,
+    out: Option<Sink>,
     failures: AtomicU64,
     healthy: std::sync::atomic::AtomicBool,
 }
 
 impl Audit {
     pub fn open(target: &AuditTarget) -> io::Result<Audit> {
-        let out: Option<Box<dyn Write + Send>> = match target {
+        let out = match target {
             AuditTarget::Off => None,
-            AuditTarget::Stdout => Some(Box::new(LineWriter::new(io::stdout()))),
-            AuditTarget::File(path) => {
-                let f = OpenOptions::new().create(true).append(true).open(path)?;
-                Some(Box::new(LineWriter::new(f)))
-            }
+            AuditTarget::Stdout => Some(Sink::Stdout(Mutex::new(LineWriter::new(io::stdout())))),
+            AuditTarget::File(path) => Some(Sink::File(OpenOptions::new().create(true).append(true).open(path)?)),
         };
         Ok(Audit {
-            out: out.map(Mutex::new),
+            out,
             failures: AtomicU64::new(0),
             healthy: std::sync::atomic::AtomicBool::new(true),
         })
@@ -99,9 +104,14 @@ impl Audit {
     pub fn record(&self, ctx: &RequestCtx, status: StatusCode) -> bool {
         let Some(out) = &self.out else { return true };
         let text = line(ctx, status);
-        let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
-        // A LineWriter flushes at the newline: an error here is the line not written.
-        let ok = w.write_all(&text).and_then(|_| w.flush()).is_ok();
+        let ok = match out {
+            Sink::File(f) => (&*f).write_all(&text).is_ok(),
+            Sink::Stdout(w) => {
+                let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+                // A LineWriter flushes at the newline: an error here is the line not written.
+                w.write_all(&text).and_then(|_| w.flush()).is_ok()
+            }
+        };
         if !ok {
             self.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(

@@ -57,12 +57,22 @@ pub struct Sample<'a> {
     pub upstream: Option<Duration>,
 }
 
+/// The labelled counters, one set per shard.
+#[derive(Default)]
+struct Counts {
+    requests: HashMap<(&'static str, &'static str, u16), u64>,
+    reasons: HashMap<&'static str, u64>,
+    /// By rule name: (allowed, denied).
+    decisions: HashMap<String, (u64, u64)>,
+}
+
+/// Shards of the labelled counters: each listener thread counts in its own (one
+/// uncontended lock per request); `/metrics` adds them up.
+const SHARDS: usize = 16;
+
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<(&'static str, &'static str, u16), u64>>,
-    reasons: Mutex<HashMap<&'static str, u64>>,
-    /// By rule name: (allowed, denied).
-    decisions: Mutex<HashMap<String, (u64, u64)>>,
+    shards: [Mutex<Counts>; SHARDS],
     upstream: Histogram,
     overhead: Histogram,
     reloads_ok: AtomicU64,
@@ -94,12 +104,13 @@ fn label(v: &str) -> String {
 impl Metrics {
     pub fn record(&self, s: &Sample<'_>) {
         let class = s.status / 100 * 100;
-        *lock(&self.requests).entry((s.auth, s.outcome, class)).or_default() += 1;
+        let mut shard = lock(&self.shards[crate::server::worker_index() % SHARDS]);
+        *shard.requests.entry((s.auth, s.outcome, class)).or_default() += 1;
         if let Some(r) = s.reason {
-            *lock(&self.reasons).entry(r).or_default() += 1;
+            *shard.reasons.entry(r).or_default() += 1;
         }
         if let Some(rule) = s.rule {
-            let mut d = lock(&self.decisions);
+            let d = &mut shard.decisions;
             // Looked up by &str: a rule's name is allocated once, not per request.
             let counts = match d.get_mut(rule) {
                 Some(c) => c,
@@ -141,7 +152,22 @@ impl Metrics {
     pub fn render(&self, caches: &[(&str, u64, u64)]) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP jap_requests_total Requests by how the caller authenticated, the outcome and the status class.\n# TYPE jap_requests_total counter\n");
-        let mut rows: Vec<_> = lock(&self.requests).iter().map(|(k, v)| (*k, *v)).collect();
+        let mut totals = Counts::default();
+        for shard in &self.shards {
+            let shard = lock(shard);
+            for (k, v) in &shard.requests {
+                *totals.requests.entry(*k).or_default() += v;
+            }
+            for (k, v) in &shard.reasons {
+                *totals.reasons.entry(*k).or_default() += v;
+            }
+            for (k, (a, d)) in &shard.decisions {
+                let t = totals.decisions.entry(k.clone()).or_default();
+                t.0 += a;
+                t.1 += d;
+            }
+        }
+        let mut rows: Vec<_> = totals.requests.iter().map(|(k, v)| (*k, *v)).collect();
         rows.sort();
         for ((auth, outcome, class), n) in rows {
             let _ = writeln!(
@@ -151,13 +177,13 @@ impl Metrics {
             );
         }
         out.push_str("# HELP jap_refusals_total Requests with a reason (refusals, report-mode denials, failures).\n# TYPE jap_refusals_total counter\n");
-        let mut rows: Vec<_> = lock(&self.reasons).iter().map(|(k, v)| (*k, *v)).collect();
+        let mut rows: Vec<_> = totals.reasons.iter().map(|(k, v)| (*k, *v)).collect();
         rows.sort();
         for (reason, n) in rows {
             let _ = writeln!(out, "jap_refusals_total{{reason=\"{reason}\"}} {n}");
         }
         out.push_str("# HELP jap_decisions_total Access decisions by the rule that made them.\n# TYPE jap_decisions_total counter\n");
-        let mut rows: Vec<_> = lock(&self.decisions).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let mut rows: Vec<_> = totals.decisions.into_iter().collect();
         rows.sort();
         for (rule, (allowed, denied)) in rows {
             for (effect, n) in [("allow", allowed), ("deny", denied)] {
@@ -238,6 +264,44 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_from_every_listener_thread_add_up() {
+        let m = std::sync::Arc::new(Metrics::default());
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    crate::server::set_worker_index(i);
+                    for _ in 0..=i {
+                        m.record(&Sample {
+                            auth: "api_key",
+                            outcome: "authenticated",
+                            reason: Some("denied_by_rule"),
+                            status: 403,
+                            rule: Some("deny-all"),
+                            denied: true,
+                            total: Duration::from_millis(1),
+                            upstream: None,
+                        });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        let text = m.render(&[]);
+        assert!(
+            text.contains("jap_requests_total{auth=\"api_key\",outcome=\"authenticated\",status=\"4xx\"} 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jap_decisions_total{rule=\"deny-all\",effect=\"deny\"} 10"),
+            "{text}"
+        );
+        assert!(text.contains("denied_by_rule\"} 10"), "{text}");
+    }
 
     #[test]
     fn histograms_are_cumulative_and_labels_are_escaped() {

@@ -13,7 +13,10 @@ use super::RequestCtx;
 use super::path::normalize;
 use crate::error::ProxyError;
 use crate::runtime::Runtime;
-use crate::upstream::headers::{connection_named, is_hop_by_hop, remove_where, same_header, same_spelling};
+use crate::upstream::headers::{
+    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, connection_named, is_hop_by_hop, remove_where,
+    same_header, same_spelling,
+};
 
 /// Identity headers common Jira header authenticators read; stripped whatever the mode.
 const IDENTITY_HEADERS: &[&str] = &[
@@ -96,7 +99,7 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
 
 /// Accepts a sane client `X-Request-Id` (so ids join across systems), else makes one.
 fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get("x-request-id") {
+    if let Some(v) = headers.get(X_REQUEST_ID) {
         let b = v.as_bytes();
         let sane = !b.is_empty()
             && b.len() <= 128
@@ -169,13 +172,38 @@ pub fn strip_cookies(headers: &mut HeaderMap, ours: &[&str]) -> Vec<String> {
     session
 }
 
+/// Appends `ip` as text (`Display`'s form), an IPv4 address without formatting machinery.
+pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + (octet / 10) % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = std::io::Write::write_fmt(out, format_args!("{v6}"));
+        }
+    }
+}
+
 /// Decides the client address and the forwarding headers to send. A client's own
 /// `X-Forwarded-*` is believed only when the peer is a configured trusted proxy.
 fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) {
     let peer = ctx.conn.peer.ip().to_canonical();
     let trusted = |ip: &IpAddr| rt.trusted_proxies.iter().any(|n| n.contains(ip));
     ctx.client_ip = peer;
-    ctx.forwarded_for = peer.to_string();
+    let mut text = Vec::with_capacity(15);
+    write_ip(&mut text, peer);
+    ctx.forwarded_for = String::from_utf8(text).unwrap_or_else(|_| peer.to_string());
     ctx.host = parts.headers.get(HOST).cloned().or_else(|| {
         parts
             .uri
@@ -185,7 +213,7 @@ fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) {
     if trusted(&peer) {
         let listed: Vec<String> = parts
             .headers
-            .get_all("x-forwarded-for")
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
@@ -197,12 +225,12 @@ fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) {
             ctx.client_ip = ips.iter().rev().find(|ip| !trusted(ip)).copied().unwrap_or(ips[0]);
             ctx.forwarded_for = format!("{}, {peer}", listed.join(", "));
         }
-        match parts.headers.get("x-forwarded-proto").map(HeaderValue::as_bytes) {
+        match parts.headers.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
             Some(b"https") => ctx.forwarded_proto = "https",
             Some(b"http") => ctx.forwarded_proto = "http",
             _ => {}
         }
-        if let Some(h) = parts.headers.get("x-forwarded-host") {
+        if let Some(h) = parts.headers.get(X_FORWARDED_HOST) {
             ctx.host = Some(h.clone());
         }
     }
@@ -258,6 +286,24 @@ mod tests {
         let ids = strip_cookies(&mut h, &["JAPSESSION", "JAPSESSION-XSRF"]);
         assert_eq!(ids, ["one", "two"], "only the exact name is a session id");
         assert_eq!(h.get(COOKIE).map(|v| v.as_bytes()), Some(&b"theme=dark"[..]));
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "127.0.0.1",
+            "192.168.100.9",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            let mut out = Vec::new();
+            write_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).expect("utf-8"), ip.to_string());
+        }
     }
 
     #[test]

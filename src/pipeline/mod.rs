@@ -129,7 +129,8 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Incoming>) ->
             e.into_response()
         }
     };
-    resp.headers_mut().insert("x-request-id", ctx.id.clone());
+    resp.headers_mut()
+        .insert(crate::upstream::headers::X_REQUEST_ID, ctx.id.clone());
     if let Some(rate) = &ctx.rate {
         for (name, value) in rate.values() {
             resp.headers_mut().insert(name, value);

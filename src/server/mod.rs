@@ -291,6 +291,12 @@ pub fn worker_index() -> usize {
     WORKER.with(|w| w.get())
 }
 
+/// Makes the calling thread count as listener thread `i` (tests of per-thread state).
+#[cfg(test)]
+pub(crate) fn set_worker_index(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
 struct AcceptLoop {
     /// One permit per open connection (`server.max_connections`).
     slots: Arc<tokio::sync::Semaphore>,

@@ -4,6 +4,13 @@
 use http::header::{CONNECTION, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
+/// Header names used on every request, parsed once at compile time.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_AUSERNAME: HeaderName = HeaderName::from_static("x-ausername");
+
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",

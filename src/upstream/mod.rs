@@ -85,6 +85,8 @@ pub struct Upstream {
     /// One pool per listener thread (see `server::worker_index`): a request goes out and
     /// its answer comes back on the thread that read it.
     clients: Box<[Client<HttpsConnector<HttpConnector>, Body>]>,
+    /// Jira's authority as a `Host` header value.
+    host: HeaderValue,
     scheme: Scheme,
     authority: Authority,
     response_timeout: Duration,
@@ -174,8 +176,10 @@ impl Upstream {
             }),
             _ => None,
         };
+        let host = HeaderValue::from_str(cfg.authority.as_str()).map_err(|e| format!("upstream.url: {e}"))?;
         Ok(Upstream {
             clients,
+            host,
             scheme: cfg.scheme.clone(),
             authority: cfg.authority.clone(),
             response_timeout: cfg.response_timeout,
@@ -193,7 +197,10 @@ impl Upstream {
         let Some(user) = self.oauth_user(ctx) else {
             return Ok(());
         };
-        let ran_as = headers.get("x-ausername").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let ran_as = headers
+            .get(headers::X_AUSERNAME)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if ran_as.eq_ignore_ascii_case(user) {
             return Ok(());
         }
@@ -262,7 +269,7 @@ impl Upstream {
                     .send(self.build_request(ctx, parts, body, form, Some(cookie))?)
                     .await?;
                 let (mut head, body) = resp.into_parts();
-                let ran_as = head.headers.get("x-ausername").and_then(|v| v.to_str().ok());
+                let ran_as = head.headers.get(headers::X_AUSERNAME).and_then(|v| v.to_str().ok());
                 if ran_as.is_some_and(|r| r.eq_ignore_ascii_case(u)) {
                     strip_hop_by_hop(&mut head.headers);
                     if let Some(newer) = headers::take_jira_cookies(&mut head.headers) {
@@ -323,17 +330,20 @@ impl Upstream {
         let h = &mut parts.headers;
         let host = match (&ctx.host, self.preserve_host) {
             (Some(host), true) => host.clone(),
-            _ => HeaderValue::from_str(self.authority.as_str()).map_err(|e| ProxyError::Internal(e.to_string()))?,
+            _ => self.host.clone(),
         };
         if let Some(client_host) = &ctx.host {
-            h.insert("x-forwarded-host", client_host.clone());
+            h.insert(headers::X_FORWARDED_HOST, client_host.clone());
         }
         h.insert(HOST, host);
-        h.insert("x-forwarded-proto", HeaderValue::from_static(ctx.forwarded_proto));
+        h.insert(
+            headers::X_FORWARDED_PROTO,
+            HeaderValue::from_static(ctx.forwarded_proto),
+        );
         if let Ok(v) = HeaderValue::from_str(&ctx.forwarded_for) {
-            h.insert("x-forwarded-for", v);
+            h.insert(headers::X_FORWARDED_FOR, v);
         }
-        h.insert("x-request-id", ctx.id.clone());
+        h.insert(headers::X_REQUEST_ID, ctx.id.clone());
         if !delegated {
             self.assert_identity(h, ctx.jira_user.as_deref())?;
         }
