@@ -1,6 +1,8 @@
-//! Micro-benchmarks of the per-request hot path: path normalisation, Basic parsing, the
-//! verification-cache lookup (warm Basic auth), rule matching, and a whole warm Basic
-//! authentication through the chain.
+//! Micro-benchmarks of the per-request hot path: path normalisation, Basic parsing, each
+//! authenticator through the chain (warm Basic, API key, session cookie, JWT RS256 / ES256 /
+//! EdDSA verified and from the verified-token cache), the five-member chain, OAuth 1.0a
+//! RSA-SHA1 signing and verification, and rule matching at 10 / 1,000 / 10,000 rules.
+//! Run with `cargo bench --bench core`; BENCHMARKS.md has the latest figures.
 
 use std::time::SystemTime;
 
@@ -48,6 +50,91 @@ fn benches(c: &mut Criterion) {
     let chain = &runtime.chain;
     bench_chain(c, &rt, chain, "basic_warm_cache_chain", "Basic YWxpY2U6YWxpY2UtcHc=");
     bench_chain(c, &rt, chain, "api_key_bearer_chain", &format!("Bearer {API_KEY}"));
+    five_member_chain(c, &rt);
+}
+
+/// The chain an admin with every kind of client configures: API key, JWT, OAuth 1.0a,
+/// session cookie, Basic. A Basic caller (warm cache) passes the four before it; a session
+/// cookie is looked up in the state store.
+fn five_member_chain(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    use http_body_util::BodyExt;
+    let dir = std::env::temp_dir().join(format!("jap-bench-five-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("ec");
+    let ec_key = jsonwebtoken::EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).expect("ec pem");
+    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&ec_key, jsonwebtoken::Algorithm::ES256).expect("jwk");
+    std::fs::write(dir.join("jwks.json"), serde_json::json!({ "keys": [jwk] }).to_string()).expect("jwks");
+    let hash = jira_auth_proxy::auth::password::hash_with(b"alice-pw", 1024, 1).expect("hash");
+    let key_hash = api_key::format_digest(&api_key::digest_key(API_KEY));
+    let text = format!(
+        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://jira.example.com\"\n\
+         [upstream]\nurl = \"http://127.0.0.1:1\"\n[audit]\nto = \"off\"\n\
+         [[auth.chain]]\ntype = \"api_key\"\n\
+         [[auth.chain]]\ntype = \"jwt\"\nissuer = \"urn:bench\"\njwks_file = \"jwks.json\"\naudiences = [\"jira\"]\n\
+         [[auth.chain]]\ntype = \"oauth1\"\n\
+         [[auth.chain]]\ntype = \"session\"\n\
+         [[auth.chain]]\ntype = \"basic\"\n\
+         [[oauth1.consumers]]\nkey = \"reporting\"\nsecret = \"s3cret\"\n\
+         [[api_keys]]\nid = \"bench\"\nhash = \"{key_hash}\"\nuser = \"ci-bot\"\n\
+         [[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\
+         [[access.rules]]\nname = \"all\"\nauthenticated = true\neffect = \"allow\"\n"
+    );
+    let cfg = Config::parse(&text, &dir).expect("five-member config");
+    let runtime = Runtime::build(&cfg).expect("runtime");
+    bench_chain(
+        c,
+        rt,
+        &runtime.chain,
+        "five_member_chain_basic_last",
+        "Basic YWxpY2U6YWxpY2UtcHc=",
+    );
+
+    // A session from the proxy's own login endpoint, then looked up by its cookie.
+    let session = runtime.session.as_ref().expect("session member");
+    let login = http::Request::post("/rest/auth/1/session")
+        .header("content-type", "application/json")
+        .body(())
+        .expect("req");
+    let (parts, _) = login.into_parts();
+    let body = http_body_util::Full::new(bytes::Bytes::from_static(
+        br#"{"username":"alice","password":"alice-pw"}"#,
+    ))
+    .map_err(|never| match never {})
+    .boxed();
+    let (resp, failure) = rt
+        .block_on(session.login(&parts, body, [127, 0, 0, 1].into(), None, SystemTime::now()))
+        .expect("login");
+    assert!(failure.is_none(), "login failed: {failure:?}");
+    let cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("JAPSESSION="))
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    let req = http::Request::get("/rest/api/2/myself").body(()).expect("req");
+    let (parts, _) = req.into_parts();
+    let ids = [cookie];
+    let areq = AuthRequest {
+        parts: &parts,
+        client_ip: [127, 0, 0, 1].into(),
+        now: SystemTime::now(),
+        form: None,
+        tls: false,
+        session_ids: &ids,
+    };
+    assert!(
+        matches!(
+            rt.block_on(runtime.chain.authenticate(&areq)),
+            Verdict::Authenticated(_)
+        ),
+        "session lookup"
+    );
+    c.bench_function("session_cookie_chain", |b| {
+        b.iter(|| rt.block_on(runtime.chain.authenticate(&areq)))
+    });
 }
 
 /// Benchmarks the chain on a request carrying `authorization`, after checking it succeeds.
@@ -78,23 +165,32 @@ fn jwt_benches(c: &mut Criterion) {
     use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
     let rsa = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).expect("rsa");
     let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("ec");
+    let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("ed25519");
     let rsa_key = EncodingKey::from_rsa_pem(rsa.serialize_pem().as_bytes()).expect("rsa pem");
     let ec_key = EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).expect("ec pem");
+    let ed_key = EncodingKey::from_ed_pem(ed.serialize_pem().as_bytes()).expect("ed pem");
     let mut jwks = Vec::new();
     for (key, alg, kid) in [(&rsa_key, Algorithm::RS256, "r"), (&ec_key, Algorithm::ES256, "e")] {
         let mut jwk = Jwk::from_encoding_key(key, alg).expect("jwk");
         jwk.common.key_id = Some(kid.into());
-        jwks.push(jwk);
+        jwks.push(serde_json::to_value(jwk).expect("jwk json"));
     }
+    // An Ed25519 JWK (RFC 8037): the raw public key as `x`.
+    use base64::Engine as _;
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ed.public_key_raw());
+    jwks.push(serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "d", "alg": "EdDSA"}));
     let dir = std::env::temp_dir().join(format!("jap-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("jwks.json"), serde_json::json!({ "keys": jwks }).to_string()).expect("write");
     let text = "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n\
         [audit]\nto = \"off\"\n[[auth.chain]]\ntype = \"jwt\"\nissuer = \"urn:bench\"\njwks_file = \"jwks.json\"\n\
-        audiences = [\"jira\"]\nalgorithms = [\"RS256\", \"ES256\"]\nuser_claim = \"sub\"\n\
+        audiences = [\"jira\"]\nalgorithms = [\"RS256\", \"ES256\", \"EdDSA\"]\nuser_claim = \"sub\"\n\
         token_cache_ttl = \"0s\"\n";
     let cfg = Config::parse(text, &dir).expect("config");
     let runtime = Runtime::build(&cfg).expect("runtime");
+    // The same issuer with the verified-token cache on (its default): a repeat caller.
+    let cached = Config::parse(&text.replace("token_cache_ttl = \"0s\"\n", ""), &dir).expect("config");
+    let cached = Runtime::build(&cached).expect("runtime");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -106,13 +202,27 @@ fn jwt_benches(c: &mut Criterion) {
         + 3600;
     let claims = serde_json::json!({"iss": "urn:bench", "aud": "jira", "sub": "bench-user", "exp": exp});
     for (key, alg, kid, name) in [
-        (&rsa_key, Algorithm::RS256, "r", "jwt_rs256_chain"),
-        (&ec_key, Algorithm::ES256, "e", "jwt_es256_chain"),
+        (&rsa_key, Algorithm::RS256, "r", "jwt_rs256"),
+        (&ec_key, Algorithm::ES256, "e", "jwt_es256"),
+        (&ed_key, Algorithm::EdDSA, "d", "jwt_eddsa"),
     ] {
         let mut h = Header::new(alg);
         h.kid = Some(kid.into());
         let token = jsonwebtoken::encode(&h, &claims, key).expect("sign");
-        bench_chain(c, &rt, &runtime.chain, name, &format!("Bearer {token}"));
+        bench_chain(
+            c,
+            &rt,
+            &runtime.chain,
+            &format!("{name}_verify_chain"),
+            &format!("Bearer {token}"),
+        );
+        bench_chain(
+            c,
+            &rt,
+            &cached.chain,
+            &format!("{name}_cached_chain"),
+            &format!("Bearer {token}"),
+        );
     }
 }
 

@@ -33,6 +33,7 @@ version = 1
 listen = "not-an-address"
 trusted_proxies = ["10.0.0.0/8", "banana"]
 shutdown_grace = "5 minutes"
+workers = 0
 [upstream]
 url = "ftp://jira"
 connect_timeout = "5x"
@@ -57,6 +58,7 @@ x = 1
         "server.listen: not an address:port",
         "server.trusted_proxies[1]: not an IP address or CIDR",
         "server.shutdown_grace: ",
+        "server.workers: must be between 1 and 256",
         "upstream.url: not an absolute http(s) URL",
         "upstream.connect_timeout: unknown unit",
         "auth.chain[0].cache_ttl: not a duration",
