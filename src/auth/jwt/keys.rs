@@ -23,6 +23,8 @@ pub struct KeyEntry {
     /// Algorithms this key may verify.
     pub algs: Vec<Algorithm>,
     pub key: DecodingKey,
+    /// The key parsed once, for the one algorithm `fast` verifies with it.
+    pub parsed: Option<(Algorithm, Arc<aws_lc_rs::signature::ParsedPublicKey>)>,
 }
 
 impl KeyEntry {
@@ -54,10 +56,12 @@ impl KeyEntry {
             None => family,
         };
         let key = DecodingKey::from_jwk(jwk).ok()?;
+        let parsed = super::fast::parsed_key(jwk, &algs).map(|(alg, k)| (alg, Arc::new(k)));
         Some(KeyEntry {
             kid: jwk.common.key_id.clone(),
             algs,
             key,
+            parsed,
         })
     }
 
@@ -85,6 +89,7 @@ impl KeyEntry {
                 kid: None,
                 algs: rsa,
                 key,
+                parsed: None,
             });
         }
         for alg in [Algorithm::ES256, Algorithm::ES384] {
@@ -95,6 +100,7 @@ impl KeyEntry {
                     kid: None,
                     algs: vec![alg],
                     key,
+                    parsed: None,
                 });
             }
         }
@@ -105,6 +111,7 @@ impl KeyEntry {
                 kid: None,
                 algs: vec![Algorithm::EdDSA],
                 key,
+                parsed: None,
             });
         }
         Err("not a PEM public key for any of the allowed algorithms".into())
