@@ -114,43 +114,36 @@ fn five_member_chain(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         .and_then(|v| v.split(';').next())
         .expect("session cookie")
         .to_owned();
-    let req = http::Request::get("/rest/api/2/myself").body(()).expect("req");
-    let (parts, _) = req.into_parts();
-    let ids = [cookie];
-    let areq = AuthRequest {
-        parts: &parts,
-        client_ip: [127, 0, 0, 1].into(),
-        now: SystemTime::now(),
-        form: None,
-        tls: false,
-        session_ids: &ids,
-    };
-    assert!(
-        matches!(
-            rt.block_on(runtime.chain.authenticate(&areq)),
-            Verdict::Authenticated(_)
-        ),
-        "session lookup"
-    );
-    c.bench_function("session_cookie_chain", |b| {
-        b.iter(|| rt.block_on(runtime.chain.authenticate(&areq)))
-    });
+    bench_request(c, rt, &runtime.chain, "session_cookie_chain", None, &[cookie]);
 }
 
 /// Benchmarks the chain on a request carrying `authorization`, after checking it succeeds.
 fn bench_chain(c: &mut Criterion, rt: &tokio::runtime::Runtime, chain: &Chain, name: &str, authorization: &str) {
-    let req = http::Request::get("/rest/api/2/myself")
-        .header("authorization", authorization)
-        .body(())
-        .expect("req");
-    let (parts, _) = req.into_parts();
+    bench_request(c, rt, chain, name, Some(authorization), &[]);
+}
+
+/// Benchmarks the chain on a request with an `Authorization` header and/or the proxy's
+/// session cookie values, after checking it succeeds.
+fn bench_request(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    chain: &Chain,
+    name: &str,
+    authorization: Option<&str>,
+    session_ids: &[String],
+) {
+    let mut req = http::Request::get("/rest/api/2/myself");
+    if let Some(value) = authorization {
+        req = req.header("authorization", value);
+    }
+    let (parts, _) = req.body(()).expect("req").into_parts();
     let areq = AuthRequest {
         parts: &parts,
         client_ip: [127, 0, 0, 1].into(),
         now: SystemTime::now(),
         form: None,
         tls: false,
-        session_ids: &[],
+        session_ids,
     };
     assert!(
         matches!(rt.block_on(chain.authenticate(&areq)), Verdict::Authenticated(_)),

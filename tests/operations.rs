@@ -70,6 +70,28 @@ async fn a_reloaded_rule_applies_on_an_open_connection_and_requests_in_flight_fi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_threads_serve_each_with_their_own_jira_pool_and_keep_serving_when_a_reload_changes_their_number() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let with_workers = |n: usize| config(ALLOW_ALL).replacen("[server]\n", &format!("[server]\nworkers = {n}\n"), 1);
+    let proxy = Proxy::start(&with_workers(3), jira.addr).await;
+    // New connections land on whichever thread accepts them; every one is answered.
+    let round = || async {
+        for _ in 0..12 {
+            let mut conn = connection(&proxy).await;
+            assert_eq!(on(&mut conn, "/rest/api/2/myself").await, 200);
+            assert_eq!(on(&mut conn, "/rest/api/2/myself").await, 200);
+        }
+    };
+    round().await;
+    // Fewer pools in the new runtime than threads: each thread still finds one.
+    proxy.reload_with(&with_workers(1), jira.addr).await.unwrap();
+    round().await;
+    proxy.reload_with(&with_workers(4), jira.addr).await.unwrap();
+    round().await;
+    assert_eq!(jira.count(), 72, "every request reached Jira once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_on_reload_is_refused_with_every_error_and_the_old_one_keeps_serving() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&config(ALLOW_ALL), jira.addr).await;

@@ -45,6 +45,8 @@ pub struct Reloader {
     path: Option<PathBuf>,
     /// Serialises reloads (a file change and a SIGHUP at once).
     busy: tokio::sync::Mutex<()>,
+    /// Listener threads started (a reload does not change them).
+    workers: usize,
 }
 
 impl Reloader {
@@ -72,6 +74,13 @@ impl Reloader {
                         "server.listen changed to {}; the proxy keeps listening on {} until it is restarted",
                         cfg.server.listen,
                         old.server.listen
+                    );
+                }
+                if cfg.server.workers != self.workers {
+                    tracing::warn!(
+                        "server.workers is now {}; the proxy keeps its {} listener threads until it is restarted",
+                        cfg.server.workers,
+                        self.workers
                     );
                 }
                 for w in &cfg.warnings {
@@ -216,6 +225,7 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
         current: ArcSwap::new(runtime.clone()),
         path,
         busy: tokio::sync::Mutex::new(()),
+        workers: cfg.server.workers,
     });
     let listener = TcpListener::bind(cfg.server.listen)
         .await
