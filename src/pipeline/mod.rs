@@ -194,9 +194,11 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Resu
     };
     // Only these two pages cost a copy of the path; every other request passes untouched.
     if let Some(p) = &rt.oauth1_provider
-        && let Some(tokens_page) = ctx.path.as_ref().and_then(|p| page(&p.decoded))
+        && let Some((path, tokens_page)) = ctx
+            .path
+            .as_ref()
+            .and_then(|p| page(&p.decoded).map(|tokens| (p.decoded.clone(), tokens)))
     {
-        let path = ctx.path.as_ref().map(|p| p.decoded.clone()).unwrap_or_default();
         // Only a signed-in user approves a consumer or sees their tokens.
         let Some(user) = ctx.jira_user.clone() else {
             return Err(ProxyError::AuthRequired {

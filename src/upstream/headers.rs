@@ -116,11 +116,6 @@ pub fn same_spelling(name: &HeaderName, target: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
 }
 
-/// Removes every spelling of `target` (see [`same_header`]).
-pub fn strip_spellings(headers: &mut HeaderMap, target: &HeaderName) {
-    remove_where(headers, |k| same_header(k, target));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +146,7 @@ mod tests {
         h.append("x_forwarded_user", HeaderValue::from_static("c"));
         h.append("X_Forwarded-User", HeaderValue::from_static("d"));
         h.append("x-forwarded-users", HeaderValue::from_static("keep"));
-        strip_spellings(&mut h, &target);
+        remove_where(&mut h, |k| same_header(k, &target));
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-forwarded-users"));
     }

@@ -134,12 +134,13 @@ impl JwtAuth {
             }
         };
         self.verifications.fetch_add(1, Ordering::Relaxed);
-        let validation = self.validation(alg);
         let expect = fast::Expect {
             issuer: &self.cfg.issuer,
             audiences: &self.cfg.audiences,
-            leeway: validation.leeway,
+            leeway: self.cfg.leeway.as_secs(),
         };
+        // jsonwebtoken's Validation only for keys the fast path does not serve.
+        let mut validation = None;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
@@ -148,9 +149,13 @@ impl JwtAuth {
         for entry in &candidates {
             let decoded = match &entry.parsed {
                 Some((a, key)) if *a == alg => fast::decode(token, key, &expect, now),
-                _ => jsonwebtoken::decode::<Map<String, Value>>(token, &entry.key, &validation)
-                    .map(|data| data.claims)
-                    .map_err(|e| e.into_kind()),
+                _ => jsonwebtoken::decode::<Map<String, Value>>(
+                    token,
+                    &entry.key,
+                    validation.get_or_insert_with(|| self.validation(alg)),
+                )
+                .map(|data| data.claims)
+                .map_err(|e| e.into_kind()),
             };
             match decoded {
                 Ok(claims) => return Ok(Ok(claims)),
