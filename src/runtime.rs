@@ -61,28 +61,6 @@ pub struct Runtime {
     pub identity_mode: String,
 }
 
-/// Lets a shared `Arc<BasicAuth>` sit in the chain.
-struct Shared<A>(Arc<A>);
-
-#[async_trait::async_trait]
-impl<A: Authenticator> Authenticator for Shared<A> {
-    fn kind(&self) -> crate::auth::AuthKind {
-        self.0.kind()
-    }
-    fn challenge(&self) -> Option<http::HeaderValue> {
-        self.0.challenge()
-    }
-    fn accepts_bearer(&self) -> bool {
-        self.0.accepts_bearer()
-    }
-    async fn authenticate(
-        &self,
-        req: &crate::auth::AuthRequest<'_>,
-    ) -> Result<crate::auth::Outcome, crate::auth::AuthError> {
-        self.0.authenticate(req).await
-    }
-}
-
 impl Runtime {
     pub fn build(cfg: &Config) -> Result<Runtime, ConfigErrors> {
         Self::build_with(cfg, None)
@@ -115,7 +93,7 @@ impl Runtime {
             .map(Arc::new)
             .map_err(|e| err("upstream.ca_file".into(), e))
             .ok();
-        let mut members: Vec<Box<dyn Authenticator>> = Vec::new();
+        let mut members: Vec<Arc<dyn Authenticator>> = Vec::new();
         // Built first: the session member checks passwords with it, wherever it sits.
         let mut basic = None;
         for (i, m) in cfg.chain.iter().enumerate() {
@@ -133,18 +111,18 @@ impl Runtime {
             match m {
                 AuthMember::Basic(_) => {
                     if let Some(a) = &basic {
-                        members.push(Box::new(Shared(a.clone())));
+                        members.push(a.clone());
                     }
                 }
                 AuthMember::Session(s) => {
                     if let Some(b) = &basic {
                         let a = Arc::new(SessionAuth::new(s, &cfg.users, store.clone(), b.clone()));
                         session = Some(a.clone());
-                        members.push(Box::new(Shared(a)));
+                        members.push(a);
                     }
                 }
                 AuthMember::ApiKey(k) => {
-                    members.push(Box::new(ApiKeyAuth::new(
+                    members.push(Arc::new(ApiKeyAuth::new(
                         k,
                         &cfg.api_keys,
                         &cfg.users,
@@ -155,7 +133,7 @@ impl Runtime {
                     Ok(a) => {
                         let a = Arc::new(a);
                         jwt.push(a.clone());
-                        members.push(Box::new(Shared(a)));
+                        members.push(a);
                     }
                     Err(e) => err(format!("auth.chain[{i}]"), e),
                 },
@@ -167,7 +145,7 @@ impl Runtime {
                             Ok(p) => oauth1_provider = Some(p),
                             Err(e) => err(format!("auth.chain[{i}]"), e),
                         }
-                        members.push(Box::new(Shared(a)));
+                        members.push(a);
                     }
                     Err(e) => err(format!("auth.chain[{i}]"), e),
                 },
@@ -175,7 +153,7 @@ impl Runtime {
                     match Fetcher::new(c.ca_file.as_deref(), c.fetch_timeout)
                         .and_then(|f| IntrospectionAuth::new(c, f, &cfg.server.realm))
                     {
-                        Ok(a) => members.push(Box::new(a)),
+                        Ok(a) => members.push(Arc::new(a)),
                         Err(e) => err(format!("auth.chain[{i}]"), e),
                     }
                 }
@@ -190,7 +168,7 @@ impl Runtime {
         let policy = Policy::compile(&cfg.access)
             .map_err(|e| err("access.rules".into(), e))
             .ok();
-        let audit = Audit::open(&cfg.audit)
+        let audit = Audit::open(&cfg.audit, cfg.audit_flush, cfg.server.workers)
             .map_err(|e| err("audit.to".into(), e.to_string()))
             .ok();
         let tls = match &cfg.server.tls {

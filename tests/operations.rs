@@ -92,6 +92,22 @@ async fn listener_threads_serve_each_with_their_own_jira_pool_and_keep_serving_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_other_socket_can_bind_the_proxys_port_even_with_so_reuseport() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&config(ALLOW_ALL), jira.addr).await;
+    // What a second process of the same user would try to take a share of the connections.
+    let beside = tokio::net::TcpSocket::new_v4().unwrap();
+    beside.set_reuseport(true).unwrap();
+    assert!(beside.bind(proxy.addr).is_err(), "the port is the proxy's alone");
+    let r = get(
+        &proxy.url("/rest/api/2/myself"),
+        &[("authorization", &basic("alice", "alice-pw"))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_on_reload_is_refused_with_every_error_and_the_old_one_keeps_serving() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&config(ALLOW_ALL), jira.addr).await;

@@ -594,6 +594,58 @@ async fn audit_lines_carry_the_fields_and_never_a_secret() {
 }
 
 #[tokio::test]
+async fn gathered_audit_lines_are_written_within_the_flush_interval() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let extra = "[audit]\nto = \"{dir}/audit.log\"\nflush = \"200ms\"\n";
+    let proxy = Proxy::start(&basic_config(extra), jira.addr).await;
+    let r = get(
+        &proxy.url("/rest/api/2/myself"),
+        &[("authorization", &basic("alice", "alice-pw"))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    for _ in 0..300 {
+        if !proxy.audit().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let lines = proxy.audit();
+    assert_eq!(lines.len(), 1, "the line is written by the flush timer");
+    assert_eq!(lines[0]["user"], "alice");
+}
+
+#[tokio::test]
+async fn gathered_audit_lines_are_all_written_at_shutdown() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let extra = "[audit]\nto = \"{dir}/audit.log\"\nflush = \"60s\"\n";
+    let proxy = Proxy::start(&basic_config(extra), jira.addr).await;
+    for user in ["alice", "bob", "alice"] {
+        let r = get(
+            &proxy.url("/rest/api/2/myself"),
+            &[("authorization", &basic(user, &format!("{user}-pw")))],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    assert!(proxy.audit().is_empty(), "gathered, not yet written");
+    let Proxy { running, dir, .. } = proxy;
+    running.shutdown().await;
+    let text = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    let mut users: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let line: serde_json::Value = serde_json::from_str(l).unwrap();
+            line["user"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // Each listener thread writes its own gathered lines: the order across
+    // threads is not the order of the requests (the README says so).
+    users.sort();
+    assert_eq!(users, ["alice", "alice", "bob"]);
+}
+
+#[tokio::test]
 async fn graceful_shutdown_lets_an_in_flight_request_finish() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;

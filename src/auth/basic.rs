@@ -334,7 +334,9 @@ impl BasicAuth {
         let cell = self.inflight_cell(digest);
         let decided = cell
             .get_or_init(|| async {
-                self.slow_path(&user, &password, value, req_ip, digest)
+                // Boxed: the argon2 or Jira check's state is kilobytes, which a warm-cache
+                // request would otherwise carry (and copy) for nothing.
+                Box::pin(self.slow_path(&user, &password, value, req_ip, digest))
                     .await
                     .map_err(|e| e.to_string())
             })

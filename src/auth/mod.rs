@@ -16,6 +16,7 @@ pub mod session;
 pub mod totp;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -219,7 +220,9 @@ pub enum Verdict {
 }
 
 pub struct Chain {
-    members: Vec<Box<dyn Authenticator>>,
+    /// Shared: the session member and the OAuth 1.0a provider use the same Basic and
+    /// OAuth 1.0a members the chain holds.
+    members: Vec<Arc<dyn Authenticator>>,
     challenges: Vec<HeaderValue>,
     delegate_unknown_bearer: bool,
 }
@@ -242,7 +245,7 @@ impl Chain {
         self
     }
 
-    pub fn new(members: Vec<Box<dyn Authenticator>>) -> Self {
+    pub fn new(members: Vec<Arc<dyn Authenticator>>) -> Self {
         let mut challenges: Vec<HeaderValue> = Vec::new();
         for c in members.iter().filter_map(|m| m.challenge()) {
             if !challenges.contains(&c) {

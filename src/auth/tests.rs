@@ -44,7 +44,7 @@ fn chain(scripts: Vec<(AuthKind, Script)>) -> (Chain, Vec<Arc<AtomicUsize>>) {
         .map(|(kind, script)| {
             let calls = Arc::new(AtomicUsize::new(0));
             counters.push(calls.clone());
-            Box::new(Scripted { kind, script, calls }) as Box<dyn Authenticator>
+            Arc::new(Scripted { kind, script, calls }) as Arc<dyn Authenticator>
         })
         .collect();
     (Chain::new(members), counters)

@@ -195,6 +195,19 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let upstream = upstream(&mut cx, upstream_raw);
     let state = state(&mut cx, state_raw);
     let audit_required = audit_raw.required.unwrap_or(false);
+    let audit_flush = cx.duration(audit_raw.flush.as_deref(), "audit.flush", Duration::ZERO);
+    if audit_flush > Duration::from_secs(60) {
+        cx.err(
+            "audit.flush",
+            "at most 60s: lines wait no longer than this to be written",
+        );
+    }
+    if audit_required && !audit_flush.is_zero() {
+        cx.err(
+            "audit.flush",
+            "cannot be used with audit.required = true, which lets a request through only once its line is written",
+        );
+    }
     let audit = audit(&mut cx, audit_raw);
     if audit_required && audit == AuditTarget::Off {
         cx.err("audit.required", "requires an audit target (\"stdout\" or a file)");
@@ -278,6 +291,7 @@ pub fn build(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         state,
         audit,
         audit_required,
+        audit_flush,
         watched,
         chain,
         passthrough_unknown_bearer,

@@ -71,6 +71,9 @@ pub struct Config {
     pub audit: AuditTarget,
     /// `audit.required`: a request whose audit line cannot be written is refused (503).
     pub audit_required: bool,
+    /// `audit.flush`: zero writes each line as its request ends; more keeps each listener
+    /// thread's lines and writes them together at least this often (and when 64 KiB gather).
+    pub audit_flush: Duration,
     /// Files besides the config file whose change reloads it (API key file, TLS files).
     pub watched: Vec<PathBuf>,
     pub chain: Vec<AuthMember>,

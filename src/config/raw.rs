@@ -85,6 +85,7 @@ pub struct State {
 pub struct Audit {
     pub to: Option<String>,
     pub required: Option<bool>,
+    pub flush: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -157,8 +157,32 @@ fn defaults_are_safe() {
     assert_eq!(cfg.access.mode, AccessMode::Enforce);
     assert!(cfg.server.trusted_proxies.is_empty());
     assert_eq!(cfg.audit, AuditTarget::Stdout);
+    assert_eq!(
+        cfg.audit_flush,
+        Duration::ZERO,
+        "each audit line is written as its request ends"
+    );
     assert!(
         matches!(&cfg.upstream.identity, IdentityMode::Header { name, secret: None } if name == "x-forwarded-user")
+    );
+}
+
+#[test]
+fn audit_flush_is_a_duration_of_at_most_a_minute_and_not_with_required() {
+    let cfg = Config::parse(&format!("{BASE}\n[audit]\nflush = \"500ms\"\n"), Path::new(".")).expect("valid");
+    assert_eq!(cfg.audit_flush, Duration::from_millis(500));
+    let errs = errors(&format!("{BASE}\n[audit]\nflush = \"soon\"\n"));
+    assert!(errs.iter().any(|e| e.starts_with("audit.flush: ")), "{errs:?}");
+    let errs = errors(&format!("{BASE}\n[audit]\nflush = \"2m\"\n"));
+    assert!(
+        errs.iter().any(|e| e.starts_with("audit.flush: at most 60s")),
+        "{errs:?}"
+    );
+    let errs = errors(&format!("{BASE}\n[audit]\nflush = \"1s\"\nrequired = true\n"));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("audit.flush: cannot be used with audit.required")),
+        "{errs:?}"
     );
 }
 

@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, LineWriter, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::StatusCode;
 
@@ -26,70 +27,99 @@ fn optional(out: &mut Vec<u8>, s: Option<&str>) {
 }
 
 /// One audit line, fields in a fixed order (`would_deny` only when some rule would have
-/// denied), written straight into a buffer: this runs for every request.
-fn line(ctx: &RequestCtx, status: StatusCode) -> Vec<u8> {
-    let mut out = Vec::with_capacity(384);
+/// denied), appended straight to `out`: this runs for every request.
+fn line(out: &mut Vec<u8>, ctx: &RequestCtx, status: StatusCode) {
     out.extend_from_slice(b"{\"time\":\"");
-    crate::time::write_rfc3339(&mut out, ctx.time);
+    crate::time::write_rfc3339(out, ctx.time);
     out.extend_from_slice(b"\",\"request_id\":");
-    string(&mut out, ctx.id.to_str().unwrap_or("-"));
+    string(out, ctx.id.to_str().unwrap_or("-"));
     out.extend_from_slice(b",\"client_ip\":\"");
-    crate::pipeline::admit::write_ip(&mut out, ctx.client_ip);
+    crate::pipeline::admit::write_ip(out, ctx.client_ip);
     out.extend_from_slice(b"\",\"method\":");
-    string(&mut out, ctx.method.as_str());
+    string(out, ctx.method.as_str());
     out.extend_from_slice(b",\"path\":");
     string(
-        &mut out,
+        out,
         ctx.path.as_ref().map_or(ctx.raw_path.as_str(), |p| p.decoded.as_str()),
     );
     out.extend_from_slice(b",\"auth\":");
-    optional(&mut out, ctx.auth_kind.map(|k| k.as_str()));
+    optional(out, ctx.auth_kind.map(|k| k.as_str()));
     out.extend_from_slice(b",\"outcome\":");
-    string(&mut out, ctx.outcome);
+    string(out, ctx.outcome);
     out.extend_from_slice(b",\"reason\":");
-    optional(&mut out, ctx.reason);
+    optional(out, ctx.reason);
     out.extend_from_slice(b",\"user\":");
-    optional(&mut out, ctx.jira_user.as_deref());
+    optional(out, ctx.jira_user.as_deref());
     out.extend_from_slice(b",\"rule\":");
-    optional(&mut out, ctx.rule.as_deref());
+    optional(out, ctx.rule.as_deref());
     if !ctx.would_deny.is_empty() {
         out.extend_from_slice(b",\"would_deny\":");
-        string(&mut out, &ctx.would_deny);
+        string(out, &ctx.would_deny);
     }
     out.extend_from_slice(b",\"jira_request_id\":");
-    optional(&mut out, ctx.jira_request_id.as_ref().and_then(|v| v.to_str().ok()));
+    optional(out, ctx.jira_request_id.as_ref().and_then(|v| v.to_str().ok()));
     out.extend_from_slice(b",\"status\":");
-    let _ = serde_json::to_writer(&mut out, &status.as_u16());
+    let _ = serde_json::to_writer(&mut *out, &status.as_u16());
     out.extend_from_slice(b",\"duration_ms\":");
     let ms = (ctx.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-    let _ = serde_json::to_writer(&mut out, &ms);
+    let _ = serde_json::to_writer(&mut *out, &ms);
     out.extend_from_slice(b"}\n");
-    out
 }
 
-/// Where lines go. A file is opened for appending and written without a lock: each line
-/// is one `write(2)` at the end of the file (O_APPEND), so listener threads never wait
-/// for each other's disk writes.
+/// Where lines go. A file is opened for appending and written without a lock: each write
+/// is one `write(2)` of whole lines at the end of the file (O_APPEND), so listener threads
+/// never wait for each other's disk writes.
 enum Sink {
     File(File),
     Stdout(Mutex<LineWriter<io::Stdout>>),
 }
 
+impl Sink {
+    fn write(&self, text: &[u8]) -> bool {
+        match self {
+            Sink::File(f) => (&*f).write_all(text).is_ok(),
+            Sink::Stdout(w) => {
+                let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+                // A LineWriter flushes at the newline: an error here is lines not written.
+                w.write_all(text).and_then(|_| w.flush()).is_ok()
+            }
+        }
+    }
+}
+
+/// Lines gathered before they are written (`audit.flush`): one buffer per listener thread
+/// (see `server::worker_index`), so a thread only ever waits for the flusher, briefly.
+struct Gathered {
+    every: Duration,
+    buffers: Vec<Mutex<Vec<u8>>>,
+}
+
+/// A thread's gathered lines are written once they reach this many bytes.
+const GATHER_LIMIT: usize = 64 * 1024;
+
 pub struct Audit {
     out: Option<Sink>,
+    gathered: Option<Gathered>,
     failures: AtomicU64,
     healthy: std::sync::atomic::AtomicBool,
 }
 
 impl Audit {
-    pub fn open(target: &AuditTarget) -> io::Result<Audit> {
+    /// Opens the sink. `flush` zero writes each line as its request ends; more gathers
+    /// each of `threads` listener threads' lines and writes them together.
+    pub fn open(target: &AuditTarget, flush: Duration, threads: usize) -> io::Result<Audit> {
         let out = match target {
             AuditTarget::Off => None,
             AuditTarget::Stdout => Some(Sink::Stdout(Mutex::new(LineWriter::new(io::stdout())))),
             AuditTarget::File(path) => Some(Sink::File(OpenOptions::new().create(true).append(true).open(path)?)),
         };
+        let gathered = (out.is_some() && !flush.is_zero()).then(|| Gathered {
+            every: flush,
+            buffers: (0..threads.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+        });
         Ok(Audit {
             out,
+            gathered,
             failures: AtomicU64::new(0),
             healthy: std::sync::atomic::AtomicBool::new(true),
         })
@@ -100,31 +130,172 @@ impl Audit {
         self.failures.load(Ordering::Relaxed)
     }
 
-    /// Writes the request's line; false when it could not be written.
+    /// How often gathered lines must be written (`None`: each is written at once).
+    pub fn flush_every(&self) -> Option<Duration> {
+        self.gathered.as_ref().map(|g| g.every)
+    }
+
+    /// Writes the request's line (or gathers it, with `audit.flush`); false when it
+    /// could not be written.
     pub fn record(&self, ctx: &RequestCtx, status: StatusCode) -> bool {
+        self.push(ctx.id.to_str().ok(), |out| line(out, ctx, status))
+    }
+
+    /// Appends one line made by `make` (for request `id`), writing it now or gathering it.
+    fn push(&self, id: Option<&str>, make: impl FnOnce(&mut Vec<u8>)) -> bool {
         let Some(out) = &self.out else { return true };
-        let text = line(ctx, status);
-        let ok = match out {
-            Sink::File(f) => (&*f).write_all(&text).is_ok(),
-            Sink::Stdout(w) => {
-                let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-                // A LineWriter flushes at the newline: an error here is the line not written.
-                w.write_all(&text).and_then(|_| w.flush()).is_ok()
+        match &self.gathered {
+            None => {
+                let mut text = Vec::with_capacity(384);
+                make(&mut text);
+                let ok = out.write(&text);
+                if !ok {
+                    tracing::error!(request_id = id.unwrap_or("-"), "audit line could not be written");
+                }
+                self.wrote(ok, 1)
             }
-        };
+            Some(g) => {
+                let mine = &g.buffers[crate::server::worker_index() % g.buffers.len()];
+                let mut buf = mine.lock().unwrap_or_else(|p| p.into_inner());
+                make(&mut buf);
+                if buf.len() < GATHER_LIMIT {
+                    return self.healthy();
+                }
+                self.write_out(out, &mut buf)
+            }
+        }
+    }
+
+    /// Writes what every thread has gathered. Runs every `flush_every`, at shutdown and
+    /// when the config is replaced.
+    pub fn flush(&self) {
+        if let (Some(out), Some(g)) = (&self.out, &self.gathered) {
+            for b in &g.buffers {
+                let mut buf = b.lock().unwrap_or_else(|p| p.into_inner());
+                if !buf.is_empty() {
+                    self.write_out(out, &mut buf);
+                }
+            }
+        }
+    }
+
+    fn write_out(&self, out: &Sink, buf: &mut Vec<u8>) -> bool {
+        let lines = buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        let ok = out.write(buf);
+        buf.clear();
         if !ok {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                request_id = ctx.id.to_str().unwrap_or("-"),
-                "audit line could not be written"
-            );
+            tracing::error!(lines, "gathered audit lines could not be written");
+        }
+        self.wrote(ok, lines)
+    }
+
+    fn wrote(&self, ok: bool, lines: u64) -> bool {
+        if !ok {
+            self.failures.fetch_add(lines, Ordering::Relaxed);
         }
         self.healthy.store(ok, Ordering::Relaxed);
         ok
     }
 
-    /// The last line was written (or nothing was written yet).
+    /// The last write succeeded (or nothing was written yet).
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Audit {
+    /// A replaced config's gathered lines are written when its last request ends.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("jap-audit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir.join("audit.log")
+    }
+
+    fn numbered(out: &mut Vec<u8>, thread: usize, n: usize) {
+        // Long enough that a thread's buffer fills, and is written, many times over.
+        out.extend_from_slice(
+            format!("{{\"thread\":{thread},\"n\":{n},\"pad\":\"{}\"}}\n", "x".repeat(200)).as_bytes(),
+        );
+    }
+
+    #[test]
+    fn gathered_lines_from_many_threads_are_all_written_whole() {
+        let path = temp_file("threads");
+        let audit = std::sync::Arc::new(
+            Audit::open(&AuditTarget::File(path.clone()), Duration::from_secs(60), 4).expect("open"),
+        );
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let audit = audit.clone();
+                std::thread::spawn(move || {
+                    crate::server::set_worker_index(t);
+                    for n in 0..5_000 {
+                        assert!(audit.push(None, |out| numbered(out, t, n)));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        let before_flush = std::fs::read_to_string(&path).expect("read").lines().count();
+        assert!(before_flush > 0, "full buffers are written without waiting for a flush");
+        assert!(before_flush < 20_000, "the last partial buffers wait for the flush");
+        audit.flush();
+        let text = std::fs::read_to_string(&path).expect("read");
+        let mut seen = std::collections::HashSet::new();
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).expect("every line is whole JSON");
+            assert!(
+                seen.insert((v["thread"].as_u64(), v["n"].as_u64())),
+                "written once: {l}"
+            );
+        }
+        assert_eq!(seen.len(), 20_000);
+        assert_eq!(audit.failures(), 0);
+    }
+
+    #[test]
+    fn gathered_lines_are_written_when_the_audit_is_dropped() {
+        let path = temp_file("drop");
+        let audit = Audit::open(&AuditTarget::File(path.clone()), Duration::from_secs(60), 2).expect("open");
+        for n in 0..3 {
+            audit.push(None, |out| numbered(out, 0, n));
+        }
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "");
+        drop(audit);
+        assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 3);
+    }
+
+    #[test]
+    fn without_flush_each_line_is_written_at_once() {
+        let path = temp_file("direct");
+        let audit = Audit::open(&AuditTarget::File(path.clone()), Duration::ZERO, 2).expect("open");
+        assert_eq!(audit.flush_every(), None);
+        audit.push(None, |out| numbered(out, 0, 1));
+        assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 1);
+    }
+
+    #[test]
+    fn a_failed_gathered_write_counts_every_line_lost() {
+        // /dev/full refuses every write with ENOSPC.
+        let audit = Audit::open(&AuditTarget::File("/dev/full".into()), Duration::from_secs(60), 1).expect("open");
+        for n in 0..7 {
+            audit.push(None, |out| numbered(out, 0, n));
+        }
+        assert!(audit.healthy(), "nothing was written yet");
+        audit.flush();
+        assert_eq!(audit.failures(), 7);
+        assert!(!audit.healthy());
     }
 }

@@ -109,16 +109,62 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let mut raw = [0u8; 16];
-    if aws_lc_rs::rand::fill(&mut raw).is_err() {
+    let Some(raw) = next_id() else {
         return HeaderValue::from_static("unavailable");
-    }
+    };
     let mut hex = [0u8; 32];
     for (pair, b) in hex.chunks_exact_mut(2).zip(raw) {
         pair[0] = HEX[usize::from(b >> 4)];
         pair[1] = HEX[usize::from(b & 0x0f)];
     }
     HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("unavailable"))
+}
+
+/// Per thread: a random 64-bit prefix, random keys, and a count of ids made.
+struct IdSource {
+    prefix: u64,
+    keys: [u64; 3],
+    made: u64,
+}
+
+thread_local! {
+    static IDS: std::cell::RefCell<Option<IdSource>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A fresh 128-bit request id: the thread's random prefix, then its count of ids made
+/// through a keyed bijection of 64-bit numbers (so ids never repeat on a thread, and do
+/// not show how many requests it served). One random draw per thread, not per request.
+fn next_id() -> Option<[u8; 16]> {
+    IDS.with(|ids| {
+        let mut ids = ids.borrow_mut();
+        if ids.is_none() {
+            let mut seed = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut seed).ok()?;
+            let word = |i: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&seed[i * 8..i * 8 + 8]);
+                u64::from_le_bytes(w)
+            };
+            *ids = Some(IdSource {
+                prefix: word(0),
+                // Odd multipliers: multiplying by one is invertible modulo 2^64.
+                keys: [word(1), word(2) | 1, word(3) | 1],
+                made: 0,
+            });
+        }
+        let s = ids.as_mut()?;
+        s.made = s.made.wrapping_add(1);
+        // xor with a key, multiply by an odd key, xor-shift: each step is invertible.
+        let mut x = s.made ^ s.keys[0];
+        x = x.wrapping_mul(s.keys[1]);
+        x ^= x >> 31;
+        x = x.wrapping_mul(s.keys[2]);
+        x ^= x >> 29;
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&s.prefix.to_be_bytes());
+        out[8..].copy_from_slice(&x.to_be_bytes());
+        Some(out)
+    })
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -315,5 +361,20 @@ mod tests {
         let generated = request_id(&h);
         assert_eq!(generated.len(), 32);
         assert_ne!(generated, request_id(&HeaderMap::new()), "ids are random");
+    }
+
+    #[test]
+    fn made_ids_never_repeat_and_do_not_count_openly() {
+        let ids: Vec<[u8; 16]> = (0..50_000).map(|_| next_id().expect("an id")).collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        let low = |id: &[u8; 16]| u64::from_be_bytes(id[8..].try_into().expect("8 bytes"));
+        let stepping_by_one = ids
+            .windows(2)
+            .filter(|w| low(&w[1]) == low(&w[0]).wrapping_add(1))
+            .count();
+        assert_eq!(stepping_by_one, 0, "consecutive ids do not give away the count");
+        let other = std::thread::spawn(|| next_id().expect("an id")).join().expect("thread");
+        assert_ne!(other[..8], ids[0][..8], "each thread has its own random prefix");
     }
 }

@@ -171,8 +171,7 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Resu
         ctx.outcome = "login";
         ctx.auth_kind = Some(AuthKind::Session);
         let old = ctx.session_ids.first().map(String::as_str);
-        let (resp, failure) = s
-            .login(&parts, body, ctx.client_ip, old, ctx.time)
+        let (resp, failure) = Box::pin(s.login(&parts, body, ctx.client_ip, old, ctx.time))
             .await
             .map_err(|e| ProxyError::Dependency(e.to_string()))?;
         ctx.reason = failure;
@@ -209,7 +208,7 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Resu
             ctx.outcome = "oauth1_tokens";
             return p.user_tokens(&parts, &path, body, &user).await;
         }
-        return oauth1_authorize(p, &parts, body, &user, rt.server.max_read_body_bytes).await;
+        return Box::pin(oauth1_authorize(p, &parts, body, &user, rt.server.max_read_body_bytes)).await;
     }
     let sent = std::time::Instant::now();
     let resp = rt.upstream.forward(ctx, parts, body, form.as_deref()).await;
@@ -258,10 +257,12 @@ async fn oauth1_token_endpoint(
     ctx.outcome = "oauth1_endpoint";
     ctx.auth_kind = Some(AuthKind::OAuth1);
     let req = ctx.auth_request(parts, form);
+    // Boxed, as every rarely taken branch with a large state: the request path's future
+    // is sized for its largest branch, and every request's future is copied when it starts.
     let answer = if is_request {
-        p.request_token(&req).await
+        Box::pin(p.request_token(&req)).await
     } else {
-        p.access_token(&req).await
+        Box::pin(p.access_token(&req)).await
     };
     answer.map(Some).map_err(|e| ProxyError::Dependency(e.to_string()))
 }
@@ -397,7 +398,7 @@ async fn jira_groups(rt: &Runtime, ctx: &mut RequestCtx) -> Result<(), ProxyErro
     if !rt.policy.uses_groups() {
         return Ok(());
     }
-    match lookup.of(user).await {
+    match Box::pin(lookup.of(user)).await {
         Ok(groups) => {
             principal.add_groups(groups);
             Ok(())

@@ -175,19 +175,20 @@ impl Running {
         self.reloader.clone()
     }
 
-    /// Stops accepting, drains in-flight requests (bounded by the grace period), returns.
+    /// Stops accepting, drains in-flight requests (bounded by the grace period), writes
+    /// the audit lines still gathered, returns.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        self.wait().await;
     }
 
-    /// Waits until the listeners end (after a shutdown signal).
+    /// Waits until the listeners end (after a shutdown signal), then writes the audit
+    /// lines still gathered.
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.reloader.runtime().audit.flush();
     }
 
     /// Starts a shutdown without waiting for it.
@@ -281,6 +282,7 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
             let _ = finished.await;
         }));
     }
+    tasks.push(tokio::spawn(flush_audit(reloader.clone(), stop_rx.clone())));
     tracing::info!(%addr, tls = cfg.server.tls.is_some(), "listening");
     Ok(Running {
         addr,
@@ -386,6 +388,21 @@ impl AcceptLoop {
         if tokio::time::timeout(self.grace, graceful.shutdown()).await.is_err() {
             tracing::warn!(grace = ?self.grace, "grace period over; closing remaining connections");
         }
+    }
+}
+
+/// Writes gathered audit lines every `audit.flush` (read again after each reload).
+async fn flush_audit(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let every = reloader.runtime().audit.flush_every();
+        // Without gathering there is nothing to write; look again after a reload might
+        // have turned it on.
+        let wait = every.unwrap_or(std::time::Duration::from_secs(1));
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        reloader.runtime().audit.flush();
     }
 }
 

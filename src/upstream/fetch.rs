@@ -2,45 +2,62 @@
 //! JWKS documents and token introspection (RFC 7662). Timeouts on every call, bodies
 //! read under a cap, system roots or a configured CA file.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::pool::{Limits, Origin, Pool};
 use crate::error::{Body, full};
 
 /// Largest document read from an identity provider.
 const BODY_LIMIT: usize = 1024 * 1024;
 
+/// Idle connections kept per provider origin.
+const MAX_IDLE: usize = 4;
+
 #[derive(Clone)]
 pub struct Fetcher {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    tls: Arc<rustls::ClientConfig>,
+    /// Kept-alive connections per origin (`scheme://host:port`); a provider has a few.
+    pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
     timeout: Duration,
 }
 
 impl Fetcher {
     pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<Fetcher, String> {
-        let tls = super::client_tls(ca_file, true)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
-        Ok(Fetcher { client, timeout })
+        Ok(Fetcher {
+            tls: Arc::new(super::client_tls(ca_file, true)?),
+            pools: Arc::default(),
+            timeout,
+        })
+    }
+
+    /// The pool for `uri`'s origin, made on first use.
+    fn pool(&self, uri: &Uri) -> Result<Arc<Pool>, String> {
+        let key = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or(""),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        // Every mutation is one insert: a poisoned map is still whole.
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = pools.get(&key) {
+            return Ok(Arc::clone(pool));
+        }
+        let limits = Limits {
+            connect_timeout: self.timeout,
+            idle_timeout: Duration::from_secs(60),
+            max_idle: MAX_IDLE,
+        };
+        let pool = Arc::new(Pool::new(Origin::of(uri, &self.tls)?, limits, 1));
+        pools.insert(key, Arc::clone(&pool));
+        Ok(pool)
     }
 
     /// GET a JSON document.
@@ -72,9 +89,17 @@ impl Fetcher {
         self.send_json(req).await
     }
 
-    async fn send_json(&self, req: Request<Body>) -> Result<(u16, serde_json::Value), String> {
+    async fn send_json(&self, mut req: Request<Body>) -> Result<(u16, serde_json::Value), String> {
         let what = format!("{} {}", req.method(), req.uri());
-        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+        let pool = self.pool(req.uri())?;
+        // Origin form on the wire, the authority in `Host`.
+        if let Some(authority) = req.uri().authority() {
+            let host = HeaderValue::from_str(authority.as_str()).map_err(|e| format!("{what}: {e}"))?;
+            req.headers_mut().insert(HOST, host);
+        }
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        *req.uri_mut() = Uri::try_from(path).map_err(|e| format!("{what}: {e}"))?;
+        let resp = tokio::time::timeout(self.timeout, pool.send(req))
             .await
             .map_err(|_| format!("{what}: no answer within {:?}", self.timeout))?
             .map_err(|e| format!("{what}: {e}"))?;

@@ -1,10 +1,12 @@
-//! Forwarding to Jira: a pooled HTTP/1.1 client (plain or rustls TLS with the system
-//! roots or a configured CA file), bodies streamed both ways, and the identity asserted
-//! by the configured mode. Only this module writes the identity header.
+//! Forwarding to Jira: kept-alive HTTP/1.1 connections per listener thread (plain or
+//! rustls TLS with the system roots or a configured CA file), bodies streamed both ways,
+//! and the identity asserted by the configured mode. Only this module writes the
+//! identity header.
 
 pub mod fetch;
 pub mod headers;
 pub mod oauth1;
+pub mod pool;
 
 use std::time::Duration;
 
@@ -13,10 +15,6 @@ use http::request::Parts;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -25,6 +23,7 @@ use crate::config::{IdentityMode, Secret, UpstreamConfig};
 use crate::error::{Body, ProxyError};
 use crate::pipeline::RequestCtx;
 use headers::strip_hop_by_hop;
+use pool::{Pool, Pooled};
 
 /// Jira's verdict on a Basic credential (see `Upstream::check_basic`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,9 +81,9 @@ impl JiraSessions {
 }
 
 pub struct Upstream {
-    /// One pool per listener thread (see `server::worker_index`): a request goes out and
-    /// its answer comes back on the thread that read it.
-    clients: Box<[Client<HttpsConnector<HttpConnector>, Body>]>,
+    /// Connections kept per listener thread (see `server::worker_index`): a request goes
+    /// out and its answer comes back on the thread that read it.
+    pool: Pool,
     /// Jira's authority as a `Host` header value.
     host: HeaderValue,
     scheme: Scheme,
@@ -124,40 +123,30 @@ fn roots(ca_file: Option<&std::path::Path>, https: bool) -> Result<RootCertStore
 }
 
 /// A rustls client configuration (aws-lc-rs) trusting `ca_file` only, or the system
-/// roots for https when no file is given.
+/// roots for https when no file is given; it offers HTTP/1.1 by ALPN.
 pub(crate) fn client_tls(ca_file: Option<&std::path::Path>, https: bool) -> Result<rustls::ClientConfig, String> {
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots(ca_file, https)?)
-        .with_no_client_auth())
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
 }
 
 impl Upstream {
     /// Builds the client. The error names what is wrong (for `upstream.ca_file`).
     pub fn new(cfg: &UpstreamConfig, workers: usize) -> Result<Self, String> {
         let https = cfg.scheme == Scheme::HTTPS;
-        let tls = client_tls(cfg.ca_file.as_deref(), https)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let clients = (0..workers.max(1))
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(cfg.pool_idle_timeout)
-                    .pool_max_idle_per_host(cfg.pool_max_idle)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .build(connector.clone())
-            })
-            .collect();
+        let tls = std::sync::Arc::new(client_tls(cfg.ca_file.as_deref(), https)?);
+        let limits = pool::Limits {
+            connect_timeout: cfg.connect_timeout,
+            idle_timeout: cfg.pool_idle_timeout,
+            max_idle: cfg.pool_max_idle,
+        };
+        let origin = pool::Origin::new(https, &cfg.authority, &tls).map_err(|e| format!("upstream.url: {e}"))?;
+        let pool = Pool::new(origin, limits, workers);
         let asserted = match &cfg.identity {
             IdentityMode::Header { name, secret } => {
                 let mut v = vec![name.clone()];
@@ -178,7 +167,7 @@ impl Upstream {
         };
         let host = HeaderValue::from_str(cfg.authority.as_str()).map_err(|e| format!("upstream.url: {e}"))?;
         Ok(Upstream {
-            clients,
+            pool,
             host,
             scheme: cfg.scheme.clone(),
             authority: cfg.authority.clone(),
@@ -229,14 +218,10 @@ impl Upstream {
         }
     }
 
-    fn client(&self) -> &Client<HttpsConnector<HttpConnector>, Body> {
-        &self.clients[crate::server::worker_index() % self.clients.len()]
-    }
-
-    async fn send(&self, req: Request<Body>) -> Result<Response<hyper::body::Incoming>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.client().request(req)).await {
+    async fn send(&self, req: Request<Body>) -> Result<Response<Pooled>, ProxyError> {
+        match tokio::time::timeout(self.response_timeout, self.pool.send(req)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
-            Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(describe(&e))),
+            Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(e)),
             Ok(Ok(resp)) => Ok(resp),
         }
     }
@@ -320,12 +305,8 @@ impl Upstream {
             Some(q) => format!("{path}?{q}"),
             None => path.to_owned(),
         };
-        parts.uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|e| ProxyError::Internal(format!("upstream uri: {e}")))?;
+        // Origin form: the connection already goes to Jira, and `Host` names it.
+        parts.uri = Uri::try_from(pq).map_err(|e| ProxyError::Internal(format!("upstream uri: {e}")))?;
         parts.version = Version::HTTP_11;
         let h = &mut parts.headers;
         let host = match (&ctx.host, self.preserve_host) {
@@ -455,37 +436,26 @@ impl Upstream {
 impl Upstream {
     /// `GET path_and_query` on Jira with the proxy's own credential for a question of its
     /// own (a password check, a group lookup), bounded by the response timeout.
-    async fn ask(
-        &self,
-        path_and_query: &str,
-        authorization: &HeaderValue,
-    ) -> Result<Response<hyper::body::Incoming>, String> {
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| e.to_string())?;
+    async fn ask(&self, path_and_query: &str, authorization: &HeaderValue) -> Result<Response<Pooled>, String> {
+        let uri = Uri::try_from(path_and_query).map_err(|e| e.to_string())?;
         let mut auth = authorization.clone();
         auth.set_sensitive(true);
         let req = Request::get(uri)
+            .header(HOST, self.host.clone())
             .header(AUTHORIZATION, auth)
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::USER_AGENT, "jira-auth-proxy")
             .body(crate::error::full(bytes::Bytes::new()))
             .map_err(|e| e.to_string())?;
-        tokio::time::timeout(self.response_timeout, self.client().request(req))
+        tokio::time::timeout(self.response_timeout, self.pool.send(req))
             .await
             .map_err(|_| "Jira did not answer in time".to_string())?
-            .map_err(|e| describe(&e))
     }
 
     /// Jira accepts TCP connections (for readiness; no request is sent).
     pub async fn reachable(&self, timeout: Duration) -> Result<(), String> {
-        let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
-        let default = if self.scheme == Scheme::HTTPS { 443 } else { 80 };
-        let port = self.authority.port_u16().unwrap_or(default);
-        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await {
+        let addr = self.pool.origin().addr();
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("Jira at {}: {e}", self.authority)),
             Err(_) => Err(format!("Jira at {}: no answer within {timeout:?}", self.authority)),
@@ -531,17 +501,4 @@ impl Upstream {
             .filter_map(|g| g.get("name").and_then(|n| n.as_str()).map(str::to_owned))
             .collect())
     }
-}
-
-/// A short, secret-free description of a client error for the logs.
-fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    use std::error::Error;
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
