@@ -137,19 +137,21 @@ fn bench_request(
         req = req.header("authorization", value);
     }
     let (parts, _) = req.body(()).expect("req").into_parts();
-    let areq = AuthRequest {
+    // A new AuthRequest each time: it holds the credential once parsed.
+    let areq = || AuthRequest {
         parts: &parts,
         client_ip: [127, 0, 0, 1].into(),
         now: SystemTime::now(),
         form: None,
         tls: false,
         session_ids,
+        basic: Default::default(),
     };
     assert!(
-        matches!(rt.block_on(chain.authenticate(&areq)), Verdict::Authenticated(_)),
+        matches!(rt.block_on(chain.authenticate(&areq())), Verdict::Authenticated(_)),
         "{name}"
     );
-    c.bench_function(name, |b| b.iter(|| rt.block_on(chain.authenticate(&areq))));
+    c.bench_function(name, |b| b.iter(|| rt.block_on(chain.authenticate(&areq()))));
 }
 
 /// A cold JWT verification through the chain (no verified-token cache yet): RS256 and

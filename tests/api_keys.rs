@@ -187,6 +187,19 @@ async fn imported_key_without_our_prefix_works() {
     let r = get(&proxy.url("/x"), &[("authorization", &format!("Bearer {FOREIGN_KEY}"))]).await;
     assert_eq!(r.status, 200);
     assert_eq!(jira.last().user.as_deref(), Some("importer"));
+    // As a Basic password it is its owner's key...
+    let r = get(&proxy.url("/x"), &[("authorization", &basic("importer", FOREIGN_KEY))]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(jira.last().user.as_deref(), Some("importer"));
+    assert_eq!(proxy.basic_verifications(), 0);
+    // ...and for a user who owns no key, an unprefixed password is only a password: the
+    // Basic member checks it (and refuses it) without the key member looking at it.
+    let before = jira.count();
+    let r = get(&proxy.url("/x"), &[("authorization", &basic("alice", FOREIGN_KEY))]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(reason(&proxy), "bad_password");
+    assert_eq!(proxy.basic_verifications(), 1);
+    assert_eq!(jira.count(), before);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 //! keys (and lacks our prefix) is another member's business; an unknown value WITH our
 //! prefix, or any unknown value in the key header, is refused.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -73,7 +73,9 @@ struct Key {
 }
 
 pub struct ApiKeyAuth {
-    keys: HashMap<KeyDigest, Key>,
+    keys: super::cache::DigestMap<Key>,
+    /// Users (ASCII lower case) who own a key: only their Basic passwords can be keys.
+    owners: HashSet<String>,
     headers: Vec<HeaderName>,
     bearer: bool,
     basic: bool,
@@ -81,10 +83,11 @@ pub struct ApiKeyAuth {
 }
 
 /// Where a presented value came from.
-enum Source {
+enum Source<'a> {
     Header,
     Bearer,
-    Basic(String),
+    /// The password of a Basic credential with this user.
+    Basic(&'a str),
 }
 
 impl ApiKeyAuth {
@@ -96,6 +99,7 @@ impl ApiKeyAuth {
                 .map(|u| u.groups.clone())
                 .unwrap_or_default()
         };
+        let owners = keys.iter().map(|k| k.user.to_ascii_lowercase()).collect();
         let keys = keys
             .iter()
             .map(|k| {
@@ -119,6 +123,7 @@ impl ApiKeyAuth {
         };
         ApiKeyAuth {
             keys,
+            owners,
             headers: cfg.headers.clone(),
             bearer: cfg.bearer,
             basic: cfg.basic,
@@ -127,7 +132,7 @@ impl ApiKeyAuth {
     }
 
     /// The presented key and where it came from; `Err` for ambiguous or malformed input.
-    fn presented(&self, req: &AuthRequest<'_>) -> Result<Option<(String, Source)>, &'static str> {
+    fn presented<'a>(&self, req: &'a AuthRequest<'_>) -> Result<Option<(&'a str, Source<'a>)>, &'static str> {
         let h = &req.parts.headers;
         let mut from_header = None;
         for name in &self.headers {
@@ -137,7 +142,7 @@ impl ApiKeyAuth {
                     return Err("ambiguous_credentials");
                 }
                 let v = v.to_str().map_err(|_| "malformed_key")?.trim();
-                from_header = Some(v.to_owned());
+                from_header = Some(v);
             }
         }
         let auth = h.get(AUTHORIZATION);
@@ -151,18 +156,22 @@ impl ApiKeyAuth {
         let bytes = auth.as_bytes();
         if self.bearer && bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer ") {
             let token = std::str::from_utf8(&bytes[7..]).map_err(|_| "malformed_key")?.trim();
-            return Ok(Some((token.to_owned(), Source::Bearer)));
+            return Ok(Some((token, Source::Bearer)));
         }
-        if self.basic {
-            match super::basic::parse(auth) {
-                Some(Ok((user, password))) => return Ok(Some((password, Source::Basic(user)))),
-                Some(Err(_)) | None => return Ok(None),
+        if self.basic
+            && let Some(Ok((user, password))) = req.basic()
+        {
+            // Only a user who owns a key can present one as a password, and only a value
+            // with our prefix is refused as an unknown key: any other password is the
+            // Basic member's to check, without hashing it here first.
+            if password.starts_with(PREFIX) || self.owners.contains(&user.to_ascii_lowercase()) {
+                return Ok(Some((password, Source::Basic(user))));
             }
         }
         Ok(None)
     }
 
-    fn check(&self, key: &Key, source: &Source, ip: IpAddr, now: SystemTime) -> Result<Principal, &'static str> {
+    fn check(&self, key: &Key, source: &Source<'_>, ip: IpAddr, now: SystemTime) -> Result<Principal, &'static str> {
         if key.revoked {
             return Err("revoked_key");
         }
@@ -203,7 +212,7 @@ impl Authenticator for ApiKeyAuth {
             Ok(None) => return Ok(Outcome::NotPresent),
             Err(code) => return Ok(Outcome::Rejected(RejectReason::new(code))),
         };
-        let d = digest_key(&value);
+        let d = digest_key(value);
         match self.keys.get(&d) {
             // The map lookup is by a digest of a 256-bit secret; the constant-time
             // comparison makes the final decision independent of where bytes differ.

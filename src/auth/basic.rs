@@ -68,6 +68,18 @@ pub fn parse(value: &HeaderValue) -> Option<Result<(String, String), &'static st
     Some(Ok((user.to_owned(), password.to_owned())))
 }
 
+/// `prefix` and the user name in lower case (as `str::to_lowercase` has it).
+fn keyed(prefix: &str, user: &str) -> String {
+    let mut key = String::with_capacity(prefix.len() + user.len());
+    key.push_str(prefix);
+    if user.is_ascii() {
+        key.extend(user.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+    } else {
+        key.push_str(&user.to_lowercase());
+    }
+    key
+}
+
 struct Account {
     name: String,
     hash: Arc<PasswordHash>,
@@ -92,7 +104,7 @@ enum Backend {
 pub struct BasicAuth {
     backend: Backend,
     /// Slow checks under way, by credential digest (see `authenticate`).
-    inflight: Mutex<HashMap<[u8; 32], Arc<OnceCell<Decided>>>>,
+    inflight: Mutex<super::cache::DigestMap<Arc<OnceCell<Decided>>>>,
     cache: CredentialCache,
     lockout: Option<LockoutConfig>,
     store: Arc<dyn StateStore>,
@@ -144,7 +156,7 @@ impl BasicAuth {
             .map_err(|_| "realm is not a valid header value".to_string())?;
         Ok(BasicAuth {
             backend,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(Default::default()),
             cache: CredentialCache::new(cfg.cache_ttl, cfg.cache_max_entries),
             lockout: cfg.lockout,
             store,
@@ -165,16 +177,21 @@ impl BasicAuth {
         }
     }
 
+    // The store keys: built by hand, as a cache hit builds two of them per request.
     fn user_key(user: &str) -> String {
-        format!("lockout:basic:{}", user.to_lowercase())
+        keyed("lockout:basic:", user)
     }
 
     fn addr_key(ip: IpAddr) -> String {
-        format!("lockout:basic-addr:{ip}")
+        const PREFIX: &str = "lockout:basic-addr:";
+        let mut key = Vec::with_capacity(PREFIX.len() + 39);
+        key.extend_from_slice(PREFIX.as_bytes());
+        crate::pipeline::admit::write_ip(&mut key, ip);
+        String::from_utf8(key).unwrap_or_else(|_| format!("{PREFIX}{ip}"))
     }
 
     fn captcha_key(user: &str) -> String {
-        format!("captcha:basic:{}", user.to_lowercase())
+        keyed("captcha:basic:", user)
     }
 
     async fn count(&self, key: &str) -> Result<i64, AuthError> {
@@ -288,15 +305,14 @@ impl Authenticator for BasicAuth {
     }
 
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
-        let Some(value) = req.parts.headers.get(AUTHORIZATION) else {
+        let (Some(value), Some(credential)) = (req.parts.headers.get(AUTHORIZATION), req.basic()) else {
             return Ok(Outcome::NotPresent);
         };
-        let (user, password) = match parse(value) {
-            None => return Ok(Outcome::NotPresent),
-            Some(Err(code)) => return Ok(Outcome::Rejected(RejectReason::new(code))),
-            Some(Ok(c)) => c,
+        let (user, password) = match credential {
+            Err(code) => return Ok(Outcome::Rejected(RejectReason::new(code))),
+            Ok(c) => c,
         };
-        self.verify(&user, &password, value, req.client_ip).await
+        self.verify(user, password, value, req.client_ip).await
     }
 }
 
@@ -317,13 +333,13 @@ impl BasicAuth {
     }
 
     async fn verify(&self, user: &str, password: &str, value: &HeaderValue, ip: IpAddr) -> Result<Outcome, AuthError> {
-        let (user, password) = (user.to_owned(), password.to_owned());
         let req_ip = ip;
+        // The cache is this member's own: user and password are the whole key.
         let digest = self
             .cache
-            .digest(&[b"basic", user.to_lowercase().as_bytes(), password.as_bytes()]);
+            .digest(&[user.to_lowercase().as_bytes(), password.as_bytes()]);
         if let Some(p) = self.cache.get(&digest) {
-            if let Some(r) = self.is_locked(&user, req_ip).await? {
+            if let Some(r) = self.is_locked(user, req_ip).await? {
                 return Ok(Outcome::Rejected(r));
             }
             return Ok(Outcome::Authenticated(p));
@@ -336,7 +352,7 @@ impl BasicAuth {
             .get_or_init(|| async {
                 // Boxed: the argon2 or Jira check's state is kilobytes, which a warm-cache
                 // request would otherwise carry (and copy) for nothing.
-                Box::pin(self.slow_path(&user, &password, value, req_ip, digest))
+                Box::pin(self.slow_path(user, password, value, req_ip, digest))
                     .await
                     .map_err(|e| e.to_string())
             })
@@ -410,6 +426,16 @@ mod tests {
 
     fn b64(s: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn store_keys_name_the_user_in_lower_case_and_the_address() {
+        assert_eq!(BasicAuth::user_key("Alice"), "lockout:basic:alice");
+        assert_eq!(BasicAuth::user_key("JÜRGEN"), "lockout:basic:jürgen");
+        assert_eq!(BasicAuth::captcha_key("Bob"), "captcha:basic:bob");
+        assert_eq!(BasicAuth::addr_key([10, 0, 0, 7].into()), "lockout:basic-addr:10.0.0.7");
+        let v6 = IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(BasicAuth::addr_key(v6), "lockout:basic-addr:2001:db8::1");
     }
 
     #[test]

@@ -2,15 +2,15 @@
 //! whole credential (never the credential itself).
 //!
 //! [`TtlMap`] is the bounded map with per-entry expiry every authenticator uses.
-//! [`CredentialCache`] keys it by HMAC-SHA256 of the credential under a per-process random
-//! key, so a password is never held, a changed password is a new entry, and two credentials
-//! can only share an entry by an HMAC collision. Only successes go in there.
+//! [`CredentialCache`] keys it by SHA-256 of a per-process random salt and the credential,
+//! so a password is never held, a changed password is a new entry, and two credentials can
+//! only share an entry by a SHA-256 collision. Only successes go in there.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::{digest, hmac};
+use aws_lc_rs::digest;
 
 use super::Principal;
 
@@ -32,12 +32,67 @@ pub fn sha256(bytes: &[u8]) -> Digest {
     out
 }
 
+/// Hashes a [`Digest`] key with one keyed multiply of its first sixteen bytes. A digest is
+/// already uniform (a SHA-256 of a salted credential, a token or a key), so the standard
+/// library's SipHash over all 32 bytes buys little; the per-map random key still keeps
+/// anyone from choosing tokens (e.g. for a negative cache) whose digests share buckets.
+#[derive(Clone, Copy)]
+pub struct DigestState([u64; 2]);
+
+impl Default for DigestState {
+    fn default() -> Self {
+        let mut seed = [0u8; 16];
+        // Only fails if the system RNG is broken; the map still works, merely unkeyed.
+        let _ = aws_lc_rs::rand::fill(&mut seed);
+        let (a, b) = seed.split_at(8);
+        DigestState([word(a), word(b)])
+    }
+}
+
+impl std::hash::BuildHasher for DigestState {
+    type Hasher = DigestHasher;
+
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher { key: self.0, acc: 0 }
+    }
+}
+
+pub struct DigestHasher {
+    key: [u64; 2],
+    acc: u64,
+}
+
+/// Up to eight bytes as a little-endian word.
+fn word(bytes: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    let n = bytes.len().min(8);
+    w[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(w)
+}
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.acc
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // A 32-byte array hashes as its length, then its bytes: both are folded in.
+        let x = word(bytes) ^ self.key[0] ^ self.acc;
+        let y = word(bytes.get(8..).unwrap_or(&[])) ^ self.key[1];
+        let product = u128::from(x) * u128::from(y);
+        self.acc = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
+/// A map keyed by digests, hashed with [`DigestState`].
+pub type DigestMap<V> = HashMap<Digest, V, DigestState>;
+
 /// A bounded map from digests to values that expire. When full, expired entries are
 /// swept; if it is still full it starts over (costing one re-verification per active
 /// credential) rather than grow.
 pub struct TtlMap<V> {
     max_entries: usize,
-    map: Mutex<HashMap<Digest, (Instant, V)>>,
+    map: Mutex<DigestMap<(Instant, V)>>,
     hits: std::sync::atomic::AtomicU64,
     misses: std::sync::atomic::AtomicU64,
 }
@@ -46,13 +101,13 @@ impl<V: Clone> TtlMap<V> {
     pub fn new(max_entries: usize) -> Self {
         TtlMap {
             max_entries: max_entries.max(1),
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(DigestMap::default()),
             hits: Default::default(),
             misses: Default::default(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, (Instant, V)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DigestMap<(Instant, V)>> {
         // Every mutation is one insert/remove/retain: a poisoned map is still consistent.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -104,19 +159,23 @@ impl<V: Clone> TtlMap<V> {
     }
 }
 
+/// Bytes of random salt in front of every credential a [`CredentialCache`] digests: with
+/// a short credential the whole message fits one SHA-256 block.
+const SALT_BYTES: usize = 16;
+
 pub struct CredentialCache {
-    key: hmac::Key,
+    salt: [u8; SALT_BYTES],
     ttl: Duration,
     map: TtlMap<Principal>,
 }
 
 impl CredentialCache {
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        // Only fails if the system RNG is broken, in which case no key is safe to use.
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system random number generator failed");
+        let mut salt = [0u8; SALT_BYTES];
+        // Only fails if the system RNG is broken, in which case no salt is safe to use.
+        aws_lc_rs::rand::fill(&mut salt).expect("system random number generator failed");
         CredentialCache {
-            key,
+            salt,
             ttl,
             map: TtlMap::new(max_entries),
         }
@@ -124,15 +183,22 @@ impl CredentialCache {
 
     /// The cache key for a credential made of several parts (e.g. user and password);
     /// parts are length-prefixed so ("ab","c") and ("a","bc") differ.
+    ///
+    /// A salted SHA-256 rather than an HMAC: the digest is a map key inside this process,
+    /// never shown to anyone, so no one can extend it or check a guess against it; what
+    /// counts is that it does not collide and that the map alone, without the salt, does
+    /// not let anyone test guesses offline. It costs one SHA-256 block for a user name
+    /// and password up to about 40 bytes together; an HMAC costs two.
     pub fn digest(&self, parts: &[&[u8]]) -> Digest {
-        let mut ctx = hmac::Context::with_key(&self.key);
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&self.salt);
         for p in parts {
-            ctx.update(&(p.len() as u64).to_be_bytes());
+            // A header value is far below 4 GiB: the prefix is exact.
+            ctx.update(&(p.len() as u32).to_be_bytes());
             ctx.update(p);
         }
-        let tag = ctx.sign();
         let mut out = [0u8; 32];
-        out.copy_from_slice(tag.as_ref());
+        out.copy_from_slice(ctx.finish().as_ref());
         out
     }
 
@@ -188,6 +254,22 @@ mod tests {
             c.insert(c.digest(&[&[i]]), Principal::for_tests(AuthKind::Basic, "x", &[]));
         }
         assert!(c.len() <= 3);
+    }
+
+    #[test]
+    fn digest_maps_are_keyed_per_map_and_spread_digests() {
+        use std::hash::BuildHasher;
+        let (a, b) = (DigestState::default(), DigestState::default());
+        let d = sha256(b"token");
+        assert_ne!(a.hash_one(d), b.hash_one(d), "each map has its own key");
+        let buckets: std::collections::HashSet<u64> = (0..1000u32)
+            .map(|i| a.hash_one(sha256(&i.to_be_bytes())) & 1023)
+            .collect();
+        assert!(buckets.len() > 500, "{} of 1024 buckets used", buckets.len());
+        let mut m: DigestMap<u32> = DigestMap::default();
+        m.insert(d, 7);
+        assert_eq!(m.get(&d), Some(&7));
+        assert_eq!(m.get(&sha256(b"other")), None);
     }
 
     #[test]

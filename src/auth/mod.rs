@@ -195,6 +195,29 @@ pub struct AuthRequest<'a> {
     pub tls: bool,
     /// Values of the proxy's own session cookie (taken out of the request in admit).
     pub session_ids: &'a [String],
+    /// The `Authorization: Basic` credential, parsed by the first member that asks (see
+    /// [`AuthRequest::basic`]); start with `Default::default()`.
+    pub basic: BasicOnce,
+}
+
+/// A request's Basic credential, parsed at most once however many members read it.
+#[derive(Default)]
+pub struct BasicOnce(std::sync::OnceLock<Option<Result<(String, String), &'static str>>>);
+
+impl AuthRequest<'_> {
+    /// The request's `Authorization: Basic` user and password: `None` when there is no
+    /// Basic credential, `Some(Err(code))` when it is malformed (see [`basic::parse`]).
+    pub fn basic(&self) -> Option<Result<(&str, &str), &'static str>> {
+        let parsed = self.basic.0.get_or_init(|| {
+            self.parts
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(basic::parse)
+        });
+        parsed
+            .as_ref()
+            .map(|r| r.as_ref().map(|(u, p)| (u.as_str(), p.as_str())).map_err(|code| *code))
+    }
 }
 
 #[async_trait]

@@ -59,6 +59,7 @@ async fn run(c: &Chain) -> Verdict {
         form: None,
         tls: false,
         session_ids: &[],
+        basic: Default::default(),
     })
     .await
 }

@@ -78,6 +78,7 @@ impl RequestCtx {
             form,
             tls: self.forwarded_proto == "https",
             session_ids: &self.session_ids,
+            basic: Default::default(),
         }
     }
 

@@ -30,13 +30,17 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// The header names a `Connection` header lists (none, and no allocation, without one).
+/// The options `close` and `keep-alive` (a hop-by-hop header anyway) are no names to look
+/// for, which spares the common `Connection: keep-alive` any work.
 pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect()
 }
 
