@@ -90,6 +90,24 @@ async fn values_live_until_their_ttl(f: &Fixture) {
     assert_eq!(s.ttl("k").await.unwrap(), None);
 }
 
+async fn several_keys_are_read_at_once_in_their_order(f: &Fixture) {
+    let s = &f.store;
+    s.put("a", Bytes::from_static(b"1"), TTL).await.unwrap();
+    s.put("short", Bytes::from_static(b"x"), TTL / 3).await.unwrap();
+    s.incr("n", 7, TTL * 3).await.unwrap();
+    let got = s.get_many(&["n", "missing", "a", "short"]).await.unwrap();
+    let got: Vec<Option<&[u8]>> = got.iter().map(|v| v.as_deref()).collect();
+    assert_eq!(got, [Some(&b"7"[..]), None, Some(&b"1"[..]), Some(&b"x"[..])]);
+    f.pass(TTL / 3 + MARGIN).await;
+    let got = s.get_many(&["short", "a"]).await.unwrap();
+    assert_eq!(
+        got,
+        [None, Some(Bytes::from_static(b"1"))],
+        "an expired key reads as absent"
+    );
+    assert!(s.get_many(&[]).await.unwrap().is_empty());
+}
+
 async fn set_if_absent_admits_exactly_one_of_many_racing_tasks(f: &Fixture) {
     let mut tasks = Vec::new();
     for i in 0..50 {
@@ -234,6 +252,7 @@ macro_rules! both_backends {
 
 both_backends!(
     values_live_until_their_ttl,
+    several_keys_are_read_at_once_in_their_order,
     set_if_absent_admits_exactly_one_of_many_racing_tasks,
     counters_count_in_a_fixed_window_even_when_raced,
     deletes_remove_and_deleting_nothing_is_fine,

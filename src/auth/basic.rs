@@ -194,11 +194,12 @@ impl BasicAuth {
         keyed("captcha:basic:", user)
     }
 
-    async fn count(&self, key: &str) -> Result<i64, AuthError> {
-        Ok(match self.store.get(key).await? {
-            Some(b) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
-            None => 0,
-        })
+    /// A failure counter's value as the store holds it (absent is zero).
+    fn count(value: Option<&bytes::Bytes>) -> i64 {
+        value
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
 
     async fn locked_reason(&self, key: &str, window: Duration) -> Result<RejectReason, AuthError> {
@@ -216,11 +217,15 @@ impl BasicAuth {
     async fn is_locked(&self, user: &str, ip: IpAddr) -> Result<Option<RejectReason>, AuthError> {
         let Some(l) = self.lockout else { return Ok(None) };
         let uk = Self::user_key(user);
-        if self.count(&uk).await? >= i64::from(l.max_failures) {
+        let per_address = l.max_failures_per_address > 0;
+        let ak = if per_address { Self::addr_key(ip) } else { String::new() };
+        // Both counters in one store call (one round trip to Redis).
+        let keys = [uk.as_str(), ak.as_str()];
+        let counts = self.store.get_many(&keys[..1 + usize::from(per_address)]).await?;
+        if Self::count(counts.first().and_then(Option::as_ref)) >= i64::from(l.max_failures) {
             return Ok(Some(self.locked_reason(&uk, l.window).await?));
         }
-        let ak = Self::addr_key(ip);
-        if l.max_failures_per_address > 0 && self.count(&ak).await? >= i64::from(l.max_failures_per_address) {
+        if per_address && Self::count(counts.get(1).and_then(Option::as_ref)) >= i64::from(l.max_failures_per_address) {
             return Ok(Some(self.locked_reason(&ak, l.window).await?));
         }
         Ok(None)

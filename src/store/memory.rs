@@ -58,6 +58,16 @@ struct Entry {
     expires: Duration,
 }
 
+impl Entry {
+    /// The value as `get` answers it (a counter as its decimal text, as Redis has it).
+    fn bytes(&self) -> Bytes {
+        match &self.value {
+            Value::Bytes(b) => b.clone(),
+            Value::Counter(n) => Bytes::from(n.to_string()),
+        }
+    }
+}
+
 pub struct MemoryStore {
     map: Mutex<HashMap<String, Entry>>,
     clock: std::sync::Arc<dyn Clock>,
@@ -117,10 +127,16 @@ impl StateStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let now = self.clock.now();
         let map = self.lock();
-        Ok(Self::live(&map, key, now).map(|e| match &e.value {
-            Value::Bytes(b) => b.clone(),
-            Value::Counter(n) => Bytes::from(n.to_string()),
-        }))
+        Ok(Self::live(&map, key, now).map(Entry::bytes))
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, StoreError> {
+        let now = self.clock.now();
+        let map = self.lock();
+        Ok(keys
+            .iter()
+            .map(|key| Self::live(&map, key, now).map(Entry::bytes))
+            .collect())
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {

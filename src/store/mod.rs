@@ -32,6 +32,14 @@ pub struct Throttle {
 #[async_trait]
 pub trait StateStore: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
+    /// The values of several keys, in their order, in one step (one round trip to Redis).
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, StoreError> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(key).await?);
+        }
+        Ok(values)
+    }
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError>;
     /// Stores only if the key is absent (or expired); true when stored.
     async fn put_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError>;
@@ -113,6 +121,9 @@ impl Counted {
 impl StateStore for Counted {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         self.count(self.inner.get(key).await)
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, StoreError> {
+        self.count(self.inner.get_many(keys).await)
     }
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         self.count(self.inner.put(key, value, ttl).await)

@@ -162,6 +162,18 @@ impl StateStore for RedisStore {
         Ok(v.map(Bytes::from))
     }
 
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for key in keys {
+            cmd.arg(self.key(key));
+        }
+        let values: Vec<Option<Vec<u8>>> = self.run(&cmd).await?;
+        Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
+    }
+
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         self.run::<()>(
             redis::cmd("SET")

@@ -248,26 +248,16 @@ impl Upstream {
         };
         let (parts, body) = match reuse {
             None => (parts, body),
+            // Boxed: the common path's future stays free of this one's state.
             Some((sessions, u, cookie)) => {
-                let again = parts.clone();
-                let resp = self
-                    .send(self.build_request(ctx, parts, body, form, Some(cookie))?)
-                    .await?;
-                let (mut head, body) = resp.into_parts();
-                let ran_as = head.headers.get(headers::X_AUSERNAME).and_then(|v| v.to_str().ok());
-                if ran_as.is_some_and(|r| r.eq_ignore_ascii_case(u)) {
-                    strip_hop_by_hop(&mut head.headers);
-                    if let Some(newer) = headers::take_jira_cookies(&mut head.headers) {
-                        sessions.put(u, newer);
-                    }
-                    return Ok(Response::from_parts(head, body.boxed()));
+                match Box::pin(self.on_session(ctx, parts, body, form, (sessions, u, cookie))).await? {
+                    Ok(resp) => return Ok(resp),
+                    Err(again) => (again, crate::error::full(bytes::Bytes::new())),
                 }
-                sessions.forget(u);
-                tracing::debug!(request_id = ?ctx.id, "Jira session no longer runs as the user; signing instead");
-                (again, crate::error::full(bytes::Bytes::new()))
             }
         };
-        let resp = self.send(self.build_request(ctx, parts, body, form, None)?).await?;
+        let req = self.build_request(ctx, parts, body, form, None)?;
+        let resp = self.send(req).await?;
         let (mut head, body) = resp.into_parts();
         strip_hop_by_hop(&mut head.headers);
         self.check_jira_user(ctx, &head.headers)?;
@@ -278,6 +268,33 @@ impl Upstream {
             }
         }
         Ok(Response::from_parts(head, body.boxed()))
+    }
+
+    /// oauth1 mode: sends the request on the user's Jira session. `Err(parts)` gives the
+    /// request back to be signed when Jira no longer runs that session as the user.
+    async fn on_session(
+        &self,
+        ctx: &RequestCtx,
+        parts: Parts,
+        body: Body,
+        form: Option<&[(String, String)]>,
+        (sessions, u, cookie): (&JiraSessions, &str, HeaderValue),
+    ) -> Result<Result<Response<Body>, Parts>, ProxyError> {
+        let again = parts.clone();
+        let req = self.build_request(ctx, parts, body, form, Some(cookie))?;
+        let resp = self.send(req).await?;
+        let (mut head, body) = resp.into_parts();
+        let ran_as = head.headers.get(headers::X_AUSERNAME).and_then(|v| v.to_str().ok());
+        if ran_as.is_some_and(|r| r.eq_ignore_ascii_case(u)) {
+            strip_hop_by_hop(&mut head.headers);
+            if let Some(newer) = headers::take_jira_cookies(&mut head.headers) {
+                sessions.put(u, newer);
+            }
+            return Ok(Ok(Response::from_parts(head, body.boxed())));
+        }
+        sessions.forget(u);
+        tracing::debug!(request_id = ?ctx.id, "Jira session no longer runs as the user; signing instead");
+        Ok(Err(again))
     }
 
     fn build_request(

@@ -320,7 +320,9 @@ impl Authenticator for JwtAuth {
                 return Ok(refuse("wrong_token_type", "The token is not an access token"));
             }
         }
-        let claims = match self.verify(token, p.alg, p.kid.as_deref()).await? {
+        // Boxed: every request through the chain builds this member's future, and the
+        // signature check's state (a JWKS fetch among it) would make it kilobytes.
+        let claims = match Box::pin(self.verify(token, p.alg, p.kid.as_deref())).await? {
             Ok(c) => c,
             Err(outcome) => return Ok(outcome),
         };
