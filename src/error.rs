@@ -10,8 +10,31 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-/// The body type of every response the proxy sends.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+/// A body that broke off: a client's request body, or Jira's answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(String);
+
+impl From<String> for BodyError {
+    fn from(s: String) -> BodyError {
+        BodyError(s)
+    }
+}
+
+impl From<&str> for BodyError {
+    fn from(s: &str) -> BodyError {
+        BodyError(s.to_owned())
+    }
+}
+
+impl From<hyper::Error> for BodyError {
+    fn from(e: hyper::Error) -> BodyError {
+        BodyError(e.to_string())
+    }
+}
+
+/// The body type of every request and response the proxy sends.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, BodyError>;
 
 /// A body held in memory.
 pub fn full(bytes: impl Into<Bytes>) -> Body {

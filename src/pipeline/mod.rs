@@ -306,7 +306,7 @@ async fn read_form(
         || rt.upstream.signs_forms()
         || cookie_change;
     if !is_form || !wanted {
-        return Ok((None, body.boxed()));
+        return Ok((None, body.map_err(crate::error::BodyError::from).boxed()));
     }
     let bytes = match Limited::new(body, rt.server.max_read_body_bytes).collect().await {
         Ok(b) => b.to_bytes(),

@@ -4,6 +4,7 @@
 //! identity header.
 
 pub mod fetch;
+mod h1;
 pub mod headers;
 pub mod oauth1;
 pub mod pool;

@@ -1,28 +1,26 @@
 //! Kept-alive HTTP/1.1 connections to one origin (Jira, or an identity provider), plain or
 //! rustls TLS, one idle list per listener thread: a request checks out the connection
-//! its own thread used last, and the connection comes back when the answer's body has
-//! been read to its end. No channel, timer or task stands between a request and its
-//! connection (each connection has one task: hyper's, driving it).
+//! its own thread used last, runs its exchange on it inline (`h1`), and the connection
+//! comes back when the answer's body has been read to its end. No channel, timer or task
+//! stands between a request and its connection.
 //!
-//! A reused connection that Jira closed while it sat idle refuses the request before a
-//! byte is written; the request then goes on the next idle connection, or a new one. Idle
-//! connections older than the idle timeout are closed by a sweep on their thread.
+//! An idle connection Jira closed is seen at checkout, before a byte is written, and
+//! dropped; the request goes on the next idle connection, or a new one. When Jira closes
+//! a reused connection under a request without answering a byte, a request that is
+//! idempotent (RFC 9110 §9.2.2) and held whole in memory goes again on a fresh
+//! connection. Idle connections older than the idle timeout are closed by a sweep on
+//! their thread.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::uri::Authority;
-use http::{Request, Response, Uri};
-use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::{Method, Request, Response, Uri};
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 
+pub use super::h1::Pooled;
+use super::h1::{self, Conn, Failure, Outgoing, Stream};
 use crate::error::Body;
 
 /// Where the connections go.
@@ -86,14 +84,14 @@ pub struct Pool {
 }
 
 /// One listener thread's idle connections, newest last.
-struct Shard {
+pub struct Shard {
     limits: Limits,
     idle: Mutex<Idle>,
 }
 
 #[derive(Default)]
 struct Idle {
-    conns: Vec<(SendRequest<Body>, Instant)>,
+    conns: Vec<(Conn, Instant)>,
     /// A sweep task runs for this shard.
     swept: bool,
 }
@@ -105,30 +103,24 @@ impl Shard {
     }
 
     /// Closed by Jira, or idle for the idle timeout: not to be used again.
-    fn stale(&self, conn: &SendRequest<Body>, since: Instant, now: Instant) -> bool {
-        conn.is_closed() || now.saturating_duration_since(since) >= self.limits.idle_timeout
+    fn stale(&self, conn: &mut Conn, since: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(since) >= self.limits.idle_timeout || conn.closed_while_idle()
     }
 
-    /// The newest idle connection ready for a request; closed and expired ones are
-    /// dropped on the way, and one still finishing its last answer is left in place.
-    fn checkout(&self) -> Option<SendRequest<Body>> {
+    /// The newest idle connection still open; closed and expired ones are dropped on the way.
+    fn checkout(&self) -> Option<Conn> {
         let now = Instant::now();
         let mut idle = self.lock();
-        let mut i = idle.conns.len();
-        while i > 0 {
-            i -= 1;
-            let (conn, since) = &idle.conns[i];
-            if self.stale(conn, *since, now) {
-                idle.conns.remove(i);
-            } else if conn.is_ready() {
-                return Some(idle.conns.remove(i).0);
+        while let Some((mut conn, since)) = idle.conns.pop() {
+            if !self.stale(&mut conn, since, now) {
+                return Some(conn);
             }
         }
         None
     }
 
-    fn checkin(&self, conn: SendRequest<Body>) {
-        if conn.is_closed() || self.limits.max_idle == 0 {
+    pub(super) fn checkin(&self, conn: Conn) {
+        if self.limits.max_idle == 0 {
             return;
         }
         let mut idle = self.lock();
@@ -156,15 +148,23 @@ impl Shard {
     }
 }
 
-/// Closes idle connections past the idle timeout until the pool is gone.
+/// Closes idle connections past the idle timeout, or closed by Jira, until the pool is gone.
 async fn sweep(shard: Weak<Shard>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let Some(shard) = shard.upgrade() else { return };
         let now = Instant::now();
         let mut idle = shard.lock();
-        idle.conns.retain(|(conn, since)| !shard.stale(conn, *since, now));
+        idle.conns.retain_mut(|(conn, since)| !shard.stale(conn, *since, now));
     }
+}
+
+/// Methods a proxy may send again when a connection fails under them (RFC 9110 §9.2.2).
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
 }
 
 impl Pool {
@@ -187,27 +187,32 @@ impl Pool {
 
     /// Sends `req` (its URI in origin form, its `Host` set) and returns the answer's head;
     /// the connection goes back to the pool when the body has been read to its end.
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Pooled>, String> {
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Pooled>, String> {
         let shard = &self.shards[crate::server::worker_index() % self.shards.len()];
-        while let Some(mut conn) = shard.checkout() {
-            match conn.try_send_request(req).await {
-                Ok(resp) => return Ok(Pooled::wrap(resp, conn, shard)),
-                Err(mut e) => match e.take_message() {
-                    // Closed before the request was written: the next connection.
-                    Some(again) => req = again,
-                    None => return Err(describe(&e.into_error())),
-                },
+        let mut out = Outgoing::encode(req).await?;
+        loop {
+            let mut conn = match shard.checkout() {
+                Some(conn) => conn,
+                None => {
+                    // Boxed: a TLS handshake's state is ~2.4 KiB, and unboxed every
+                    // request's future would carry (and copy) that room though few
+                    // requests open a connection.
+                    let conn = Box::pin(self.connect()).await?;
+                    shard.start_sweep();
+                    conn
+                }
+            };
+            let again = conn.reused && out.replayable() && idempotent(&out.method);
+            match h1::exchange(&mut conn, &mut out).await {
+                Ok(head) => return Ok(head.into_response(conn, Arc::clone(shard))),
+                // Jira's keep-alive ended under the request: it goes on another connection.
+                Err(Failure::ClosedEarly(_)) if again => continue,
+                Err(f) => return Err(f.message()),
             }
         }
-        // Boxed: a TLS handshake's state is ~2.4 KiB, and unboxed every request's future
-        // would carry (and copy) that room though few requests open a connection.
-        let mut conn = Box::pin(self.connect()).await?;
-        shard.start_sweep();
-        let resp = conn.send_request(req).await.map_err(|e| describe(&e))?;
-        Ok(Pooled::wrap(resp, conn, shard))
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, String> {
+    async fn connect(&self) -> Result<Conn, String> {
         let o = &self.origin;
         let tcp = tokio::time::timeout(self.limits.connect_timeout, tokio::net::TcpStream::connect(o.addr()))
             .await
@@ -221,7 +226,7 @@ impl Pool {
         // Requests are written whole; waiting for more would only add latency.
         let _ = tcp.set_nodelay(true);
         match &o.tls {
-            None => handshake(tcp).await,
+            None => Ok(Conn::new(Stream::Tcp(tcp))),
             Some((tls, name)) => {
                 let stream = tokio::time::timeout(self.limits.connect_timeout, tls.connect(name.clone(), tcp))
                     .await
@@ -232,92 +237,8 @@ impl Pool {
                         )
                     })?
                     .map_err(|e| format!("TLS with {}: {e}", o.host))?;
-                handshake(stream).await
+                Ok(Conn::new(Stream::Tls(Box::new(stream))))
             }
-        }
-    }
-}
-
-async fn handshake<T>(io: T) -> Result<SendRequest<Body>, String>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (conn, driver) = http1::Builder::new()
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| describe(&e))?;
-    tokio::spawn(async move {
-        if let Err(e) = driver.await {
-            tracing::debug!(error = %describe(&e), "upstream connection ended");
-        }
-    });
-    Ok(conn)
-}
-
-/// A short, secret-free description of a client error, with its causes.
-fn describe(e: &hyper::Error) -> String {
-    use std::error::Error;
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
-}
-
-/// An answer's body; read to its end, it gives its connection back to the pool.
-pub struct Pooled {
-    body: Incoming,
-    back: Option<(SendRequest<Body>, Arc<Shard>)>,
-}
-
-impl Pooled {
-    fn wrap(resp: Response<Incoming>, conn: SendRequest<Body>, shard: &Arc<Shard>) -> Response<Pooled> {
-        resp.map(|body| Pooled {
-            body,
-            back: Some((conn, Arc::clone(shard))),
-        })
-    }
-
-    fn give_back(&mut self) {
-        if let Some((conn, shard)) = self.back.take() {
-            shard.checkin(conn);
-        }
-    }
-}
-
-impl hyper::body::Body for Pooled {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
-        match &frame {
-            Poll::Ready(None) => this.give_back(),
-            // A broken body leaves its connection unusable.
-            Poll::Ready(Some(Err(_))) => this.back = None,
-            _ => {}
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        // A body dropped part-read leaves bytes on the wire: that connection closes.
-        if hyper::body::Body::is_end_stream(&self.body) {
-            self.give_back();
         }
     }
 }

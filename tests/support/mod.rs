@@ -548,9 +548,12 @@ impl PatternBody {
 
 impl Body for PatternBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = jira_auth_proxy::error::BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, jira_auth_proxy::error::BodyError>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }

@@ -1,0 +1,795 @@
+//! HTTP/1.1 on one connection to Jira (RFC 9112), run inline by the request that uses
+//! it: the request is written, the answer's head read and parsed, and the answer's body
+//! read by the caller polling it. No task, channel or hand-off stands between a request
+//! and its connection; the connection goes back to its pool when the body has been read
+//! to its end.
+//!
+//! Framing is the proxy's own on both legs: a request goes with the `Content-Length`
+//! of its body (or chunked when its length is unknown), whatever the client's headers
+//! said; an answer is framed by the rules of RFC 9112 §6.3, and an answer framed two
+//! ways at once (`Transfer-Encoding` beside `Content-Length`, or `Content-Length`s that
+//! differ) is refused, never guessed at, so no answer can spill into the next one.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use hyper::body::{Body as _, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::pool::Shard;
+use crate::error::{Body, BodyError};
+
+/// Most header fields an answer may carry.
+const MAX_HEADERS: usize = 100;
+/// Most bytes an answer's head (or a chunked body's trailer section) may take.
+const MAX_HEAD: usize = 256 << 10;
+/// Room made in the read buffer before each read.
+const READ_ROOM: usize = 16 << 10;
+/// A request body up to this size, of known length, is gathered and written with its
+/// head in one write (and can be sent again on another connection).
+const GATHER_LIMIT: u64 = 64 << 10;
+
+/// Plain TCP or rustls TLS.
+pub enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One connection to Jira and the bytes read from it but not yet used.
+pub struct Conn {
+    io: Stream,
+    buf: BytesMut,
+    /// Has carried an answer before (Jira may have closed it since).
+    pub reused: bool,
+}
+
+impl Conn {
+    pub fn new(io: Stream) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            reused: false,
+        }
+    }
+
+    /// Reads what Jira sent next onto the buffer; `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_ROOM / 4 {
+            self.buf.reserve(READ_ROOM);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// True when an idle connection cannot carry another request: Jira closed it, reset
+    /// it, or sent bytes nobody asked for. Looks without waiting: a connection with
+    /// nothing to read is still open.
+    pub fn closed_while_idle(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        Pin::new(&mut self.io).poll_read(&mut cx, &mut probe).is_ready()
+    }
+}
+
+/// How a request's body goes on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Sending {
+    Length(u64),
+    Chunked,
+}
+
+/// A request encoded for the wire: its head, and its body when that was gathered.
+pub struct Outgoing {
+    pub method: Method,
+    /// Head, and the whole body when `rest` is `None`.
+    wire: Vec<u8>,
+    /// A body still to be streamed after the head.
+    rest: Option<(Body, Sending)>,
+}
+
+impl Outgoing {
+    /// Encodes `req` (its URI in origin form, its `Host` set). A short body of known
+    /// length is read here, so the request can go whole in one write.
+    pub async fn encode(req: http::Request<Body>) -> Result<Outgoing, String> {
+        let (parts, mut body) = req.into_parts();
+        let sending = match body.size_hint().exact() {
+            Some(n) => Sending::Length(n),
+            None => Sending::Chunked,
+        };
+        let mut wire = Vec::with_capacity(512);
+        wire.extend_from_slice(parts.method.as_str().as_bytes());
+        wire.push(b' ');
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        wire.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
+        wire.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            // The framing is the proxy's own (below).
+            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+                continue;
+            }
+            wire.extend_from_slice(name.as_str().as_bytes());
+            wire.extend_from_slice(b": ");
+            wire.extend_from_slice(value.as_bytes());
+            wire.extend_from_slice(b"\r\n");
+        }
+        match sending {
+            // Methods without body semantics go without a length when they have none.
+            Sending::Length(0)
+                if matches!(
+                    parts.method,
+                    Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE | Method::CONNECT
+                ) => {}
+            Sending::Length(n) => {
+                wire.extend_from_slice(b"content-length: ");
+                wire.extend_from_slice(itoa(n, &mut [0u8; 20]));
+                wire.extend_from_slice(b"\r\n");
+            }
+            Sending::Chunked => wire.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        }
+        wire.extend_from_slice(b"\r\n");
+        let rest = match sending {
+            _ if body.is_end_stream() => None,
+            Sending::Length(n) if n <= GATHER_LIMIT => {
+                let mut sent = 0u64;
+                while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                    let frame = frame.map_err(|e| format!("reading the request body: {e}"))?;
+                    if let Ok(data) = frame.into_data() {
+                        sent += data.len() as u64;
+                        if sent > n {
+                            return Err("the request body is longer than its length".into());
+                        }
+                        wire.extend_from_slice(&data);
+                    }
+                }
+                if sent != n {
+                    return Err("the request body is shorter than its length".into());
+                }
+                None
+            }
+            _ => Some((body, sending)),
+        };
+        Ok(Outgoing {
+            method: parts.method,
+            wire,
+            rest,
+        })
+    }
+
+    /// The whole request is in memory, so it can go again on another connection.
+    pub fn replayable(&self) -> bool {
+        self.rest.is_none()
+    }
+}
+
+/// Why an exchange on a connection failed.
+pub enum Failure {
+    /// Jira closed or reset the connection before a byte of an answer came: on a reused
+    /// connection, Jira's keep-alive ending under the request.
+    ClosedEarly(String),
+    /// Anything else.
+    Broken(String),
+}
+
+impl Failure {
+    pub fn message(self) -> String {
+        match self {
+            Failure::ClosedEarly(m) | Failure::Broken(m) => m,
+        }
+    }
+}
+
+fn closed_early(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// Sends `out` on `conn` (the request's bytes are kept for another attempt) and reads the
+/// answer's head. The body stays on the connection, to be read through the answer.
+pub async fn exchange(conn: &mut Conn, out: &mut Outgoing) -> Result<Head, Failure> {
+    if let Err(e) = conn.io.write_all(&out.wire).await {
+        let msg = format!("writing to Jira: {e}");
+        return Err(if closed_early(&e) {
+            Failure::ClosedEarly(msg)
+        } else {
+            Failure::Broken(msg)
+        });
+    }
+    if let Some((body, sending)) = out.rest.take() {
+        match stream_body(conn, body, sending).await {
+            Ok(()) => {}
+            // Jira may have answered and stopped reading (a refusal before the body):
+            // that answer is what the caller gets, and the connection is not reused.
+            Err(Streaming::Jira(e)) => {
+                return match read_head(conn, &out.method).await {
+                    Ok(mut head) => {
+                        head.keep_alive = false;
+                        Ok(head)
+                    }
+                    Err(_) => Err(Failure::Broken(format!("writing the request body to Jira: {e}"))),
+                };
+            }
+            Err(Streaming::Client(e)) => return Err(Failure::Broken(format!("reading the request body: {e}"))),
+        }
+    }
+    if let Err(e) = conn.io.flush().await {
+        return Err(Failure::Broken(format!("writing to Jira: {e}")));
+    }
+    read_head(conn, &out.method).await
+}
+
+enum Streaming {
+    Jira(io::Error),
+    Client(BodyError),
+}
+
+async fn stream_body(conn: &mut Conn, mut body: Body, sending: Sending) -> Result<(), Streaming> {
+    let mut sent = 0u64;
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(data) = frame.map_err(Streaming::Client)?.into_data() else {
+            // Trailers are not forwarded.
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        match sending {
+            Sending::Length(n) if sent > n => {
+                return Err(Streaming::Client("the request body is longer than its length".into()));
+            }
+            Sending::Length(_) => conn.io.write_all(&data).await.map_err(Streaming::Jira)?,
+            Sending::Chunked => {
+                let mut line = [0u8; 18];
+                let size = hex_line(data.len(), &mut line);
+                conn.io.write_all(size).await.map_err(Streaming::Jira)?;
+                conn.io.write_all(&data).await.map_err(Streaming::Jira)?;
+                conn.io.write_all(b"\r\n").await.map_err(Streaming::Jira)?;
+            }
+        }
+    }
+    match sending {
+        Sending::Length(n) if sent != n => Err(Streaming::Client("the request body is shorter than its length".into())),
+        Sending::Length(_) => Ok(()),
+        Sending::Chunked => conn.io.write_all(b"0\r\n\r\n").await.map_err(Streaming::Jira),
+    }
+}
+
+/// `n` in hex and CRLF: a chunk's size line.
+fn hex_line(mut n: usize, out: &mut [u8; 18]) -> &[u8] {
+    let mut i = 16;
+    out[16] = b'\r';
+    out[17] = b'\n';
+    loop {
+        i -= 1;
+        out[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            return &out[i..];
+        }
+    }
+}
+
+/// `n` in decimal.
+fn itoa(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &out[i..];
+        }
+    }
+}
+
+/// An answer's head, and how its body is framed.
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    framing: Framing,
+    /// The connection can carry another request once the body has been read.
+    keep_alive: bool,
+}
+
+impl Head {
+    /// The answer, its body read from `conn`; the connection goes back to `shard` when
+    /// that body has been read to its end.
+    pub fn into_response(self, mut conn: Conn, shard: Arc<Shard>) -> Response<Pooled> {
+        conn.reused = true;
+        let mut resp = Response::new(Pooled {
+            conn: Some(conn),
+            shard,
+            framing: self.framing,
+            keep_alive: self.keep_alive,
+        });
+        *resp.status_mut() = self.status;
+        *resp.version_mut() = self.version;
+        *resp.headers_mut() = self.headers;
+        resp
+    }
+}
+
+/// Reads heads until a final (non-1xx) one.
+async fn read_head(conn: &mut Conn, method: &Method) -> Result<Head, Failure> {
+    loop {
+        if !conn.buf.is_empty() {
+            match parse_head(&mut conn.buf, method == Method::HEAD) {
+                Ok(Parsed::Final(head)) => return Ok(head),
+                Ok(Parsed::Interim) => continue,
+                Ok(Parsed::Partial) if conn.buf.len() >= MAX_HEAD => {
+                    return Err(Failure::Broken("Jira's answer head is too large".into()));
+                }
+                Ok(Parsed::Partial) => {}
+                Err(e) => return Err(Failure::Broken(e)),
+            }
+        }
+        let nothing_yet = conn.buf.is_empty();
+        match conn.fill().await {
+            Ok(0) if nothing_yet => {
+                return Err(Failure::ClosedEarly(
+                    "Jira closed the connection without answering".into(),
+                ));
+            }
+            Ok(0) => {
+                return Err(Failure::Broken(
+                    "Jira closed the connection within its answer's head".into(),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if nothing_yet && closed_early(&e) => {
+                return Err(Failure::ClosedEarly(format!("reading Jira's answer: {e}")));
+            }
+            Err(e) => return Err(Failure::Broken(format!("reading Jira's answer: {e}"))),
+        }
+    }
+}
+
+enum Parsed {
+    Partial,
+    /// A 1xx answer, consumed: the final one follows.
+    Interim,
+    Final(Head),
+}
+
+/// Parses the answer head at the start of `buf`, taking it off the buffer when whole.
+/// Header values share the buffer's memory.
+fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, String> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // Where each name and value lies in the head: (name start, name end, value start, value end).
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let (len, code, minor, count) = {
+        let mut r = httparse::Response::new(&mut slots);
+        match r.parse(buf) {
+            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+            Err(e) => return Err(format!("Jira's answer is not HTTP/1.1 ({e})")),
+            Ok(httparse::Status::Complete(len)) => {
+                let base = buf.as_ptr() as usize;
+                for (span, h) in spans.iter_mut().zip(r.headers.iter()) {
+                    let name = h.name.as_ptr() as usize - base;
+                    let value = if h.value.is_empty() {
+                        0
+                    } else {
+                        h.value.as_ptr() as usize - base
+                    };
+                    *span = (name, name + h.name.len(), value, value + h.value.len());
+                }
+                (len, r.code.unwrap_or(0), r.version.unwrap_or(1), r.headers.len())
+            }
+        }
+    };
+    let head = buf.split_to(len).freeze();
+    match code {
+        101 => return Err("Jira switched protocols unasked".into()),
+        100..=199 => return Ok(Parsed::Interim),
+        _ => {}
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| format!("Jira answered with status {code}"))?;
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| "Jira's answer has a malformed header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| "Jira's answer has a malformed header value")?;
+        headers.append(name, value);
+    }
+    let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+    let framing = framing(&headers, status, version, to_head_request)?;
+    let keep_alive = !matches!(framing, Framing::ToClose) && keeps_alive(&headers, version);
+    Ok(Parsed::Final(Head {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// RFC 9112 §6.3, refusing what could be read two ways.
+fn framing(headers: &HeaderMap, status: StatusCode, version: Version, to_head: bool) -> Result<Framing, String> {
+    if to_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Done);
+    }
+    let has_length = headers.contains_key(CONTENT_LENGTH);
+    if headers.contains_key(TRANSFER_ENCODING) {
+        if has_length {
+            return Err("Jira's answer has both Transfer-Encoding and Content-Length".into());
+        }
+        if version == Version::HTTP_10 {
+            return Err("Jira's HTTP/1.0 answer has a Transfer-Encoding".into());
+        }
+        let last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(|t| t.trim_ascii())
+            .rfind(|t| !t.is_empty());
+        return Ok(match last {
+            Some(t) if t.eq_ignore_ascii_case(b"chunked") => Framing::Chunked(Chunk::Size),
+            // Not chunked last: the body runs to the end of the connection.
+            _ => Framing::ToClose,
+        });
+    }
+    if has_length {
+        let mut length = None;
+        for item in headers
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        {
+            let n = parse_length(item.trim_ascii()).ok_or("Jira's answer has a malformed Content-Length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("Jira's answer has Content-Lengths that differ".into());
+            }
+            length = Some(n);
+        }
+        return Ok(length.map_or(Framing::ToClose, Framing::Length));
+    }
+    Ok(Framing::ToClose)
+}
+
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// HTTP/1.1 stays open unless `Connection: close`; HTTP/1.0 only with `keep-alive`.
+fn keeps_alive(headers: &HeaderMap, version: Version) -> bool {
+    let has = |option: &[u8]| {
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(option))
+    };
+    if version == Version::HTTP_10 {
+        has(b"keep-alive") && !has(b"close")
+    } else {
+        !has(b"close")
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Framing {
+    /// Read to its end (or none).
+    Done,
+    /// This many bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until Jira closes the connection.
+    ToClose,
+    /// Broken: nothing more comes.
+    Failed,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Chunk {
+    /// A chunk-size line next.
+    Size,
+    /// This many bytes of chunk data still to come.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// The trailer section after the last chunk; this many bytes of it seen.
+    Trailers(usize),
+}
+
+/// An answer's body, read from Jira as it is polled; read to its end, it gives its
+/// connection back to the pool.
+pub struct Pooled {
+    conn: Option<Conn>,
+    shard: Arc<Shard>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl Pooled {
+    fn fail(&mut self, msg: String) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        // The connection is mid-answer: it closes.
+        self.conn = None;
+        self.framing = Framing::Failed;
+        Poll::Ready(Some(Err(msg.into())))
+    }
+
+    /// Up to `max` body bytes from the buffer.
+    fn take(conn: &mut Conn, max: u64) -> Bytes {
+        let n = usize::try_from(max).unwrap_or(usize::MAX).min(conn.buf.len());
+        conn.buf.split_to(n).freeze()
+    }
+
+    fn give_back(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.buf.is_empty()
+        {
+            // Bytes after the answer's end would belong to no request: such a
+            // connection closes.
+            self.shard.checkin(conn);
+        }
+    }
+}
+
+impl hyper::body::Body for Pooled {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            // What is needed next, and whether the buffer holds it.
+            match this.framing {
+                Framing::Done | Framing::Length(0) => {
+                    this.framing = Framing::Done;
+                    this.give_back();
+                    return Poll::Ready(None);
+                }
+                Framing::Failed => return Poll::Ready(None),
+                Framing::Length(left) if !conn.buf.is_empty() => {
+                    let data = Self::take(conn, left);
+                    this.framing = Framing::Length(left - data.len() as u64);
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::ToClose if !conn.buf.is_empty() => {
+                    let data = Self::take(conn, u64::MAX);
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(Chunk::Data(left)) if !conn.buf.is_empty() => {
+                    let data = Self::take(conn, left);
+                    let left = left - data.len() as u64;
+                    this.framing = Framing::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&conn.buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        conn.buf.advance(used);
+                        this.framing = Framing::Chunked(if size == 0 {
+                            Chunk::Trailers(0)
+                        } else {
+                            Chunk::Data(size)
+                        });
+                        continue;
+                    }
+                    Ok(httparse::Status::Partial) if conn.buf.len() > 1024 => {
+                        return this.fail("Jira's chunk-size line is too long".into());
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    Err(_) => return this.fail("Jira's answer has a malformed chunk size".into()),
+                },
+                Framing::Chunked(Chunk::DataEnd) if conn.buf.len() >= 2 => {
+                    if &conn.buf[..2] != b"\r\n" {
+                        return this.fail("Jira's chunk does not end where its size says".into());
+                    }
+                    conn.buf.advance(2);
+                    this.framing = Framing::Chunked(Chunk::Size);
+                    continue;
+                }
+                Framing::Chunked(Chunk::Trailers(seen)) => {
+                    // Trailer fields are not forwarded; an empty line ends the body.
+                    if let Some(end) = conn.buf.windows(2).position(|w| w == b"\r\n") {
+                        conn.buf.advance(end + 2);
+                        this.framing = if end == 0 {
+                            Framing::Done
+                        } else {
+                            Framing::Chunked(Chunk::Trailers(seen + end + 2))
+                        };
+                        continue;
+                    }
+                    if seen + conn.buf.len() > MAX_HEAD {
+                        return this.fail("Jira's trailer section is too large".into());
+                    }
+                }
+                // The buffer is empty (or short): read more.
+                Framing::Length(_) | Framing::ToClose | Framing::Chunked(_) => {}
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if this.framing == Framing::ToClose => {
+                    this.keep_alive = false;
+                    this.framing = Framing::Done;
+                }
+                Ok(0) => return this.fail("Jira closed the connection before its answer's end".into()),
+                Ok(_) => {}
+                Err(e) => return this.fail(format!("reading Jira's answer: {e}")),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0) | Framing::Failed)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done | Framing::Failed => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        // A body dropped part-read leaves bytes on the wire: that connection closes.
+        if matches!(self.framing, Framing::Done | Framing::Length(0)) {
+            self.give_back();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8], head_request: bool) -> Result<Parsed, String> {
+        parse_head(&mut BytesMut::from(raw), head_request)
+    }
+
+    fn framing_of(raw: &str) -> Result<(Framing, bool), String> {
+        match parse(raw.as_bytes(), false)? {
+            Parsed::Final(h) => Ok((h.framing, h.keep_alive)),
+            _ => Err("not final".into()),
+        }
+    }
+
+    #[test]
+    fn answers_are_framed_by_rfc_9112() {
+        let ok = |s: &str| framing_of(s).expect("parses");
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"),
+            (Framing::Length(12), true)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nContent-Length: 12, 12\r\nContent-Length: 12\r\n\r\n"),
+            (Framing::Length(12), true)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"),
+            (Framing::Chunked(Chunk::Size), true)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            (Framing::ToClose, false)
+        );
+        assert_eq!(ok("HTTP/1.1 200 OK\r\n\r\n"), (Framing::ToClose, false));
+        assert_eq!(
+            ok("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
+            (Framing::Done, true)
+        );
+        assert_eq!(ok("HTTP/1.1 304 Not Modified\r\n\r\n"), (Framing::Done, true));
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 1\r\n\r\n"),
+            (Framing::Length(1), false)
+        );
+        assert_eq!(
+            ok("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"),
+            (Framing::Length(1), false)
+        );
+        assert_eq!(
+            ok("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n"),
+            (Framing::Length(1), true)
+        );
+        match parse(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true) {
+            Ok(Parsed::Final(h)) => assert_eq!(h.framing, Framing::Done, "a HEAD answer has no body"),
+            _ => panic!("HEAD answer"),
+        }
+    }
+
+    #[test]
+    fn answers_that_could_be_read_two_ways_are_refused() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
+            "HTTP/2 200 OK\r\n\r\n",
+        ] {
+            assert!(framing_of(raw).is_err(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn interim_answers_are_skipped_and_heads_taken_off_the_buffer() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nX-A: b\r\n\r\nbody"[..]);
+        assert!(matches!(parse_head(&mut buf, false), Ok(Parsed::Interim)));
+        match parse_head(&mut buf, false) {
+            Ok(Parsed::Final(h)) => {
+                assert_eq!(h.status, 201);
+                assert_eq!(h.headers.get("x-a").map(HeaderValue::as_bytes), Some(&b"b"[..]));
+            }
+            _ => panic!("final answer"),
+        }
+        assert_eq!(&buf[..], b"body");
+        let mut part = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A"[..]);
+        assert!(matches!(parse_head(&mut part, false), Ok(Parsed::Partial)));
+        assert_eq!(part.len(), 20, "a partial head stays on the buffer");
+    }
+
+    #[test]
+    fn numbers_are_written_for_the_wire() {
+        assert_eq!(itoa(0, &mut [0; 20]), b"0");
+        assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
+        assert_eq!(hex_line(0, &mut [0; 18]), b"0\r\n");
+        assert_eq!(hex_line(0x1f3a, &mut [0; 18]), b"1f3a\r\n");
+        assert_eq!(parse_length(b"0012"), Some(12));
+        assert_eq!(parse_length(b""), None);
+        assert_eq!(parse_length(b"1 2"), None);
+    }
+}
