@@ -406,46 +406,58 @@ enum Parsed {
 /// Parses the answer head at the start of `buf`, taking it off the buffer when whole.
 /// Header values share the buffer's memory.
 fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, String> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    // Where each name and value lies in the head: (name start, name end, value start, value end).
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let (len, code, minor, count) = {
-        let mut r = httparse::Response::new(&mut slots);
-        match r.parse(buf) {
-            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-            Err(e) => return Err(format!("Jira's answer is not HTTP/1.1 ({e})")),
-            Ok(httparse::Status::Complete(len)) => {
-                let base = buf.as_ptr() as usize;
-                for (span, h) in spans.iter_mut().zip(r.headers.iter()) {
-                    let name = h.name.as_ptr() as usize - base;
-                    let value = if h.value.is_empty() {
-                        0
-                    } else {
-                        h.value.as_ptr() as usize - base
-                    };
-                    *span = (name, name + h.name.len(), value, value + h.value.len());
-                }
-                (len, r.code.unwrap_or(0), r.version.unwrap_or(1), r.headers.len())
-            }
-        }
+    // Left uninitialised: zeroing room for a hundred fields costs more than parsing six.
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut r = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut r, buf, &mut slots) {
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(e) => return Err(format!("Jira's answer is not HTTP/1.1 ({e})")),
+        Ok(httparse::Status::Complete(len)) => len,
     };
-    let head = buf.split_to(len).freeze();
+    let (code, minor) = (r.code.unwrap_or(0), r.version.unwrap_or(1));
     match code {
         101 => return Err("Jira switched protocols unasked".into()),
-        100..=199 => return Ok(Parsed::Interim),
+        100..=199 => {
+            buf.advance(len);
+            return Ok(Parsed::Interim);
+        }
         _ => {}
     }
+    // Where each name and value lies in the head, to be cut from it once it is frozen.
+    let base = buf.as_ptr() as usize;
+    let spans: Vec<(usize, usize, usize, usize)> = r
+        .headers
+        .iter()
+        .map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = if h.value.is_empty() {
+                0
+            } else {
+                h.value.as_ptr() as usize - base
+            };
+            (name, name + h.name.len(), value, value + h.value.len())
+        })
+        .collect();
+    let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| format!("Jira answered with status {code}"))?;
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(ns, ne, vs, ve) in &spans[..count] {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut seen = Seen::default();
+    for (ns, ne, vs, ve) in spans {
         let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| "Jira's answer has a malformed header name")?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
             .map_err(|_| "Jira's answer has a malformed header value")?;
+        if name == CONTENT_LENGTH {
+            seen.length = true;
+        } else if name == TRANSFER_ENCODING {
+            seen.encoding = true;
+        } else if name == CONNECTION {
+            seen.connection = true;
+        }
         headers.append(name, value);
     }
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-    let framing = framing(&headers, status, version, to_head_request)?;
-    let keep_alive = !matches!(framing, Framing::ToClose) && keeps_alive(&headers, version);
+    let framing = framing(&headers, seen, status, version, to_head_request)?;
+    let keep_alive = !matches!(framing, Framing::ToClose) && keeps_alive(&headers, seen, version);
     Ok(Parsed::Final(Head {
         status,
         version,
@@ -455,14 +467,27 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
     }))
 }
 
+/// Which framing headers an answer carries.
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    length: bool,
+    encoding: bool,
+    connection: bool,
+}
+
 /// RFC 9112 §6.3, refusing what could be read two ways.
-fn framing(headers: &HeaderMap, status: StatusCode, version: Version, to_head: bool) -> Result<Framing, String> {
+fn framing(
+    headers: &HeaderMap,
+    seen: Seen,
+    status: StatusCode,
+    version: Version,
+    to_head: bool,
+) -> Result<Framing, String> {
     if to_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Done);
     }
-    let has_length = headers.contains_key(CONTENT_LENGTH);
-    if headers.contains_key(TRANSFER_ENCODING) {
-        if has_length {
+    if seen.encoding {
+        if seen.length {
             return Err("Jira's answer has both Transfer-Encoding and Content-Length".into());
         }
         if version == Version::HTTP_10 {
@@ -480,7 +505,7 @@ fn framing(headers: &HeaderMap, status: StatusCode, version: Version, to_head: b
             _ => Framing::ToClose,
         });
     }
-    if has_length {
+    if seen.length {
         let mut length = None;
         for item in headers
             .get_all(CONTENT_LENGTH)
@@ -506,9 +531,10 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
 }
 
 /// HTTP/1.1 stays open unless `Connection: close`; HTTP/1.0 only with `keep-alive`.
-fn keeps_alive(headers: &HeaderMap, version: Version) -> bool {
+fn keeps_alive(headers: &HeaderMap, seen: Seen, version: Version) -> bool {
     let has = |option: &[u8]| {
-        headers
+        seen.connection
+            && headers
             .get_all(CONNECTION)
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
