@@ -535,10 +535,10 @@ fn keeps_alive(headers: &HeaderMap, seen: Seen, version: Version) -> bool {
     let has = |option: &[u8]| {
         seen.connection
             && headers
-            .get_all(CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(option))
+                .get_all(CONNECTION)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(option))
     };
     if version == Version::HTTP_10 {
         has(b"keep-alive") && !has(b"close")
