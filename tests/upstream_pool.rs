@@ -26,7 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// extension and a trailer field; `/unframed` a body without length, to the connection's
 /// end; `/two-ways` `Content-Length` beside `Transfer-Encoding`; `/flaky` an answer on a
 /// new connection, but on one that served before it reads the request and closes without
-/// a word (Jira's keep-alive ending under a request).
+/// a word (Jira's keep-alive ending under a request); `/dribble` a chunked answer written
+/// a byte at a time.
 /// Every request Jira read whole: its head, and its body unframed.
 type Seen = Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
 
@@ -49,6 +50,8 @@ impl CountingJira {
         tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
                 a.fetch_add(1, Ordering::SeqCst);
+                // Small writes go out as they are (`/dribble`).
+                s.set_nodelay(true).unwrap();
                 tokio::spawn(serve(s, c.clone(), Arc::clone(&r)));
             }
         });
@@ -205,6 +208,17 @@ async fn serve(mut s: TcpStream, closed_by_proxy: Arc<AtomicUsize>, seen: Seen) 
             "/trailers" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n".into(),
             "/unframed" => "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nto the end".into(),
             "/two-ways" => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno".into(),
+            "/dribble" => {
+                // Head, chunk sizes, data, CRLFs and trailers split at every byte.
+                let answer = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nX-T: 1\r\n\r\n";
+                for b in answer.as_bytes() {
+                    if s.write_all(&[*b]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                continue;
+            }
             "/flaky" if served > 1 => return,
             "/flaky" => body("{\"flaky\":1}"),
             _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into(),
@@ -403,6 +417,18 @@ async fn interim_answers_trailers_and_answers_to_the_connections_end_are_read_wh
         2,
         "an answer read to the connection's end leaves no connection to reuse"
     );
+}
+
+#[tokio::test]
+async fn an_answer_arriving_a_byte_at_a_time_is_read_whole_and_its_connection_kept() {
+    let jira = CountingJira::start().await;
+    let proxy = Proxy::start(&config(""), jira.addr).await;
+    for _ in 0..2 {
+        let r = get_as_alice(&proxy, "GET", "/dribble").await;
+        assert_eq!((r.status, &r.body[..]), (200, &b"abc0123456789abcdef"[..]));
+        assert_eq!(r.header("content-type"), Some("text/plain"));
+    }
+    assert_eq!(jira.accepted(), 1);
 }
 
 #[tokio::test]

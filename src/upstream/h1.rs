@@ -337,6 +337,8 @@ fn itoa(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
+    /// Without hop-by-hop headers (RFC 9110 §7.6.1) and those `Connection` names: they
+    /// were for this connection, not for whoever gets the answer.
     pub headers: HeaderMap,
     framing: Framing,
     /// The connection can carry another request once the body has been read.
@@ -442,22 +444,55 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
     let status = StatusCode::from_u16(code).map_err(|_| format!("Jira answered with status {code}"))?;
     let mut headers = HeaderMap::with_capacity(spans.len());
     let mut seen = Seen::default();
+    // Headers `Connection` names: hop-by-hop too, removed once all are in.
+    let mut named = Vec::new();
     for (ns, ne, vs, ve) in spans {
         let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| "Jira's answer has a malformed header name")?;
+        let raw = &head[vs..ve];
+        let tokens = || {
+            raw.split(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+                .filter(|t| !t.is_empty())
+        };
+        if name == TRANSFER_ENCODING {
+            // Framing, read here and not forwarded: the last coding decides.
+            seen.encoding = true;
+            if let Some(last) = tokens().next_back() {
+                seen.chunked = last.eq_ignore_ascii_case(b"chunked");
+            }
+            continue;
+        }
+        if name == CONNECTION {
+            for t in tokens() {
+                if t.eq_ignore_ascii_case(b"close") {
+                    seen.close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    seen.keep_alive = true;
+                } else if let Ok(n) = HeaderName::from_bytes(t) {
+                    named.push(n);
+                }
+            }
+            continue;
+        }
+        if super::headers::is_hop_by_hop(&name) {
+            continue;
+        }
+        seen.length |= name == CONTENT_LENGTH;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
             .map_err(|_| "Jira's answer has a malformed header value")?;
-        if name == CONTENT_LENGTH {
-            seen.length = true;
-        } else if name == TRANSFER_ENCODING {
-            seen.encoding = true;
-        } else if name == CONNECTION {
-            seen.connection = true;
-        }
         headers.append(name, value);
     }
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
     let framing = framing(&headers, seen, status, version, to_head_request)?;
-    let keep_alive = !matches!(framing, Framing::ToClose) && keeps_alive(&headers, seen, version);
+    for name in named {
+        headers.remove(name);
+    }
+    let keep_alive = !matches!(framing, Framing::ToClose)
+        && if version == Version::HTTP_10 {
+            seen.keep_alive && !seen.close
+        } else {
+            !seen.close
+        };
     Ok(Parsed::Final(Head {
         status,
         version,
@@ -467,12 +502,16 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
     }))
 }
 
-/// Which framing headers an answer carries.
+/// What an answer's framing headers said.
 #[derive(Clone, Copy, Default)]
 struct Seen {
     length: bool,
+    /// A `Transfer-Encoding`, and whether its last coding is chunked.
     encoding: bool,
-    connection: bool,
+    chunked: bool,
+    /// The options a `Connection` carried.
+    close: bool,
+    keep_alive: bool,
 }
 
 /// RFC 9112 §6.3, refusing what could be read two ways.
@@ -493,16 +532,11 @@ fn framing(
         if version == Version::HTTP_10 {
             return Err("Jira's HTTP/1.0 answer has a Transfer-Encoding".into());
         }
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(|t| t.trim_ascii())
-            .rfind(|t| !t.is_empty());
-        return Ok(match last {
-            Some(t) if t.eq_ignore_ascii_case(b"chunked") => Framing::Chunked(Chunk::Size),
-            // Not chunked last: the body runs to the end of the connection.
-            _ => Framing::ToClose,
+        // Not chunked last: the body runs to the end of the connection.
+        return Ok(if seen.chunked {
+            Framing::Chunked(Chunk::Size)
+        } else {
+            Framing::ToClose
         });
     }
     if seen.length {
@@ -528,23 +562,6 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
         return None;
     }
     Some(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
-/// HTTP/1.1 stays open unless `Connection: close`; HTTP/1.0 only with `keep-alive`.
-fn keeps_alive(headers: &HeaderMap, seen: Seen, version: Version) -> bool {
-    let has = |option: &[u8]| {
-        seen.connection
-            && headers
-                .get_all(CONNECTION)
-                .iter()
-                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(option))
-    };
-    if version == Version::HTTP_10 {
-        has(b"keep-alive") && !has(b"close")
-    } else {
-        !has(b"close")
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -806,6 +823,20 @@ mod tests {
         let mut part = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A"[..]);
         assert!(matches!(parse_head(&mut part, false), Ok(Parsed::Partial)));
         assert_eq!(part.len(), 20, "a partial head stays on the buffer");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_stay_on_the_connection() {
+        let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal , x-other\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\nX-AUSERNAME: alice\r\n\r\n";
+        match parse(raw.as_bytes(), false) {
+            Ok(Parsed::Final(h)) => {
+                let mut names: Vec<&str> = h.headers.keys().map(HeaderName::as_str).collect();
+                names.sort_unstable();
+                assert_eq!(names, ["content-type", "x-ausername"]);
+                assert_eq!((h.framing, h.keep_alive), (Framing::Chunked(Chunk::Size), true));
+            }
+            _ => panic!("final answer"),
+        }
     }
 
     #[test]

@@ -23,7 +23,6 @@ use rustls_pki_types::pem::PemObject;
 use crate::config::{IdentityMode, Secret, UpstreamConfig};
 use crate::error::{Body, ProxyError};
 use crate::pipeline::RequestCtx;
-use headers::strip_hop_by_hop;
 use pool::{Pool, Pooled};
 
 /// Jira's verdict on a Basic credential (see `Upstream::check_basic`).
@@ -259,8 +258,8 @@ impl Upstream {
         };
         let req = self.build_request(ctx, parts, body, form, None)?;
         let resp = self.send(req).await?;
+        // Hop-by-hop headers stayed on the connection (`h1`).
         let (mut head, body) = resp.into_parts();
-        strip_hop_by_hop(&mut head.headers);
         self.check_jira_user(ctx, &head.headers)?;
         if !matches!(self.identity, IdentityMode::Passthrough) {
             let session = headers::take_jira_cookies(&mut head.headers);
@@ -287,7 +286,6 @@ impl Upstream {
         let (mut head, body) = resp.into_parts();
         let ran_as = head.headers.get(headers::X_AUSERNAME).and_then(|v| v.to_str().ok());
         if ran_as.is_some_and(|r| r.eq_ignore_ascii_case(u)) {
-            strip_hop_by_hop(&mut head.headers);
             if let Some(newer) = headers::take_jira_cookies(&mut head.headers) {
                 sessions.put(u, newer);
             }
