@@ -88,21 +88,25 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
 /// decoding or encoding, and no empty, `.` or `..` segment (a final empty one, the
 /// trailing slash, is kept as it is). Most requests are such paths.
 fn already_normal(raw: &str) -> bool {
-    let Some(rest) = raw.strip_prefix('/') else {
+    let Some(rest) = raw.as_bytes().strip_prefix(b"/") else {
         return false;
     };
-    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@/".contains(b);
-    if !rest.bytes().all(|b| plain(&b)) {
-        return false;
-    }
-    let mut segments = rest.split('/').peekable();
-    while let Some(seg) = segments.next() {
-        let last = segments.peek().is_none();
-        if (seg.is_empty() && !last) || seg == "." || seg == ".." {
+    // One pass over the bytes: every byte plain, and no segment empty (but the last),
+    // `.` or `..`.
+    let odd = |seg: &[u8]| seg == b"." || seg == b"..";
+    let mut start = 0;
+    for (i, &b) in rest.iter().enumerate() {
+        if b == b'/' {
+            let seg = &rest[start..i];
+            if seg.is_empty() || odd(seg) {
+                return false;
+            }
+            start = i + 1;
+        } else if !(b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@".contains(&b)) {
             return false;
         }
     }
-    true
+    !odd(&rest[start..])
 }
 
 /// Normalises a raw request path (no query).
