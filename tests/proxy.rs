@@ -387,11 +387,27 @@ async fn x_forwarded_headers_from_an_untrusted_peer_are_replaced() {
             ("forwarded", "for=6.6.6.6"),
             ("x-real-ip", "6.6.6.6"),
             ("host", "jira.example.com"),
+            ("x-request-id", "abc-123"),
         ],
     )
     .await;
     assert_eq!(r.status, 200);
     let h = jira.last().headers;
+    // The proxy's own fields replace the caller's: one of each reaches Jira.
+    for name in [
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+    ] {
+        assert_eq!(h.get_all(name).iter().count(), 1, "{name}");
+    }
+    assert_eq!(h.get("x-request-id").unwrap(), "abc-123");
+    assert!(
+        h.get("authorization").is_none(),
+        "the caller's credential stays with the proxy"
+    );
     assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.1");
     assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
     assert_eq!(h.get("x-forwarded-host").unwrap(), "jira.example.com");

@@ -124,6 +124,10 @@ enum Sending {
     Chunked,
 }
 
+/// A header field the proxy sets on a request, written after the request's own: it
+/// replaces the request's fields of its name, or without a value only removes them.
+pub type Field = (HeaderName, Option<HeaderValue>);
+
 /// A request encoded for the wire: its head, and its body when that was gathered.
 pub struct Outgoing {
     pub method: Method,
@@ -134,9 +138,10 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// Encodes `req` (its URI in origin form, its `Host` set). A short body of known
-    /// length is read here, so the request can go whole in one write.
-    pub async fn encode(req: http::Request<Body>) -> Result<Outgoing, String> {
+    /// Encodes `req` (its URI in origin form, its `Host` set here or in `set`) with the
+    /// fields of `set`. A short body of known length is read here, so the request can go
+    /// whole in one write.
+    pub async fn encode(req: http::Request<Body>, set: &[Field]) -> Result<Outgoing, String> {
         let (parts, mut body) = req.into_parts();
         let sending = match body.size_hint().exact() {
             Some(n) => Sending::Length(n),
@@ -148,15 +153,26 @@ impl Outgoing {
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         wire.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
         wire.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
-            // The framing is the proxy's own (below).
-            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
-                continue;
-            }
+        let mut field = |name: &HeaderName, value: &HeaderValue| {
             wire.extend_from_slice(name.as_str().as_bytes());
             wire.extend_from_slice(b": ");
             wire.extend_from_slice(value.as_bytes());
             wire.extend_from_slice(b"\r\n");
+        };
+        for (name, value) in &parts.headers {
+            // The framing is the proxy's own (below), and `set` replaces what it names.
+            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || set.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            field(name, value);
+        }
+        for (name, value) in set {
+            if let Some(value) = value
+                && name != CONTENT_LENGTH
+                && name != TRANSFER_ENCODING
+            {
+                field(name, value);
+            }
         }
         match sending {
             // Methods without body semantics go without a length when they have none.

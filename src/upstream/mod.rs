@@ -23,6 +23,7 @@ use rustls_pki_types::pem::PemObject;
 use crate::config::{IdentityMode, Secret, UpstreamConfig};
 use crate::error::{Body, ProxyError};
 use crate::pipeline::RequestCtx;
+use h1::Field;
 use pool::{Pool, Pooled};
 
 /// Jira's verdict on a Basic credential (see `Upstream::check_basic`).
@@ -218,8 +219,8 @@ impl Upstream {
         }
     }
 
-    async fn send(&self, req: Request<Body>) -> Result<Response<Pooled>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.pool.send(req)).await {
+    async fn send(&self, req: Request<Body>, set: &[Field]) -> Result<Response<Pooled>, ProxyError> {
+        match tokio::time::timeout(self.response_timeout, self.pool.send_with(req, set)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(e)),
             Ok(Ok(resp)) => Ok(resp),
@@ -256,8 +257,8 @@ impl Upstream {
                 }
             }
         };
-        let req = self.build_request(ctx, parts, body, form, None)?;
-        let resp = self.send(req).await?;
+        let (req, set) = self.build_request(ctx, parts, body, form, None)?;
+        let resp = self.send(req, &set).await?;
         // Hop-by-hop headers stayed on the connection (`h1`).
         let (mut head, body) = resp.into_parts();
         self.check_jira_user(ctx, &head.headers)?;
@@ -281,8 +282,8 @@ impl Upstream {
         (sessions, u, cookie): (&JiraSessions, &str, HeaderValue),
     ) -> Result<Result<Response<Body>, Parts>, ProxyError> {
         let again = parts.clone();
-        let req = self.build_request(ctx, parts, body, form, Some(cookie))?;
-        let resp = self.send(req).await?;
+        let (req, set) = self.build_request(ctx, parts, body, form, Some(cookie))?;
+        let resp = self.send(req, &set).await?;
         let (mut head, body) = resp.into_parts();
         let ran_as = head.headers.get(headers::X_AUSERNAME).and_then(|v| v.to_str().ok());
         if ran_as.is_some_and(|r| r.eq_ignore_ascii_case(u)) {
@@ -296,6 +297,8 @@ impl Upstream {
         Ok(Err(again))
     }
 
+    /// The request for Jira, and the header fields the proxy sets on it (written on the
+    /// wire after the caller's own, each replacing the caller's fields of its name).
     fn build_request(
         &self,
         ctx: &RequestCtx,
@@ -303,7 +306,7 @@ impl Upstream {
         body: Body,
         form: Option<&[(String, String)]>,
         session: Option<HeaderValue>,
-    ) -> Result<Request<Body>, ProxyError> {
+    ) -> Result<(Request<Body>, Vec<Field>), ProxyError> {
         let path = ctx.path.as_ref().map_or("/", |p| p.encoded.as_str());
         let delegated = ctx.auth_kind == Some(crate::auth::AuthKind::JiraToken);
         // oauth1 mode: the user goes in the query, inside the signature (Jira's 2LOi);
@@ -324,28 +327,26 @@ impl Upstream {
         // Origin form: the connection already goes to Jira, and `Host` names it.
         parts.uri = Uri::try_from(pq).map_err(|e| ProxyError::Internal(format!("upstream uri: {e}")))?;
         parts.version = Version::HTTP_11;
-        let h = &mut parts.headers;
+        // Set on the wire rather than in the header map: each would cost a map insert,
+        // and the map is only read once more, to be written out.
+        let mut set = Vec::with_capacity(8);
         let host = match (&ctx.host, self.preserve_host) {
             (Some(host), true) => host.clone(),
             _ => self.host.clone(),
         };
-        if let Some(client_host) = &ctx.host {
-            h.insert(headers::X_FORWARDED_HOST, client_host.clone());
-        }
-        h.insert(HOST, host);
-        h.insert(
+        set.push((headers::X_FORWARDED_HOST, ctx.host.clone()));
+        set.push((HOST, Some(host)));
+        set.push((
             headers::X_FORWARDED_PROTO,
-            HeaderValue::from_static(ctx.forwarded_proto),
-        );
-        if let Ok(v) = HeaderValue::from_str(&ctx.forwarded_for) {
-            h.insert(headers::X_FORWARDED_FOR, v);
-        }
-        h.insert(headers::X_REQUEST_ID, ctx.id.clone());
+            Some(HeaderValue::from_static(ctx.forwarded_proto)),
+        ));
+        set.push((headers::X_FORWARDED_FOR, HeaderValue::from_str(&ctx.forwarded_for).ok()));
+        set.push((headers::X_REQUEST_ID, Some(ctx.id.clone())));
         if !delegated {
-            self.assert_identity(h, ctx.jira_user.as_deref())?;
+            self.assert_identity(&mut set, ctx.jira_user.as_deref())?;
         }
         if let Some(cookie) = session {
-            h.append(http::header::COOKIE, cookie);
+            parts.headers.append(http::header::COOKIE, cookie);
         }
         if let (IdentityMode::OAuth1 { signer, signed_url, .. }, Some(_)) = (&self.identity, oauth_user) {
             let base = if signed_url.is_empty() {
@@ -366,30 +367,33 @@ impl Upstream {
                 .map_err(ProxyError::Internal)?;
             let mut v = HeaderValue::from_str(&auth).map_err(|e| ProxyError::Internal(e.to_string()))?;
             v.set_sensitive(true);
-            parts.headers.insert(AUTHORIZATION, v);
+            set.push((AUTHORIZATION, Some(v)));
         }
-        Ok(Request::from_parts(parts, body))
+        Ok((Request::from_parts(parts, body), set))
     }
 
-    fn assert_identity(&self, h: &mut http::HeaderMap, user: Option<&str>) -> Result<(), ProxyError> {
+    /// The identity Jira is to trust, as fields for `set` (a field without a value removes
+    /// the caller's fields of that name).
+    fn assert_identity(&self, set: &mut Vec<Field>, user: Option<&str>) -> Result<(), ProxyError> {
         match &self.identity {
             IdentityMode::Header { name, secret } => {
                 // The caller's own credential stays with the proxy.
-                h.remove(AUTHORIZATION);
-                if let Some(user) = user {
-                    let v = HeaderValue::from_bytes(user.as_bytes())
-                        .map_err(|_| ProxyError::Internal("username not encodable as a header".into()))?;
-                    h.insert(name.clone(), v);
-                }
+                set.push((AUTHORIZATION, None));
+                let user = match user {
+                    Some(user) => Some(
+                        HeaderValue::from_bytes(user.as_bytes())
+                            .map_err(|_| ProxyError::Internal("username not encodable as a header".into()))?,
+                    ),
+                    None => None,
+                };
+                set.push((name.clone(), user));
                 if let Some((sname, s)) = secret {
-                    h.insert(sname.clone(), secret_value(s)?);
+                    set.push((sname.clone(), Some(secret_value(s)?)));
                 }
             }
             IdentityMode::Passthrough => {}
             // The signed Authorization replaces the caller's (see build_request).
-            IdentityMode::OAuth1 { .. } => {
-                h.remove(AUTHORIZATION);
-            }
+            IdentityMode::OAuth1 { .. } => set.push((AUTHORIZATION, None)),
         }
         Ok(())
     }

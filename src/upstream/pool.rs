@@ -20,7 +20,7 @@ use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 pub use super::h1::Pooled;
-use super::h1::{self, Conn, Failure, Outgoing, Stream};
+use super::h1::{self, Conn, Failure, Field, Outgoing, Stream};
 use crate::error::Body;
 
 /// Where the connections go.
@@ -188,8 +188,14 @@ impl Pool {
     /// Sends `req` (its URI in origin form, its `Host` set) and returns the answer's head;
     /// the connection goes back to the pool when the body has been read to its end.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Pooled>, String> {
+        self.send_with(req, &[]).await
+    }
+
+    /// As [`Pool::send`], with the header fields of `set` written after the request's own,
+    /// each replacing the request's fields of its name (see [`h1::Field`]).
+    pub async fn send_with(&self, req: Request<Body>, set: &[Field]) -> Result<Response<Pooled>, String> {
         let shard = &self.shards[crate::server::worker_index() % self.shards.len()];
-        let mut out = Outgoing::encode(req).await?;
+        let mut out = Outgoing::encode(req, set).await?;
         loop {
             let mut conn = match shard.checkout() {
                 Some(conn) => conn,
