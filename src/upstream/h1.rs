@@ -766,41 +766,53 @@ mod tests {
 
     #[test]
     fn answers_are_framed_by_rfc_9112() {
-        let ok = |s: &str| framing_of(s).expect("parses");
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"),
-            (Framing::Length(12), true)
-        );
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\nContent-Length: 12, 12\r\nContent-Length: 12\r\n\r\n"),
-            (Framing::Length(12), true)
-        );
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"),
-            (Framing::Chunked(Chunk::Size), true)
-        );
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
-            (Framing::ToClose, false)
-        );
-        assert_eq!(ok("HTTP/1.1 200 OK\r\n\r\n"), (Framing::ToClose, false));
-        assert_eq!(
-            ok("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
-            (Framing::Done, true)
-        );
-        assert_eq!(ok("HTTP/1.1 304 Not Modified\r\n\r\n"), (Framing::Done, true));
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 1\r\n\r\n"),
-            (Framing::Length(1), false)
-        );
-        assert_eq!(
-            ok("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"),
-            (Framing::Length(1), false)
-        );
-        assert_eq!(
-            ok("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n"),
-            (Framing::Length(1), true)
-        );
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
+                Framing::Length(12),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 12, 12\r\nContent-Length: 12\r\n\r\n",
+                Framing::Length(12),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+                Framing::Chunked(Chunk::Size),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                Framing::ToClose,
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", Framing::ToClose, false),
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                Framing::Done,
+                true,
+            ),
+            ("HTTP/1.1 304 Not Modified\r\n\r\n", Framing::Done, true),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 1\r\n\r\n",
+                Framing::Length(1),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                Framing::Length(1),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+                Framing::Length(1),
+                true,
+            ),
+        ];
+        for (raw, framing, keep_alive) in cases {
+            assert_eq!(framing_of(raw), Ok((framing, keep_alive)), "{raw:?}");
+        }
         match parse(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true) {
             Ok(Parsed::Final(h)) => assert_eq!(h.framing, Framing::Done, "a HEAD answer has no body"),
             _ => panic!("HEAD answer"),
