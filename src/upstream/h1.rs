@@ -464,22 +464,17 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
     let mut named = Vec::new();
     for (ns, ne, vs, ve) in spans {
         let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| "Jira's answer has a malformed header name")?;
-        let raw = &head[vs..ve];
-        let tokens = || {
-            raw.split(|b| *b == b',')
-                .map(<[u8]>::trim_ascii)
-                .filter(|t| !t.is_empty())
-        };
+        let items = || super::headers::list_items(&head[vs..ve]);
         if name == TRANSFER_ENCODING {
             // Framing, read here and not forwarded: the last coding decides.
             seen.encoding = true;
-            if let Some(last) = tokens().next_back() {
+            if let Some(last) = items().next_back() {
                 seen.chunked = last.eq_ignore_ascii_case(b"chunked");
             }
             continue;
         }
         if name == CONNECTION {
-            for t in tokens() {
+            for t in items() {
                 if t.eq_ignore_ascii_case(b"close") {
                     seen.close = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") {

@@ -36,12 +36,20 @@ pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|v| v.to_str().is_ok())
+        .flat_map(|v| list_items(v.as_bytes()))
+        .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect()
+}
+
+/// The items of a comma-separated header value (RFC 9110 §5.6.1): trimmed, and the empty
+/// ones skipped.
+pub fn list_items(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 /// Removes every header whose name `doomed` picks, in one pass over the names.
