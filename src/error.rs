@@ -36,6 +36,11 @@ impl From<hyper::Error> for BodyError {
 /// The body type of every request and response the proxy sends.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, BodyError>;
 
+/// No body.
+pub fn empty() -> Body {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+}
+
 /// A body held in memory.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()

@@ -10,7 +10,6 @@ use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use crate::auth::oauth1::provider;
 use crate::auth::session::{self, SessionAuth};
@@ -82,7 +81,7 @@ impl RequestCtx {
         }
     }
 
-    fn new(conn: ConnInfo, req: &Request<Incoming>) -> Self {
+    fn new(conn: ConnInfo, req: &Request<Body>) -> Self {
         RequestCtx {
             id: HeaderValue::from_static("-"),
             started: Instant::now(),
@@ -112,7 +111,7 @@ impl RequestCtx {
     }
 }
 
-pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> Response<Body> {
     let mut ctx = RequestCtx::new(conn, &req);
     // audit.required: while the audit log cannot be written, nothing goes through.
     let result = if rt.audit_required && !rt.audit.healthy() {
@@ -158,7 +157,7 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Incoming>) ->
     resp
 }
 
-async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     admit::admit(rt, ctx, &mut parts)?;
     let (form, body) = read_form(rt, &parts, &ctx.session_ids, body).await?;
@@ -296,7 +295,7 @@ async fn read_form(
     rt: &Runtime,
     parts: &http::request::Parts,
     ctx_session_ids: &[String],
-    body: Incoming,
+    body: Body,
 ) -> Result<(Option<Vec<(String, String)>>, Body), ProxyError> {
     let is_form = crate::upstream::headers::media_type_is(&parts.headers, "application/x-www-form-urlencoded");
     // A cookie call's form may carry its form token (`atl_token`).
@@ -306,7 +305,7 @@ async fn read_form(
         || rt.upstream.signs_forms()
         || cookie_change;
     if !is_form || !wanted {
-        return Ok((None, body.map_err(crate::error::BodyError::from).boxed()));
+        return Ok((None, body));
     }
     let bytes = match Limited::new(body, rt.server.max_read_body_bytes).collect().await {
         Ok(b) => b.to_bytes(),

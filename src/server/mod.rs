@@ -4,6 +4,7 @@
 //! with; new connections get the new TLS certificate), and graceful shutdown that stops
 //! accepting, lets in-flight requests finish within `server.shutdown_grace`, then exits.
 
+mod h1;
 mod silent;
 pub mod tls;
 
@@ -18,14 +19,12 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::error::{Body, full};
+use crate::error::{Body, BodyError, full};
 use crate::pipeline::{ConnInfo, handle};
 use crate::runtime::Runtime;
 
@@ -197,15 +196,11 @@ impl Running {
     }
 }
 
-fn builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.server.header_read_timeout)
-        .max_buf_size(cfg.server.max_header_bytes)
-        .max_headers(cfg.server.max_headers);
-    b.http2()
-        .timer(TokioTimer::new())
+/// HTTP/2 (ALPN `h2`, or its preface on a plain connection) is served by hyper;
+/// HTTP/1.1 by the listener's own server (`h1`).
+fn http2(cfg: &Config) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_header_list_size(cfg.server.max_header_bytes as u32)
         .max_concurrent_streams(cfg.server.max_concurrent_streams)
         // An idle HTTP/2 connection is pinged and closed when the client stops answering.
@@ -252,7 +247,12 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
         let socket = shared.try_clone()?;
         let accept = AcceptLoop {
             slots: slots.clone(),
-            builder: builder(&cfg),
+            http2: http2(&cfg),
+            limits: h1::Limits {
+                header_read_timeout: cfg.server.header_read_timeout,
+                max_header_bytes: cfg.server.max_header_bytes,
+                max_headers: cfg.server.max_headers,
+            },
             reloader: reloader.clone(),
             grace: cfg.server.shutdown_grace,
             handshake_timeout: cfg.server.header_read_timeout,
@@ -312,7 +312,8 @@ pub(crate) fn set_worker_index(i: usize) {
 struct AcceptLoop {
     /// One permit per open connection (`server.max_connections`).
     slots: Arc<tokio::sync::Semaphore>,
-    builder: auto::Builder<TokioExecutor>,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    limits: h1::Limits,
     reloader: Arc<Reloader>,
     grace: std::time::Duration,
     handshake_timeout: std::time::Duration,
@@ -320,12 +321,15 @@ struct AcceptLoop {
 
 impl AcceptLoop {
     async fn run(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-        let graceful = GracefulShutdown::new();
+        // Every connection holds a receiver: a shutdown tells them all, and is over when
+        // the last has gone.
+        let (drain, _) = watch::channel(false);
+        let this = Arc::new(self);
         loop {
             // At the limit, new connections wait in the kernel's backlog until one closes.
             let slot = tokio::select! {
                 _ = stop.changed() => break,
-                p = self.slots.clone().acquire_owned() => match p {
+                p = this.slots.clone().acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break,
                 },
@@ -343,51 +347,76 @@ impl AcceptLoop {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let watcher = graceful.watcher();
-            let builder = self.builder.clone();
-            let reloader = self.reloader.clone();
-            // The certificate in force when the connection arrives serves it to the end.
-            let tls = reloader.runtime().tls.clone();
-            let handshake_timeout = self.handshake_timeout;
+            let stopping = drain.subscribe();
+            let this = this.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                let metrics = reloader.runtime().metrics.clone();
+                let metrics = this.reloader.runtime().metrics.clone();
                 let _open = metrics.connection();
-                let svc = move |tls_on: bool| {
-                    let conn = ConnInfo { peer, tls: tls_on };
-                    service_fn(move |req: Request<Incoming>| {
-                        // Each request runs on the config in force when it arrived.
-                        let rt = reloader.runtime();
-                        // Boxed: hyper keeps room for one request's future for as long as
-                        // the connection is open; an idle connection then holds a pointer,
-                        // not the whole request path's state.
-                        let answer: std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> =
-                            Box::pin(async move { Ok::<_, Infallible>(handle(rt, conn, req).await) });
-                        answer
-                    })
-                };
-                match tls {
-                    None => {
-                        let io = silent::FirstByteDeadline::new(stream, handshake_timeout);
-                        let conn = builder.serve_connection(TokioIo::new(io), svc(false));
-                        let _ = watcher.watch(conn.into_owned()).await;
-                    }
+                // The certificate in force when the connection arrives serves it to the end.
+                match this.reloader.runtime().tls.clone() {
+                    None => this.serve(stream, ConnInfo { peer, tls: false }, stopping).await,
                     Some(acceptor) => {
-                        let Ok(Ok(s)) = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await else {
+                        let Ok(Ok(s)) = tokio::time::timeout(this.handshake_timeout, acceptor.accept(stream)).await
+                        else {
                             return;
                         };
-                        let io = silent::FirstByteDeadline::new(s, handshake_timeout);
-                        let conn = builder.serve_connection(TokioIo::new(io), svc(true));
-                        let _ = watcher.watch(conn.into_owned()).await;
+                        let info = ConnInfo { peer, tls: true };
+                        if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            let io = silent::FirstByteDeadline::new(s, this.handshake_timeout);
+                            this.serve_http2(io, info, stopping).await;
+                        } else {
+                            this.serve(s, info, stopping).await;
+                        }
                     }
                 }
             });
         }
         drop(listener);
         tracing::info!("shutting down: draining in-flight requests");
-        if tokio::time::timeout(self.grace, graceful.shutdown()).await.is_err() {
-            tracing::warn!(grace = ?self.grace, "grace period over; closing remaining connections");
+        drain.send_replace(true);
+        if tokio::time::timeout(this.grace, drain.closed()).await.is_err() {
+            tracing::warn!(grace = ?this.grace, "grace period over; closing remaining connections");
         }
+    }
+
+    /// HTTP/1.1, or HTTP/2 when the caller opens with its preface.
+    async fn serve<S>(&self, io: S, info: ConnInfo, stopping: watch::Receiver<bool>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let reloader = self.reloader.clone();
+        let service: h1::Service = Box::new(move |req| {
+            // Each request runs on the config in force when it arrived.
+            let rt = reloader.runtime();
+            Box::pin(handle(rt, info, req))
+        });
+        if let h1::Ended::Http2(io, first) = h1::serve(io, self.limits, service, stopping.clone()).await {
+            self.serve_http2(h1::Rewind::new(first, io), info, stopping).await;
+        }
+    }
+
+    async fn serve_http2<S>(&self, io: S, info: ConnInfo, mut stopping: watch::Receiver<bool>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let reloader = self.reloader.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let rt = reloader.runtime();
+            let req = req.map(|b| http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(b, BodyError::from)));
+            // Boxed: the connection keeps room for each stream's future.
+            let answer: std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> =
+                Box::pin(async move { Ok::<_, Infallible>(handle(rt, info, req).await) });
+            answer
+        });
+        let conn = self.http2.serve_connection(TokioIo::new(io), svc);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = stopping.changed() => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
     }
 }
 

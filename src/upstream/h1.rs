@@ -25,10 +25,11 @@ use tokio_rustls::client::TlsStream;
 
 use super::pool::Shard;
 use crate::error::{Body, BodyError};
+use crate::wire::{Chunk, Framing, Step, hex_line, itoa};
 
 /// Most header fields an answer may carry.
 const MAX_HEADERS: usize = 100;
-/// Most bytes an answer's head (or a chunked body's trailer section) may take.
+/// Most bytes an answer's head may take.
 const MAX_HEAD: usize = 256 << 10;
 /// Room made in the read buffer before each read.
 const READ_ROOM: usize = 16 << 10;
@@ -321,34 +322,6 @@ async fn stream_body(conn: &mut Conn, mut body: Body, sending: Sending) -> Resul
     }
 }
 
-/// `n` in hex and CRLF: a chunk's size line.
-fn hex_line(mut n: usize, out: &mut [u8; 18]) -> &[u8] {
-    let mut i = 16;
-    out[16] = b'\r';
-    out[17] = b'\n';
-    loop {
-        i -= 1;
-        out[i] = b"0123456789abcdef"[n & 15];
-        n >>= 4;
-        if n == 0 {
-            return &out[i..];
-        }
-    }
-}
-
-/// `n` in decimal.
-fn itoa(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
-    let mut i = out.len();
-    loop {
-        i -= 1;
-        out[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &out[i..];
-        }
-    }
-}
-
 /// An answer's head, and how its body is framed.
 pub struct Head {
     pub status: StatusCode,
@@ -551,53 +524,11 @@ fn framing(
         });
     }
     if seen.length {
-        let mut length = None;
-        for item in headers
-            .get_all(CONTENT_LENGTH)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        {
-            let n = parse_length(item.trim_ascii()).ok_or("Jira's answer has a malformed Content-Length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("Jira's answer has Content-Lengths that differ".into());
-            }
-            length = Some(n);
-        }
+        let length = crate::wire::content_length(headers.get_all(CONTENT_LENGTH).iter().map(HeaderValue::as_bytes))
+            .map_err(|e| format!("Jira's answer: {e}"))?;
         return Ok(length.map_or(Framing::ToClose, Framing::Length));
     }
     Ok(Framing::ToClose)
-}
-
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Framing {
-    /// Read to its end (or none).
-    Done,
-    /// This many bytes still to come.
-    Length(u64),
-    Chunked(Chunk),
-    /// Until Jira closes the connection.
-    ToClose,
-    /// Broken: nothing more comes.
-    Failed,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Chunk {
-    /// A chunk-size line next.
-    Size,
-    /// This many bytes of chunk data still to come.
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    /// The trailer section after the last chunk; this many bytes of it seen.
-    Trailers(usize),
 }
 
 /// An answer's body, read from Jira as it is polled; read to its end, it gives its
@@ -615,12 +546,6 @@ impl Pooled {
         self.conn = None;
         self.framing = Framing::Failed;
         Poll::Ready(Some(Err(msg.into())))
-    }
-
-    /// Up to `max` body bytes from the buffer.
-    fn take(conn: &mut Conn, max: u64) -> Bytes {
-        let n = usize::try_from(max).unwrap_or(usize::MAX).min(conn.buf.len());
-        conn.buf.split_to(n).freeze()
     }
 
     fn give_back(&mut self) {
@@ -645,70 +570,16 @@ impl hyper::body::Body for Pooled {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            // What is needed next, and whether the buffer holds it.
-            match this.framing {
-                Framing::Done | Framing::Length(0) => {
-                    this.framing = Framing::Done;
-                    this.give_back();
+            match this.framing.step(&mut conn.buf) {
+                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Step::End) => {
+                    if this.framing == Framing::Done {
+                        this.give_back();
+                    }
                     return Poll::Ready(None);
                 }
-                Framing::Failed => return Poll::Ready(None),
-                Framing::Length(left) if !conn.buf.is_empty() => {
-                    let data = Self::take(conn, left);
-                    this.framing = Framing::Length(left - data.len() as u64);
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Framing::ToClose if !conn.buf.is_empty() => {
-                    let data = Self::take(conn, u64::MAX);
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Framing::Chunked(Chunk::Data(left)) if !conn.buf.is_empty() => {
-                    let data = Self::take(conn, left);
-                    let left = left - data.len() as u64;
-                    this.framing = Framing::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Framing::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&conn.buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        conn.buf.advance(used);
-                        this.framing = Framing::Chunked(if size == 0 {
-                            Chunk::Trailers(0)
-                        } else {
-                            Chunk::Data(size)
-                        });
-                        continue;
-                    }
-                    Ok(httparse::Status::Partial) if conn.buf.len() > 1024 => {
-                        return this.fail("Jira's chunk-size line is too long".into());
-                    }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(_) => return this.fail("Jira's answer has a malformed chunk size".into()),
-                },
-                Framing::Chunked(Chunk::DataEnd) if conn.buf.len() >= 2 => {
-                    if &conn.buf[..2] != b"\r\n" {
-                        return this.fail("Jira's chunk does not end where its size says".into());
-                    }
-                    conn.buf.advance(2);
-                    this.framing = Framing::Chunked(Chunk::Size);
-                    continue;
-                }
-                Framing::Chunked(Chunk::Trailers(seen)) => {
-                    // Trailer fields are not forwarded; an empty line ends the body.
-                    if let Some(end) = conn.buf.windows(2).position(|w| w == b"\r\n") {
-                        conn.buf.advance(end + 2);
-                        this.framing = if end == 0 {
-                            Framing::Done
-                        } else {
-                            Framing::Chunked(Chunk::Trailers(seen + end + 2))
-                        };
-                        continue;
-                    }
-                    if seen + conn.buf.len() > MAX_HEAD {
-                        return this.fail("Jira's trailer section is too large".into());
-                    }
-                }
-                // The buffer is empty (or short): read more.
-                Framing::Length(_) | Framing::ToClose | Framing::Chunked(_) => {}
+                Ok(Step::More) => {}
+                Err(e) => return this.fail(format!("Jira's answer: {e}")),
             }
             match ready!(conn.poll_fill(cx)) {
                 Ok(0) if this.framing == Framing::ToClose => {
@@ -860,16 +731,5 @@ mod tests {
             }
             _ => panic!("final answer"),
         }
-    }
-
-    #[test]
-    fn numbers_are_written_for_the_wire() {
-        assert_eq!(itoa(0, &mut [0; 20]), b"0");
-        assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
-        assert_eq!(hex_line(0, &mut [0; 18]), b"0\r\n");
-        assert_eq!(hex_line(0x1f3a, &mut [0; 18]), b"1f3a\r\n");
-        assert_eq!(parse_length(b"0012"), Some(12));
-        assert_eq!(parse_length(b""), None);
-        assert_eq!(parse_length(b"1 2"), None);
     }
 }
