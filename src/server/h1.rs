@@ -513,7 +513,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         let _ = tokio::time::timeout(LINGER_TIME, async {
             let mut seen = 0;
-            let mut scratch = [0u8; 4096];
+            // On the heap: room in the connection's state would be kept by every idle
+            // connection.
+            let mut scratch = vec![0u8; 4096];
             while seen < LINGER_BYTES {
                 let mut rb = ReadBuf::new(&mut scratch);
                 match poll_fn(|cx| Pin::new(&mut self.io).poll_read(cx, &mut rb)).await {

@@ -356,19 +356,9 @@ impl AcceptLoop {
                 // The certificate in force when the connection arrives serves it to the end.
                 match this.reloader.runtime().tls.clone() {
                     None => this.serve(stream, ConnInfo { peer, tls: false }, stopping).await,
-                    Some(acceptor) => {
-                        let Ok(Ok(s)) = tokio::time::timeout(this.handshake_timeout, acceptor.accept(stream)).await
-                        else {
-                            return;
-                        };
-                        let info = ConnInfo { peer, tls: true };
-                        if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            let io = silent::FirstByteDeadline::new(s, this.handshake_timeout);
-                            this.serve_http2(io, info, stopping).await;
-                        } else {
-                            this.serve(s, info, stopping).await;
-                        }
-                    }
+                    // Boxed: a TLS connection's state is large, and a plain connection's
+                    // task would otherwise keep room for it.
+                    Some(acceptor) => Box::pin(this.serve_tls(acceptor, stream, peer, stopping)).await,
                 }
             });
         }
@@ -377,6 +367,26 @@ impl AcceptLoop {
         drain.send_replace(true);
         if tokio::time::timeout(this.grace, drain.closed()).await.is_err() {
             tracing::warn!(grace = ?this.grace, "grace period over; closing remaining connections");
+        }
+    }
+
+    /// TLS, then HTTP/2 when ALPN chose it, else HTTP/1.1.
+    async fn serve_tls(
+        &self,
+        acceptor: tokio_rustls::TlsAcceptor,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        stopping: watch::Receiver<bool>,
+    ) {
+        let Ok(Ok(s)) = tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await else {
+            return;
+        };
+        let info = ConnInfo { peer, tls: true };
+        if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+            let io = silent::FirstByteDeadline::new(s, self.handshake_timeout);
+            Box::pin(self.serve_http2(io, info, stopping)).await;
+        } else {
+            self.serve(s, info, stopping).await;
         }
     }
 
@@ -392,7 +402,9 @@ impl AcceptLoop {
             Box::pin(handle(rt, info, req))
         });
         if let h1::Ended::Http2(io, first) = h1::serve(io, self.limits, service, stopping.clone()).await {
-            self.serve_http2(h1::Rewind::new(first, io), info, stopping).await;
+            // Boxed: an HTTP/2 connection's state is large, and every HTTP/1.1
+            // connection's task would otherwise keep room for it.
+            Box::pin(self.serve_http2(h1::Rewind::new(first, io), info, stopping)).await;
         }
     }
 
