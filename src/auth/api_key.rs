@@ -164,7 +164,13 @@ impl ApiKeyAuth {
             // Only a user who owns a key can present one as a password, and only a value
             // with our prefix is refused as an unknown key: any other password is the
             // Basic member's to check, without hashing it here first.
-            if password.starts_with(PREFIX) || self.owners.contains(&user.to_ascii_lowercase()) {
+            // Most names are lower case already: looked up as they are, without a copy.
+            let owner = if user.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.owners.contains(&user.to_ascii_lowercase())
+            } else {
+                self.owners.contains(user)
+            };
+            if password.starts_with(PREFIX) || owner {
                 return Ok(Some((password, Source::Basic(user))));
             }
         }

@@ -342,7 +342,7 @@ impl BasicAuth {
         // The cache is this member's own: user and password are the whole key.
         let digest = self
             .cache
-            .digest(&[user.to_lowercase().as_bytes(), password.as_bytes()]);
+            .digest(&[crate::auth::lowercase(user).as_bytes(), password.as_bytes()]);
         if let Some(p) = self.cache.get(&digest) {
             if let Some(r) = self.is_locked(user, req_ip).await? {
                 return Ok(Outcome::Rejected(r));

@@ -250,6 +250,16 @@ pub struct Chain {
     delegate_unknown_bearer: bool,
 }
 
+/// `name` in lower case (Unicode), borrowed when it is lower-case ASCII already, as most
+/// user names are.
+pub fn lowercase(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(name.to_lowercase())
+    }
+}
+
 /// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1), if any.
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
     let v = parts.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;

@@ -113,3 +113,15 @@ fn one_challenge_per_member_in_order() {
     let got: Vec<&[u8]> = c.challenges().iter().map(|h| h.as_bytes()).collect();
     assert_eq!(got, vec![&b"jwt"[..], &b"basic"[..]]);
 }
+
+#[test]
+fn names_are_lowercased_and_borrowed_when_already_lower_case() {
+    use std::borrow::Cow;
+    assert!(matches!(
+        super::lowercase("alice.smith@x"),
+        Cow::Borrowed("alice.smith@x")
+    ));
+    assert_eq!(super::lowercase("Alice"), "alice");
+    assert_eq!(super::lowercase("ÄLICE"), "älice");
+    assert_eq!(super::lowercase("ǅemal"), "ǆemal");
+}
