@@ -98,7 +98,9 @@ where
             Next::Refuse(status, message) => {
                 let answer = crate::error::jira_error(status, message);
                 let _ = conn.answer(answer, &Method::GET, Version::HTTP_11, false).await;
-                conn.close(false).await;
+                // The caller may still be sending what was refused: read on a while, so it
+                // reads the refusal rather than a reset.
+                conn.close(true).await;
                 return Ended::Closed;
             }
         };
