@@ -184,6 +184,88 @@ pub fn itoa(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
     }
 }
 
+/// Header fields of an answer passed on as the peer wrote them. Each name and value lies
+/// in `head`, already checked by the parser (RFC 9110 §5.1, §5.5), so nothing is copied,
+/// lower-cased or hashed on the way through. The listener writes them after the fields of
+/// the answer's `HeaderMap` (HTTP/1.1), or turns them into map entries (HTTP/2).
+#[derive(Clone, Debug, Default)]
+pub struct HeaderLines {
+    head: Bytes,
+    /// Name start, name end, value start, value end, in `head`.
+    spans: Vec<[u32; 4]>,
+    /// A `Date` is among them.
+    pub dated: bool,
+}
+
+impl HeaderLines {
+    pub fn new(head: Bytes, spans: Vec<[u32; 4]>, dated: bool) -> Self {
+        HeaderLines { head, spans, dated }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Each field's name (as written) and value.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let at = |a: u32, b: u32| self.head.get(a as usize..b as usize).unwrap_or_default();
+        self.spans.iter().map(move |&[ns, ne, vs, ve]| (at(ns, ne), at(vs, ve)))
+    }
+
+    /// The first value of the field `name` (any letter case).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Appends each field as an HTTP/1.1 field line. Lines already written as
+    /// `name: value\r\n`, one after another in the head, go out in one copy.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let head = &self.head[..];
+        let mut run: Option<(usize, usize)> = None;
+        for &[ns, ne, vs, ve] in &self.spans {
+            let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
+            let plain = head.get(ne..vs) == Some(b": ") && head.get(ve..ve + 2) == Some(b"\r\n");
+            match run {
+                Some((start, end)) if plain && end == ns => run = Some((start, ve + 2)),
+                _ => {
+                    if let Some((start, end)) = run.take() {
+                        out.extend_from_slice(head.get(start..end).unwrap_or_default());
+                    }
+                    if plain {
+                        run = Some((ns, ve + 2));
+                    } else {
+                        out.extend_from_slice(head.get(ns..ne).unwrap_or_default());
+                        out.extend_from_slice(b": ");
+                        out.extend_from_slice(head.get(vs..ve).unwrap_or_default());
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+            }
+        }
+        if let Some((start, end)) = run {
+            out.extend_from_slice(head.get(start..end).unwrap_or_default());
+        }
+    }
+
+    /// Appends the fields to `map`, names in lower case, values sharing `head`.
+    pub fn into_map(self, map: &mut http::HeaderMap) {
+        for &[ns, ne, vs, ve] in &self.spans {
+            let (vs, ve) = (vs as usize, ve as usize);
+            if vs > ve || ve > self.head.len() {
+                continue;
+            }
+            let name = http::HeaderName::from_bytes(self.head.get(ns as usize..ne as usize).unwrap_or_default());
+            let value = http::HeaderValue::from_maybe_shared(self.head.slice(vs..ve));
+            // The parser let through only what these accept; anything else is left out.
+            if let (Ok(name), Ok(value)) = (name, value) {
+                map.append(name, value);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,10 @@ async fn tls_listener_negotiates_h2_and_forwards_as_http1_to_jira() {
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 201);
     assert_eq!(resp.version(), http::Version::HTTP_2);
+    // Jira's fields reach an HTTP/2 caller, those passed as written and those the proxy reads.
+    assert_eq!(resp.headers().get("content-type").unwrap(), "application/json");
+    assert_eq!(resp.headers().get("x-arequestid").unwrap(), "932x1234x1");
+    assert!(resp.headers().get("x-request-id").is_some());
     let _ = resp.into_body().collect().await.unwrap();
     let seen = jira.last();
     assert_eq!(seen.user.as_deref(), Some("alice"));

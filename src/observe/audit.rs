@@ -15,8 +15,34 @@ use crate::pipeline::RequestCtx;
 
 /// Appends a JSON string (quoted and escaped).
 fn string(out: &mut Vec<u8>, s: &str) {
+    // Most fields need no escape (a path, a user name, an id): copied whole, as JSON
+    // allows any character but a quote, a backslash and the controls below U+0020.
+    if !needs_escape(s.as_bytes()) {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Writing to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// True when `s` holds a quote, a backslash or a control below U+0020; eight bytes at a
+/// time (a byte is below `n` when subtracting `n` borrows into its top bit).
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & TOPS;
+    let mut words = s.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let x = u64::from_le_bytes(b);
+        if below(x, 0x20) | below(x ^ (ONES * u64::from(b'"')), 1) | below(x ^ (ONES * u64::from(b'\\')), 1) != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 fn optional(out: &mut Vec<u8>, s: Option<&str>) {
@@ -232,6 +258,38 @@ mod tests {
         out.extend_from_slice(
             format!("{{\"thread\":{thread},\"n\":{n},\"pad\":\"{}\"}}\n", "x".repeat(200)).as_bytes(),
         );
+    }
+
+    #[test]
+    fn escapes_are_found_wherever_they_lie() {
+        for len in [0usize, 1, 7, 8, 9, 16, 23] {
+            for pos in 0..len {
+                for b in 0u8..=255 {
+                    let mut s = vec![b'a'; len];
+                    s[pos] = b;
+                    let naive = b < 0x20 || b == b'"' || b == b'\\';
+                    assert_eq!(needs_escape(&s), naive, "byte {b:#x} at {pos} of {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strings_are_json_whether_or_not_they_need_escapes() {
+        for s in [
+            "/rest/api/2/issue/ABC-1",
+            "",
+            "ünïcode ✓ \u{2028}",
+            "quote \" and backslash \\",
+            "line\nbreak\ttab\u{1}\u{1f}",
+            "\u{7f}del",
+        ] {
+            let mut out = Vec::new();
+            string(&mut out, s);
+            let back: String = serde_json::from_slice(&out).expect("valid JSON");
+            assert_eq!(back, s);
+            assert!(!out.iter().any(|b| *b < 0x20), "no raw control byte in {s:?}");
+        }
     }
 
     #[test]

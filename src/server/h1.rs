@@ -377,6 +377,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
+        // Jira's fields that the proxy passes on as written (see `wire::HeaderLines`).
+        if let Some(lines) = parts.extensions.get::<crate::wire::HeaderLines>() {
+            dated |= lines.dated;
+            lines.write_to(&mut out);
+        }
         if !dated {
             out.extend_from_slice(b"date: ");
             out.extend_from_slice(http_date().as_bytes());

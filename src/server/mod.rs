@@ -418,7 +418,14 @@ impl AcceptLoop {
             let req = req.map(|b| http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(b, BodyError::from)));
             // Boxed: the connection keeps room for each stream's future.
             let answer: std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> =
-                Box::pin(async move { Ok::<_, Infallible>(handle(rt, info, req).await) });
+                Box::pin(async move {
+                    let mut resp = handle(rt, info, req).await;
+                    // HTTP/2 carries every field in the map, in lower case.
+                    if let Some(lines) = resp.extensions_mut().remove::<crate::wire::HeaderLines>() {
+                        lines.into_map(resp.headers_mut());
+                    }
+                    Ok::<_, Infallible>(resp)
+                });
             answer
         });
         let conn = self.http2.serve_connection(TokioIo::new(io), svc);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -25,7 +25,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::pool::Shard;
 use crate::error::{Body, BodyError};
-use crate::wire::{Chunk, Framing, Step, hex_line, itoa};
+use crate::wire::{Chunk, Framing, HeaderLines, Step, hex_line, itoa};
 
 /// Most header fields an answer may carry.
 const MAX_HEADERS: usize = 100;
@@ -329,6 +329,8 @@ pub struct Head {
     /// Without hop-by-hop headers (RFC 9110 §7.6.1) and those `Connection` names: they
     /// were for this connection, not for whoever gets the answer.
     pub headers: HeaderMap,
+    /// The other fields, passed on as Jira wrote them.
+    pub lines: HeaderLines,
     framing: Framing,
     /// The connection can carry another request once the body has been read.
     keep_alive: bool,
@@ -348,6 +350,9 @@ impl Head {
         *resp.status_mut() = self.status;
         *resp.version_mut() = self.version;
         *resp.headers_mut() = self.headers;
+        if !self.lines.is_empty() {
+            resp.extensions_mut().insert(self.lines);
+        }
         resp
     }
 }
@@ -414,63 +419,106 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
         }
         _ => {}
     }
-    // Where each name and value lies in the head, to be cut from it once it is frozen.
+    // One pass over the fields, on where each lies in the head: framing and connection
+    // options are read and dropped, hop-by-hop fields dropped, the few fields the proxy
+    // reads or replaces kept for the answer's map, and the rest passed on as written.
     let base = buf.as_ptr() as usize;
-    let spans: Vec<(usize, usize, usize, usize)> = r
-        .headers
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = if h.value.is_empty() {
-                0
-            } else {
-                h.value.as_ptr() as usize - base
-            };
-            (name, name + h.name.len(), value, value + h.value.len())
-        })
-        .collect();
-    let head = buf.split_to(len).freeze();
-    let status = StatusCode::from_u16(code).map_err(|_| format!("Jira answered with status {code}"))?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let at = |b: &[u8]| {
+        if b.is_empty() {
+            0
+        } else {
+            (b.as_ptr() as usize - base) as u32
+        }
+    };
     let mut seen = Seen::default();
+    let mut lines: Vec<[u32; 4]> = Vec::with_capacity(r.headers.len());
+    let mut mapped: Vec<[u32; 4]> = Vec::new();
     // Headers `Connection` names: hop-by-hop too, removed once all are in.
-    let mut named = Vec::new();
-    for (ns, ne, vs, ve) in spans {
-        let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| "Jira's answer has a malformed header name")?;
-        let items = || super::headers::list_items(&head[vs..ve]);
-        if name == TRANSFER_ENCODING {
+    let mut named: Vec<&[u8]> = Vec::new();
+    let mut dated = false;
+    for h in r.headers.iter() {
+        let (name, value) = (h.name.as_bytes(), h.value);
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Framing, read here and not forwarded: the last coding decides.
             seen.encoding = true;
-            if let Some(last) = items().next_back() {
+            if let Some(last) = super::headers::list_items(value).next_back() {
                 seen.chunked = last.eq_ignore_ascii_case(b"chunked");
             }
             continue;
         }
-        if name == CONNECTION {
-            for t in items() {
+        if name.eq_ignore_ascii_case(b"connection") {
+            for t in super::headers::list_items(value) {
                 if t.eq_ignore_ascii_case(b"close") {
                     seen.close = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") {
                     seen.keep_alive = true;
-                } else if let Ok(n) = HeaderName::from_bytes(t) {
-                    named.push(n);
+                } else {
+                    named.push(t);
                 }
             }
             continue;
         }
-        if super::headers::is_hop_by_hop(&name) {
+        if super::headers::is_hop_by_hop_name(name) {
             continue;
         }
-        seen.length |= name == CONTENT_LENGTH;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+        let span = [
+            at(h.name.as_bytes()),
+            at(h.name.as_bytes()) + name.len() as u32,
+            at(value),
+            at(value) + value.len() as u32,
+        ];
+        if name.eq_ignore_ascii_case(b"content-length") {
+            seen.length = true;
+        }
+        dated |= name.eq_ignore_ascii_case(b"date");
+        if super::headers::read_by_proxy(name) {
+            mapped.push(span);
+        } else {
+            lines.push(span);
+        }
+    }
+    if !named.is_empty() {
+        let head = &buf[..];
+        let cut = |s: &[u32; 4]| {
+            let name = head.get(s[0] as usize..s[1] as usize).unwrap_or_default();
+            !named.iter().any(|n| n.eq_ignore_ascii_case(name))
+        };
+        lines.retain(cut);
+        mapped.retain(cut);
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| format!("Jira answered with status {code}"))?;
+    let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+    let framing = {
+        let head = &buf[..];
+        let values = lines.iter().chain(&mapped).filter_map(|s| {
+            let name = head.get(s[0] as usize..s[1] as usize)?;
+            name.eq_ignore_ascii_case(b"content-length")
+                .then(|| head.get(s[2] as usize..s[3] as usize))
+                .flatten()
+        });
+        framing(values, seen, status, version, to_head_request)?
+    };
+    if seen.length && !matches!(framing, Framing::Done) {
+        // The body's length goes out as the listener frames it, from this framing; only
+        // a bodiless answer (HEAD, 204, 304) passes its `Content-Length` on.
+        let head = &buf[..];
+        lines.retain(|s| {
+            !head
+                .get(s[0] as usize..s[1] as usize)
+                .unwrap_or_default()
+                .eq_ignore_ascii_case(b"content-length")
+        });
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::new();
+    for [ns, ne, vs, ve] in mapped {
+        let name = HeaderName::from_bytes(head.get(ns as usize..ne as usize).unwrap_or_default())
+            .map_err(|_| "Jira's answer has a malformed header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
             .map_err(|_| "Jira's answer has a malformed header value")?;
         headers.append(name, value);
     }
-    let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-    let framing = framing(&headers, seen, status, version, to_head_request)?;
-    for name in named {
-        headers.remove(name);
-    }
+    let lines = HeaderLines::new(head, lines, dated);
     let keep_alive = !matches!(framing, Framing::ToClose)
         && if version == Version::HTTP_10 {
             seen.keep_alive && !seen.close
@@ -481,6 +529,7 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
         status,
         version,
         headers,
+        lines,
         framing,
         keep_alive,
     }))
@@ -499,8 +548,8 @@ struct Seen {
 }
 
 /// RFC 9112 §6.3, refusing what could be read two ways.
-fn framing(
-    headers: &HeaderMap,
+fn framing<'a>(
+    lengths: impl Iterator<Item = &'a [u8]>,
     seen: Seen,
     status: StatusCode,
     version: Version,
@@ -524,8 +573,7 @@ fn framing(
         });
     }
     if seen.length {
-        let length = crate::wire::content_length(headers.get_all(CONTENT_LENGTH).iter().map(HeaderValue::as_bytes))
-            .map_err(|e| format!("Jira's answer: {e}"))?;
+        let length = crate::wire::content_length(lengths).map_err(|e| format!("Jira's answer: {e}"))?;
         return Ok(length.map_or(Framing::ToClose, Framing::Length));
     }
     Ok(Framing::ToClose)
@@ -709,7 +757,7 @@ mod tests {
         match parse_head(&mut buf, false) {
             Ok(Parsed::Final(h)) => {
                 assert_eq!(h.status, 201);
-                assert_eq!(h.headers.get("x-a").map(HeaderValue::as_bytes), Some(&b"b"[..]));
+                assert_eq!(h.lines.get("x-a"), Some(&b"b"[..]));
             }
             _ => panic!("final answer"),
         }
@@ -724,12 +772,54 @@ mod tests {
         let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal , x-other\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\nX-AUSERNAME: alice\r\n\r\n";
         match parse(raw.as_bytes(), false) {
             Ok(Parsed::Final(h)) => {
-                let mut names: Vec<&str> = h.headers.keys().map(HeaderName::as_str).collect();
+                let mut names: Vec<String> = h.headers.keys().map(|n| n.to_string()).collect();
+                names.extend(h.lines.iter().map(|(n, _)| String::from_utf8_lossy(n).into_owned()));
                 names.sort_unstable();
-                assert_eq!(names, ["content-type", "x-ausername"]);
+                assert_eq!(names, ["Content-Type", "x-ausername"]);
                 assert_eq!((h.framing, h.keep_alive), (Framing::Chunked(Chunk::Size), true));
             }
             _ => panic!("final answer"),
         }
+    }
+
+    #[test]
+    fn fields_the_proxy_reads_are_mapped_and_the_rest_pass_as_written() {
+        let raw = "HTTP/1.1 200 OK\r\nServer: Jira\r\nX-AREQUESTID: 1x2\r\nContent-Length: 2\r\nContent-Type: application/json;charset=UTF-8\r\nSet-Cookie: JSESSIONID=A; Path=/\r\nX-Seraph-LoginReason: OK\r\nX-RateLimit-Remaining: 9\r\nCache-Control:no-cache\r\nDate: Sat, 05 Dec 2026 08:00:00 GMT\r\nX-Request-Id: jira-side\r\nX-AUSERNAME: alice\r\nVary:   Accept  \r\n\r\n";
+        let Ok(Parsed::Final(h)) = parse(raw.as_bytes(), false) else {
+            panic!("final answer");
+        };
+        let mut mapped: Vec<&str> = h.headers.keys().map(HeaderName::as_str).collect();
+        mapped.sort_unstable();
+        assert_eq!(
+            mapped,
+            [
+                "set-cookie",
+                "x-arequestid",
+                "x-ausername",
+                "x-ratelimit-remaining",
+                "x-request-id",
+                "x-seraph-loginreason"
+            ]
+        );
+        assert!(h.lines.dated);
+        // The length is the listener's to write, from the framing.
+        assert_eq!(h.framing, Framing::Length(2));
+        assert_eq!(h.lines.get("content-length"), None);
+        let mut out = Vec::new();
+        h.lines.write_to(&mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "Server: Jira\r\nContent-Type: application/json;charset=UTF-8\r\nCache-Control: no-cache\r\nDate: Sat, 05 Dec 2026 08:00:00 GMT\r\nVary: Accept\r\n"
+        );
+        let mut map = HeaderMap::new();
+        h.lines.into_map(&mut map);
+        assert_eq!(map.len(), 5);
+        assert_eq!(map["cache-control"], "no-cache");
+        assert_eq!(map["vary"], "Accept");
+        // A bodiless answer passes its length on.
+        let Ok(Parsed::Final(h)) = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nX-A: 1\r\n\r\n", true) else {
+            panic!("final answer");
+        };
+        assert_eq!(h.lines.get("Content-Length"), Some(&b"7"[..]));
     }
 }

@@ -29,6 +29,30 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
 
+/// [`is_hop_by_hop`] for a name as written on the wire (any letter case).
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// Fields of Jira's answers that the proxy reads, takes out or replaces: the user Jira ran
+/// a request as, Jira's session cookies, the request ids, the password check's verdict
+/// fields, and the rate-limit fields the proxy sets. Kept in the answer's `HeaderMap`;
+/// every other field is passed on as Jira wrote it.
+const READ_BY_PROXY: &[&str] = &[
+    "set-cookie",
+    "x-ausername",
+    "x-arequestid",
+    "x-request-id",
+    "x-seraph-loginreason",
+    "x-authentication-denied-reason",
+];
+
+/// True for a field of [`READ_BY_PROXY`], or a rate-limit field, as written on the wire.
+pub fn read_by_proxy(name: &[u8]) -> bool {
+    READ_BY_PROXY.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        || name.get(..12).is_some_and(|p| p.eq_ignore_ascii_case(b"x-ratelimit-"))
+}
+
 /// The header names a `Connection` header lists (none, and no allocation, without one).
 /// The options `close` and `keep-alive` (a hop-by-hop header anyway) are no names to look
 /// for, which spares the common `Connection: keep-alive` any work.

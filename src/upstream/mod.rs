@@ -467,9 +467,14 @@ impl Upstream {
             .header(http::header::USER_AGENT, "jira-auth-proxy")
             .body(crate::error::full(bytes::Bytes::new()))
             .map_err(|e| e.to_string())?;
-        tokio::time::timeout(self.response_timeout, self.pool.send(req))
+        let mut resp = tokio::time::timeout(self.response_timeout, self.pool.send(req))
             .await
-            .map_err(|_| "Jira did not answer in time".to_string())?
+            .map_err(|_| "Jira did not answer in time".to_string())??;
+        // Whatever the caller reads, it finds in the map.
+        if let Some(lines) = resp.extensions_mut().remove::<crate::wire::HeaderLines>() {
+            lines.into_map(resp.headers_mut());
+        }
+        Ok(resp)
     }
 
     /// Jira accepts TCP connections (for readiness; no request is sent).
