@@ -56,16 +56,24 @@ pub fn parse(value: &HeaderValue) -> Option<Result<(String, String), &'static st
     let Ok(decoded) = B64.decode(token) else {
         return Some(Err("malformed_basic"));
     };
-    let Ok(text) = String::from_utf8(decoded) else {
+    let Ok(mut user) = String::from_utf8(decoded) else {
         return Some(Err("malformed_basic"));
     };
-    let Some((user, password)) = text.split_once(':') else {
+    let Some(colon) = user.bytes().position(|b| b == b':') else {
         return Some(Err("malformed_basic"));
     };
-    if user.is_empty() || user.len() > MAX_USER_BYTES || user.chars().any(char::is_control) {
+    // The decoded text becomes the user name: only the password is copied out.
+    let password = user.get(colon + 1..).unwrap_or_default().to_owned();
+    user.truncate(colon);
+    let control = if user.is_ascii() {
+        user.bytes().any(|b| b.is_ascii_control())
+    } else {
+        user.chars().any(char::is_control)
+    };
+    if user.is_empty() || user.len() > MAX_USER_BYTES || control {
         return Some(Err("malformed_basic"));
     }
-    Some(Ok((user.to_owned(), password.to_owned())))
+    Some(Ok((user, password)))
 }
 
 /// `prefix` and the user name in lower case (as `str::to_lowercase` has it).
@@ -470,6 +478,8 @@ mod tests {
             format!("Basic {}", b64(b":empty-user")),
             format!("Basic {}", b64(b"\xff\xfe:latin1")),
             format!("Basic {}", b64(b"us\x01er:pw")),
+            format!("Basic {}", b64(b"us\x7fer:pw")),
+            format!("Basic {}", b64("jür\u{85}gen:pw".as_bytes())),
             format!("Basic {}", b64(format!("{}:pw", "u".repeat(300)).as_bytes())),
         ] {
             assert_eq!(parse(&hv(&v)), Some(Err("malformed_basic")), "{v}");

@@ -54,7 +54,7 @@ fn optional(out: &mut Vec<u8>, s: Option<&str>) {
 
 /// One audit line, fields in a fixed order (`would_deny` only when some rule would have
 /// denied), appended straight to `out`: this runs for every request.
-fn line(out: &mut Vec<u8>, ctx: &RequestCtx, status: StatusCode) {
+fn line(out: &mut Vec<u8>, ctx: &RequestCtx, status: StatusCode, total: Duration) {
     out.extend_from_slice(b"{\"time\":\"");
     crate::time::write_rfc3339(out, ctx.time);
     out.extend_from_slice(b"\",\"request_id\":");
@@ -87,7 +87,7 @@ fn line(out: &mut Vec<u8>, ctx: &RequestCtx, status: StatusCode) {
     out.extend_from_slice(b",\"status\":");
     let _ = serde_json::to_writer(&mut *out, &status.as_u16());
     out.extend_from_slice(b",\"duration_ms\":");
-    let ms = (ctx.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    let ms = (total.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
     let _ = serde_json::to_writer(&mut *out, &ms);
     out.extend_from_slice(b"}\n");
 }
@@ -163,8 +163,9 @@ impl Audit {
 
     /// Writes the request's line (or gathers it, with `audit.flush`); false when it
     /// could not be written.
-    pub fn record(&self, ctx: &RequestCtx, status: StatusCode) -> bool {
-        self.push(ctx.id.to_str().ok(), |out| line(out, ctx, status))
+    /// `total`: the request's time from arrival to its answer.
+    pub fn record(&self, ctx: &RequestCtx, status: StatusCode, total: Duration) -> bool {
+        self.push(ctx.id.to_str().ok(), |out| line(out, ctx, status, total))
     }
 
     /// Appends one line made by `make` (for request `id`), writing it now or gathering it.

@@ -17,6 +17,7 @@ use crate::auth::{AuthKind, AuthRequest, Principal, Verdict};
 use crate::config::{Effect, RateSpec};
 use crate::error::{Body, ProxyError};
 use crate::runtime::Runtime;
+use crate::wire::HeaderLines;
 use path::NormalPath;
 
 /// What the listener knows about the connection a request came on.
@@ -61,6 +62,8 @@ pub struct RequestCtx {
     pub jira_request_id: Option<HeaderValue>,
     /// The proxy's own session cookie values, taken out of the request by `admit`.
     pub session_ids: Vec<String>,
+    /// The fields of Jira's answer that pass as Jira wrote them (`wire::HeaderLines`).
+    pub lines: Option<HeaderLines>,
 }
 
 impl RequestCtx {
@@ -107,11 +110,14 @@ impl RequestCtx {
             upstream_time: None,
             jira_request_id: None,
             session_ids: Vec::new(),
+            lines: None,
         }
     }
 }
 
-pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> Response<Body> {
+/// The answer to `req`, and the fields of Jira's answer that pass as Jira wrote them
+/// (written after the answer's own by the listener).
+pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> (Response<Body>, Option<HeaderLines>) {
     let mut ctx = RequestCtx::new(conn, &req);
     // audit.required: while the audit log cannot be written, nothing goes through.
     let result = if rt.audit_required && !rt.audit.healthy() {
@@ -120,6 +126,8 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> Res
     } else {
         run(&rt, &mut ctx, req).await
     };
+    // Jira's fields go with Jira's answer only.
+    let mut lines = ctx.lines.take().filter(|_| result.is_ok());
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
@@ -136,11 +144,14 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> Res
             resp.headers_mut().insert(name, value);
         }
     }
-    if !rt.audit.record(&ctx, resp.status()) {
+    // One reading of the clock for the audit line and the metrics.
+    let total = ctx.started.elapsed();
+    if !rt.audit.record(&ctx, resp.status(), total) {
         rt.metrics.audit_failure();
         if rt.audit_required {
             ctx.reason = Some("audit_unwritable");
             resp = ProxyError::Dependency("the audit log cannot be written".into()).into_response();
+            lines = None;
         }
     }
     let denied = ctx.reason == Some("denied_by_rule") || ctx.reason == Some("insufficient_scope");
@@ -151,10 +162,10 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> Res
         status: resp.status().as_u16(),
         rule: ctx.rule.as_deref(),
         denied,
-        total: ctx.started.elapsed(),
+        total,
         upstream: ctx.upstream_time,
     });
-    resp
+    (resp, lines)
 }
 
 async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
@@ -213,10 +224,11 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Body>) -> Result<R
     let sent = std::time::Instant::now();
     let resp = rt.upstream.forward(ctx, parts, body, form.as_deref()).await;
     ctx.upstream_time = Some(sent.elapsed());
-    if let Ok(r) = &resp {
+    resp.map(|(r, lines)| {
         ctx.jira_request_id = r.headers().get("x-arequestid").cloned();
-    }
-    resp
+        ctx.lines = lines;
+        r
+    })
 }
 
 /// `GET` (who am I) and `DELETE` (log out) on Jira's session endpoint.

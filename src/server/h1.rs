@@ -30,7 +30,7 @@ use tokio::time::Sleep;
 
 use crate::error::{Body, BodyError};
 use crate::upstream::headers::list_items;
-use crate::wire::{Chunk, Framing, Step, hex_line, itoa};
+use crate::wire::{Chunk, Framing, HeaderLines, Step, hex_line, itoa};
 
 /// HTTP/2's connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -62,8 +62,11 @@ pub enum Ended<S> {
     Http2(S, Bytes),
 }
 
+/// An answer, with the fields of Jira's answer that pass as Jira wrote them.
+pub type Answer = (Response<Body>, Option<HeaderLines>);
+
 /// The request path, one call per request.
-pub type Service = Box<dyn Fn(Request<Body>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
+pub type Service = Box<dyn Fn(Request<Body>) -> Pin<Box<dyn Future<Output = Answer> + Send>> + Send + Sync>;
 
 thread_local! {
     /// A read buffer for whichever connection on this thread reads next.
@@ -97,7 +100,7 @@ where
             }
             Next::Refuse(status, message) => {
                 let answer = crate::error::jira_error(status, message);
-                let _ = conn.answer(answer, &Method::GET, Version::HTTP_11, false).await;
+                let _ = conn.answer((answer, None), &Method::GET, Version::HTTP_11, false).await;
                 // The caller may still be sending what was refused: read on a while, so it
                 // reads the refusal rather than a reset.
                 conn.close(true).await;
@@ -251,11 +254,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// `None` when the connection broke while a `100 Continue` was written.
     async fn run_with_body(
         &mut self,
-        mut answer: Pin<Box<dyn Future<Output = Response<Body>> + Send>>,
+        mut answer: Pin<Box<dyn Future<Output = Answer> + Send>>,
         feed: &Arc<Mutex<Feed>>,
         framing: &mut Framing,
         expect_continue: bool,
-    ) -> Option<Response<Body>> {
+    ) -> Option<Answer> {
         let mut continue_left: &[u8] = if expect_continue {
             b"HTTP/1.1 100 Continue\r\n\r\n"
         } else {
@@ -339,7 +342,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Writes `answer`; `Ok(true)` when the connection can carry another request.
     async fn answer(
         &mut self,
-        answer: Response<Body>,
+        (answer, lines): Answer,
         method: &Method,
         version: Version,
         mut keep_alive: bool,
@@ -378,7 +381,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             out.extend_from_slice(b"\r\n");
         }
         // Jira's fields that the proxy passes on as written (see `wire::HeaderLines`).
-        if let Some(lines) = parts.extensions.get::<crate::wire::HeaderLines>() {
+        if let Some(lines) = &lines {
             dated |= lines.dated;
             lines.write_to(&mut out);
         }

@@ -419,9 +419,9 @@ impl AcceptLoop {
             // Boxed: the connection keeps room for each stream's future.
             let answer: std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> =
                 Box::pin(async move {
-                    let mut resp = handle(rt, info, req).await;
+                    let (mut resp, lines) = handle(rt, info, req).await;
                     // HTTP/2 carries every field in the map, in lower case.
-                    if let Some(lines) = resp.extensions_mut().remove::<crate::wire::HeaderLines>() {
+                    if let Some(lines) = lines {
                         lines.into_map(resp.headers_mut());
                     }
                     Ok::<_, Infallible>(resp)

@@ -346,13 +346,11 @@ impl Head {
             shard,
             framing: self.framing,
             keep_alive: self.keep_alive,
+            lines: (!self.lines.is_empty()).then_some(self.lines),
         });
         *resp.status_mut() = self.status;
         *resp.version_mut() = self.version;
         *resp.headers_mut() = self.headers;
-        if !self.lines.is_empty() {
-            resp.extensions_mut().insert(self.lines);
-        }
         resp
     }
 }
@@ -586,9 +584,16 @@ pub struct Pooled {
     shard: Arc<Shard>,
     framing: Framing,
     keep_alive: bool,
+    /// The answer's fields passed on as Jira wrote them, until taken.
+    lines: Option<HeaderLines>,
 }
 
 impl Pooled {
+    /// The answer's fields that pass as Jira wrote them (the rest are in its map).
+    pub fn take_lines(&mut self) -> Option<HeaderLines> {
+        self.lines.take()
+    }
+
     fn fail(&mut self, msg: String) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         // The connection is mid-answer: it closes.
         self.conn = None;

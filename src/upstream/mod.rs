@@ -26,6 +26,9 @@ use crate::pipeline::RequestCtx;
 use h1::Field;
 use pool::{Pool, Pooled};
 
+/// A forwarded answer, and the fields of Jira's answer that pass as Jira wrote them.
+pub type Answer = (Response<Body>, Option<crate::wire::HeaderLines>);
+
 /// Jira's verdict on a Basic credential (see `Upstream::check_basic`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JiraAnswer {
@@ -233,7 +236,7 @@ impl Upstream {
         parts: Parts,
         body: Body,
         form: Option<&[(String, String)]>,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Answer, ProxyError> {
         let user = self.oauth_user(ctx);
         // oauth1 mode: a safe request without a body rides on the user's Jira session when
         // there is one. If Jira no longer runs it as the user (the session ended), the
@@ -260,7 +263,7 @@ impl Upstream {
         let (req, set) = self.build_request(ctx, parts, body, form, None)?;
         let resp = self.send(req, &set).await?;
         // Hop-by-hop headers stayed on the connection (`h1`).
-        let (mut head, body) = resp.into_parts();
+        let (mut head, mut body) = resp.into_parts();
         self.check_jira_user(ctx, &head.headers)?;
         if !matches!(self.identity, IdentityMode::Passthrough) {
             let session = headers::take_jira_cookies(&mut head.headers);
@@ -268,7 +271,8 @@ impl Upstream {
                 s.put(u, cookie);
             }
         }
-        Ok(Response::from_parts(head, body.boxed()))
+        let lines = body.take_lines();
+        Ok((Response::from_parts(head, body.boxed()), lines))
     }
 
     /// oauth1 mode: sends the request on the user's Jira session. `Err(parts)` gives the
@@ -280,17 +284,18 @@ impl Upstream {
         body: Body,
         form: Option<&[(String, String)]>,
         (sessions, u, cookie): (&JiraSessions, &str, HeaderValue),
-    ) -> Result<Result<Response<Body>, Parts>, ProxyError> {
+    ) -> Result<Result<Answer, Parts>, ProxyError> {
         let again = parts.clone();
         let (req, set) = self.build_request(ctx, parts, body, form, Some(cookie))?;
         let resp = self.send(req, &set).await?;
-        let (mut head, body) = resp.into_parts();
+        let (mut head, mut body) = resp.into_parts();
         let ran_as = head.headers.get(headers::X_AUSERNAME).and_then(|v| v.to_str().ok());
         if ran_as.is_some_and(|r| r.eq_ignore_ascii_case(u)) {
             if let Some(newer) = headers::take_jira_cookies(&mut head.headers) {
                 sessions.put(u, newer);
             }
-            return Ok(Ok(Response::from_parts(head, body.boxed())));
+            let lines = body.take_lines();
+            return Ok(Ok((Response::from_parts(head, body.boxed()), lines)));
         }
         sessions.forget(u);
         tracing::debug!(request_id = ?ctx.id, "Jira session no longer runs as the user; signing instead");
@@ -471,7 +476,7 @@ impl Upstream {
             .await
             .map_err(|_| "Jira did not answer in time".to_string())??;
         // Whatever the caller reads, it finds in the map.
-        if let Some(lines) = resp.extensions_mut().remove::<crate::wire::HeaderLines>() {
+        if let Some(lines) = resp.body_mut().take_lines() {
             lines.into_map(resp.headers_mut());
         }
         Ok(resp)
