@@ -108,6 +108,33 @@ async fn several_keys_are_read_at_once_in_their_order(f: &Fixture) {
     assert!(s.get_many(&[]).await.unwrap().is_empty());
 }
 
+/// A store in this process answers reads at once (`get_now`, `get_many_now`), and those
+/// answers are the awaited ones; a store across the network answers only when awaited.
+async fn reads_answered_at_once_agree_with_awaited_reads(f: &Fixture) {
+    let s = &f.store;
+    s.put("a", Bytes::from_static(b"1"), TTL).await.unwrap();
+    s.put("short", Bytes::from_static(b"x"), TTL / 3).await.unwrap();
+    s.incr("n", -3, TTL * 3).await.unwrap();
+    let keys = ["n", "missing", "a", "short"];
+    for _ in 0..2 {
+        let (now, many_now) = (s.get_now("short"), s.get_many_now(&keys));
+        assert_eq!(
+            now.is_some(),
+            f.clock.is_some(),
+            "only the memory store answers at once"
+        );
+        assert_eq!(many_now.is_some(), f.clock.is_some());
+        if let (Some(now), Some(many_now)) = (now, many_now) {
+            assert_eq!(now.unwrap(), s.get("short").await.unwrap());
+            assert_eq!(many_now.unwrap(), s.get_many(&keys).await.unwrap());
+        }
+        f.pass(TTL / 3 + MARGIN).await;
+    }
+    if let Some(gone) = s.get_now("short") {
+        assert_eq!(gone.unwrap(), None, "an expired key reads as absent at once too");
+    }
+}
+
 async fn set_if_absent_admits_exactly_one_of_many_racing_tasks(f: &Fixture) {
     let mut tasks = Vec::new();
     for i in 0..50 {
@@ -253,6 +280,7 @@ macro_rules! both_backends {
 both_backends!(
     values_live_until_their_ttl,
     several_keys_are_read_at_once_in_their_order,
+    reads_answered_at_once_agree_with_awaited_reads,
     set_if_absent_admits_exactly_one_of_many_racing_tasks,
     counters_count_in_a_fixed_window_even_when_raced,
     deletes_remove_and_deleting_nothing_is_fine,

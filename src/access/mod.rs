@@ -186,7 +186,7 @@ impl Policy {
 
     pub fn decide(&self, s: &Subject<'_>) -> Decision {
         let enforced = self.mode == AccessMode::Enforce;
-        let user = s.user.map(str::to_lowercase);
+        let user = s.user.map(crate::auth::lowercase);
         let groups = if self.uses_groups { lower(s.groups) } else { Vec::new() };
         let mut missing_scopes = None;
         let mut would_deny = Vec::new();

@@ -132,6 +132,28 @@ impl ApiKeyAuth {
     }
 
     /// The presented key and where it came from; `Err` for ambiguous or malformed input.
+    fn decide(&self, req: &AuthRequest<'_>) -> Outcome {
+        let (value, source) = match self.presented(req) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Outcome::NotPresent,
+            Err(code) => return Outcome::Rejected(RejectReason::new(code)),
+        };
+        let d = digest_key(value);
+        match self.keys.get(&d) {
+            // The map lookup is by a digest of a 256-bit secret; the constant-time
+            // comparison makes the final decision independent of where bytes differ.
+            Some(key) if bool::from(key.digest.ct_eq(&d)) => match self.check(key, &source, req.client_ip, req.now) {
+                Ok(p) => Outcome::Authenticated(p),
+                Err(code) => Outcome::Rejected(RejectReason::new(code)),
+            },
+            _ => match source {
+                Source::Header => Outcome::Rejected(RejectReason::new("unknown_key")),
+                _ if value.starts_with(PREFIX) => Outcome::Rejected(RejectReason::new("unknown_key")),
+                _ => Outcome::NotPresent,
+            },
+        }
+    }
+
     fn presented<'a>(&self, req: &'a AuthRequest<'_>) -> Result<Option<(&'a str, Source<'a>)>, &'static str> {
         let h = &req.parts.headers;
         let mut from_header = None;
@@ -212,26 +234,13 @@ impl Authenticator for ApiKeyAuth {
         self.bearer
     }
 
+    /// Keys are checked in memory: every answer is ready at once.
+    fn at_once(&self, req: &AuthRequest<'_>) -> Option<Result<Outcome, AuthError>> {
+        Some(Ok(self.decide(req)))
+    }
+
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
-        let (value, source) = match self.presented(req) {
-            Ok(Some(p)) => p,
-            Ok(None) => return Ok(Outcome::NotPresent),
-            Err(code) => return Ok(Outcome::Rejected(RejectReason::new(code))),
-        };
-        let d = digest_key(value);
-        match self.keys.get(&d) {
-            // The map lookup is by a digest of a 256-bit secret; the constant-time
-            // comparison makes the final decision independent of where bytes differ.
-            Some(key) if bool::from(key.digest.ct_eq(&d)) => match self.check(key, &source, req.client_ip, req.now) {
-                Ok(p) => Ok(Outcome::Authenticated(p)),
-                Err(code) => Ok(Outcome::Rejected(RejectReason::new(code))),
-            },
-            _ => match source {
-                Source::Header => Ok(Outcome::Rejected(RejectReason::new("unknown_key"))),
-                _ if value.starts_with(PREFIX) => Ok(Outcome::Rejected(RejectReason::new("unknown_key"))),
-                _ => Ok(Outcome::NotPresent),
-            },
-        }
+        Ok(self.decide(req))
     }
 }
 

@@ -229,7 +229,11 @@ impl BasicAuth {
         let ak = if per_address { Self::addr_key(ip) } else { String::new() };
         // Both counters in one store call (one round trip to Redis).
         let keys = [uk.as_str(), ak.as_str()];
-        let counts = self.store.get_many(&keys[..1 + usize::from(per_address)]).await?;
+        let keys = &keys[..1 + usize::from(per_address)];
+        let counts = match self.store.get_many_now(keys) {
+            Some(counts) => counts?,
+            None => self.store.get_many(keys).await?,
+        };
         if Self::count(counts.first().and_then(Option::as_ref)) >= i64::from(l.max_failures) {
             return Ok(Some(self.locked_reason(&uk, l.window).await?));
         }
@@ -317,13 +321,21 @@ impl Authenticator for BasicAuth {
         Some(self.challenge.clone())
     }
 
+    /// No Basic credential, or a malformed one.
+    fn at_once(&self, req: &AuthRequest<'_>) -> Option<Result<Outcome, AuthError>> {
+        match (req.parts.headers.contains_key(AUTHORIZATION), req.basic()) {
+            (true, Some(Ok(_))) => None,
+            (true, Some(Err(code))) => Some(Ok(Outcome::Rejected(RejectReason::new(code)))),
+            _ => Some(Ok(Outcome::NotPresent)),
+        }
+    }
+
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
-        let (Some(value), Some(credential)) = (req.parts.headers.get(AUTHORIZATION), req.basic()) else {
+        if let Some(r) = self.at_once(req) {
+            return r;
+        }
+        let (Some(value), Some(Ok((user, password)))) = (req.parts.headers.get(AUTHORIZATION), req.basic()) else {
             return Ok(Outcome::NotPresent);
-        };
-        let (user, password) = match credential {
-            Err(code) => return Ok(Outcome::Rejected(RejectReason::new(code))),
-            Ok(c) => c,
         };
         self.verify(user, password, value, req.client_ip).await
     }

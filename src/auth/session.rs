@@ -143,7 +143,12 @@ impl SessionAuth {
     }
 
     async fn load(&self, id: &str, now: u64) -> Result<Option<Record>, StoreError> {
-        let Some(bytes) = self.store.get(&Self::key(id)).await? else {
+        let key = Self::key(id);
+        let found = match self.store.get_now(&key) {
+            Some(found) => found?,
+            None => self.store.get(&key).await?,
+        };
+        let Some(bytes) = found else {
             return Ok(None);
         };
         let Ok(r) = serde_json::from_slice::<Record>(&bytes) else {
@@ -442,13 +447,23 @@ impl Authenticator for SessionAuth {
         None
     }
 
-    async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
-        let id = match req.session_ids {
-            [] => return Ok(Outcome::NotPresent),
-            [id] => id,
+    /// No session cookie, or two of them.
+    fn at_once(&self, req: &AuthRequest<'_>) -> Option<Result<Outcome, AuthError>> {
+        match req.session_ids {
+            [] => Some(Ok(Outcome::NotPresent)),
+            [_] => None,
             // Two cookies of our name (cookie tossing from a sibling domain or path):
             // which one the browser meant cannot be told.
-            _ => return Ok(Outcome::Rejected(RejectReason::new("ambiguous_session"))),
+            _ => Some(Ok(Outcome::Rejected(RejectReason::new("ambiguous_session")))),
+        }
+    }
+
+    async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
+        if let Some(r) = self.at_once(req) {
+            return r;
+        }
+        let [id] = req.session_ids else {
+            return Ok(Outcome::NotPresent);
         };
         let now = now_ms(req.now);
         let Some(mut record) = self.load(id, now).await? else {

@@ -125,3 +125,77 @@ fn names_are_lowercased_and_borrowed_when_already_lower_case() {
     assert_eq!(super::lowercase("ÄLICE"), "älice");
     assert_eq!(super::lowercase("ǅemal"), "ǆemal");
 }
+
+/// Answers at once for requests without an `X-Wait` header; counts the calls that waited.
+struct Quick {
+    waited: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Authenticator for Quick {
+    fn kind(&self) -> AuthKind {
+        AuthKind::ApiKey
+    }
+    fn challenge(&self) -> Option<HeaderValue> {
+        None
+    }
+    fn at_once(&self, req: &AuthRequest<'_>) -> Option<Result<Outcome, AuthError>> {
+        (!req.parts.headers.contains_key("x-wait")).then_some(Ok(Outcome::NotPresent))
+    }
+    async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
+        if let Some(r) = self.at_once(req) {
+            return r;
+        }
+        self.waited.fetch_add(1, Ordering::SeqCst);
+        Ok(Outcome::Authenticated(Principal::new(
+            AuthKind::ApiKey,
+            "waited".into(),
+            vec![],
+        )))
+    }
+}
+
+#[tokio::test]
+async fn an_answer_ready_at_once_is_taken_without_calling_authenticate() {
+    let waited = Arc::new(AtomicUsize::new(0));
+    let (_, calls) = chain(vec![(AuthKind::Basic, Script::Accept("alice"))]);
+    let members: Vec<Arc<dyn Authenticator>> = vec![
+        Arc::new(Quick { waited: waited.clone() }),
+        Arc::new(Scripted {
+            kind: AuthKind::Basic,
+            script: Script::Accept("alice"),
+            calls: calls[0].clone(),
+        }),
+    ];
+    let c = Chain::new(members);
+    match run(&c).await {
+        Verdict::Authenticated(p) => assert_eq!(p.subject(), "alice"),
+        _ => panic!("the next member decides"),
+    }
+    assert_eq!(waited.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        calls[0].load(Ordering::SeqCst),
+        1,
+        "a member without an answer at once is awaited"
+    );
+    // With the header, the member has no answer at once: its `authenticate` decides.
+    let parts = http::Request::get("/")
+        .header("x-wait", "1")
+        .body(())
+        .expect("request")
+        .into_parts()
+        .0;
+    let verdict = c
+        .authenticate(&AuthRequest {
+            parts: &parts,
+            client_ip: [127, 0, 0, 1].into(),
+            now: SystemTime::now(),
+            form: None,
+            tls: false,
+            session_ids: &[],
+            basic: Default::default(),
+        })
+        .await;
+    assert!(matches!(verdict, Verdict::Authenticated(p) if p.subject() == "waited"));
+    assert_eq!(waited.load(Ordering::SeqCst), 1);
+}

@@ -120,23 +120,37 @@ impl MemoryStore {
     fn live<'a>(map: &'a HashMap<String, Entry>, key: &str, now: Duration) -> Option<&'a Entry> {
         map.get(key).filter(|e| e.expires > now)
     }
+
+    fn read(&self, key: &str) -> Option<Bytes> {
+        let now = self.clock.now();
+        Self::live(&self.lock(), key, now).map(Entry::bytes)
+    }
+
+    fn read_many(&self, keys: &[&str]) -> Vec<Option<Bytes>> {
+        let now = self.clock.now();
+        let map = self.lock();
+        keys.iter()
+            .map(|key| Self::live(&map, key, now).map(Entry::bytes))
+            .collect()
+    }
 }
 
 #[async_trait]
 impl StateStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        let now = self.clock.now();
-        let map = self.lock();
-        Ok(Self::live(&map, key, now).map(Entry::bytes))
+        Ok(self.read(key))
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, StoreError> {
-        let now = self.clock.now();
-        let map = self.lock();
-        Ok(keys
-            .iter()
-            .map(|key| Self::live(&map, key, now).map(Entry::bytes))
-            .collect())
+        Ok(self.read_many(keys))
+    }
+
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
+        Some(Ok(self.read(key)))
+    }
+
+    fn get_many_now(&self, keys: &[&str]) -> Option<Result<Vec<Option<Bytes>>, StoreError>> {
+        Some(Ok(self.read_many(keys)))
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {

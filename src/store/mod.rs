@@ -40,6 +40,15 @@ pub trait StateStore: Send + Sync {
         }
         Ok(values)
     }
+    /// [`StateStore::get`]'s answer when the store has it without waiting (a store in
+    /// this process); `None` from a store across the network, which is then awaited.
+    fn get_now(&self, _key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
+        None
+    }
+    /// [`StateStore::get_many`]'s answer when the store has it without waiting.
+    fn get_many_now(&self, _keys: &[&str]) -> Option<Result<Vec<Option<Bytes>>, StoreError>> {
+        None
+    }
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError>;
     /// Stores only if the key is absent (or expired); true when stored.
     async fn put_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError>;
@@ -124,6 +133,12 @@ impl StateStore for Counted {
     }
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, StoreError> {
         self.count(self.inner.get_many(keys).await)
+    }
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
+        self.inner.get_now(key).map(|r| self.count(r))
+    }
+    fn get_many_now(&self, keys: &[&str]) -> Option<Result<Vec<Option<Bytes>>, StoreError>> {
+        self.inner.get_many_now(keys).map(|r| self.count(r))
     }
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         self.count(self.inner.put(key, value, ttl).await)

@@ -325,12 +325,16 @@ impl Upstream {
                 None => extra,
             });
         }
-        let pq = match &query {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_owned(),
-        };
-        // Origin form: the connection already goes to Jira, and `Host` names it.
-        parts.uri = Uri::try_from(pq).map_err(|e| ProxyError::Internal(format!("upstream uri: {e}")))?;
+        // Origin form: the connection already goes to Jira, and `Host` names it. Only its
+        // path and query are written, so a target that normalising and filtering left as
+        // the caller sent it is used as it is, not built and parsed again.
+        if parts.uri.path() != path || parts.uri.query() != query.as_deref() {
+            let pq = match &query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_owned(),
+            };
+            parts.uri = Uri::try_from(pq).map_err(|e| ProxyError::Internal(format!("upstream uri: {e}")))?;
+        }
         parts.version = Version::HTTP_11;
         // Set on the wire rather than in the header map: each would cost a map insert,
         // and the map is only read once more, to be written out.

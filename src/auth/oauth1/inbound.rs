@@ -134,9 +134,14 @@ impl Authenticator for OAuth1Auth {
         Some(self.challenge.clone())
     }
 
+    /// No OAuth 1.0a parameters.
+    fn at_once(&self, req: &AuthRequest<'_>) -> Option<Result<Outcome, AuthError>> {
+        (!carries_oauth(req.parts)).then_some(Ok(Outcome::NotPresent))
+    }
+
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
-        if !carries_oauth(req.parts) {
-            return Ok(Outcome::NotPresent);
+        if let Some(r) = self.at_once(req) {
+            return r;
         }
         let v = match self.verify(req, Expect::Resource).await? {
             Ok(v) => v,
