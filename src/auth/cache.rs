@@ -19,10 +19,13 @@ pub type Digest = [u8; 32];
 /// The id a secret (a token, a session id) is stored and listed under: 128 bits of its
 /// SHA-256, hex. It identifies the secret without revealing it.
 pub fn id_of(secret: &str) -> String {
-    sha256(secret.as_bytes())[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for b in &sha256(secret.as_bytes())[..16] {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    id
 }
 
 /// SHA-256 of `bytes` (for random tokens and keys, where a fast hash is right).
@@ -227,6 +230,12 @@ impl CredentialCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_the_first_half_of_the_sha256_in_lower_case_hex() {
+        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+        assert_eq!(id_of("abc"), "ba7816bf8f01cfea414140de5dae2223");
+    }
     use crate::auth::AuthKind;
 
     #[test]
