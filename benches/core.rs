@@ -146,6 +146,7 @@ fn bench_request(
         tls: false,
         session_ids,
         basic: Default::default(),
+        bearer: Default::default(),
     };
     assert!(
         matches!(rt.block_on(chain.authenticate(&areq())), Verdict::Authenticated(_)),

@@ -20,7 +20,7 @@ use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use subtle::ConstantTimeEq;
 
-use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason};
+use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason, bearer_token};
 use crate::config::{ApiKeyConfig, ApiKeyEntry, LocalUser};
 
 /// The prefix of keys this proxy issues; secret scanners can look for it.
@@ -138,7 +138,11 @@ impl ApiKeyAuth {
             Ok(None) => return Outcome::NotPresent,
             Err(code) => return Outcome::Rejected(RejectReason::new(code)),
         };
-        let d = digest_key(value);
+        // A bearer token's digest is shared with the other members that look it up.
+        let d = match (&source, req.bearer_digest()) {
+            (Source::Bearer, Some(d)) if bearer_token(req.parts) == Some(value) => *d,
+            _ => digest_key(value),
+        };
         match self.keys.get(&d) {
             // The map lookup is by a digest of a 256-bit secret; the constant-time
             // comparison makes the final decision independent of where bytes differ.

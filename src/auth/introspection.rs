@@ -10,7 +10,7 @@ use base64::Engine;
 use http::{HeaderValue, Uri};
 use serde_json::Value;
 
-use super::cache::{TtlMap, sha256};
+use super::cache::TtlMap;
 use super::jwt::string_list;
 use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason, bearer_token};
 use crate::config::IntrospectionConfig;
@@ -134,7 +134,9 @@ impl Authenticator for IntrospectionAuth {
                     .with_bearer_error("invalid_token", "The access token is not active"),
             )
         };
-        let key = sha256(token.as_bytes());
+        let Some(&key) = req.bearer_digest() else {
+            return Ok(Outcome::NotPresent);
+        };
         match self.cache.get(&key) {
             Some(Some(p)) => return Ok(Outcome::Authenticated(p)),
             Some(None) => return Ok(inactive()),

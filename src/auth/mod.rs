@@ -198,13 +198,29 @@ pub struct AuthRequest<'a> {
     /// The `Authorization: Basic` credential, parsed by the first member that asks (see
     /// [`AuthRequest::basic`]); start with `Default::default()`.
     pub basic: BasicOnce,
+    /// The SHA-256 of the bearer token, computed by the first member that asks (see
+    /// [`AuthRequest::bearer_digest`]); start with `Default::default()`.
+    pub bearer: DigestOnce,
 }
+
+/// A request's bearer-token digest, computed at most once however many members look the
+/// token up by it (API keys, verified JWTs, introspection answers).
+#[derive(Default)]
+pub struct DigestOnce(std::sync::OnceLock<Option<cache::Digest>>);
 
 /// A request's Basic credential, parsed at most once however many members read it.
 #[derive(Default)]
 pub struct BasicOnce(std::sync::OnceLock<Option<Result<(String, String), &'static str>>>);
 
 impl AuthRequest<'_> {
+    /// The SHA-256 of the request's bearer token (see [`bearer_token`]), if it has one.
+    pub fn bearer_digest(&self) -> Option<&cache::Digest> {
+        self.bearer
+            .0
+            .get_or_init(|| bearer_token(self.parts).map(|t| cache::sha256(t.as_bytes())))
+            .as_ref()
+    }
+
     /// The request's `Authorization: Basic` user and password: `None` when there is no
     /// Basic credential, `Some(Err(code))` when it is malformed (see [`basic::parse`]).
     pub fn basic(&self) -> Option<Result<(&str, &str), &'static str>> {

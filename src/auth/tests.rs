@@ -60,6 +60,7 @@ async fn run(c: &Chain) -> Verdict {
         tls: false,
         session_ids: &[],
         basic: Default::default(),
+        bearer: Default::default(),
     })
     .await
 }
@@ -194,6 +195,7 @@ async fn an_answer_ready_at_once_is_taken_without_calling_authenticate() {
             tls: false,
             session_ids: &[],
             basic: Default::default(),
+            bearer: Default::default(),
         })
         .await;
     assert!(matches!(verdict, Verdict::Authenticated(p) if p.subject() == "waited"));

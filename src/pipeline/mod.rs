@@ -81,6 +81,7 @@ impl RequestCtx {
             tls: self.forwarded_proto == "https",
             session_ids: &self.session_ids,
             basic: Default::default(),
+            bearer: Default::default(),
         }
     }
 

@@ -18,7 +18,7 @@ use http::HeaderValue;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
 
-use super::cache::{Digest, TtlMap, sha256};
+use super::cache::{Digest, TtlMap};
 use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason, bearer_token};
 use crate::config::JwtConfig;
 use keys::{KeyStore, Lookup};
@@ -296,22 +296,19 @@ impl Authenticator for JwtAuth {
 
     /// No bearer token, or one verified before (until its `exp`).
     fn at_once(&self, req: &AuthRequest<'_>) -> Option<Result<Outcome, AuthError>> {
-        let Some(token) = bearer_token(req.parts) else {
+        let Some(digest) = req.bearer_digest() else {
             return Some(Ok(Outcome::NotPresent));
         };
-        self.verified
-            .get(&sha256(token.as_bytes()))
-            .map(|p| Ok(Outcome::Authenticated(p)))
+        self.verified.get(digest).map(|p| Ok(Outcome::Authenticated(p)))
     }
 
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
         if let Some(r) = self.at_once(req) {
             return r;
         }
-        let Some(token) = bearer_token(req.parts) else {
+        let (Some(token), Some(&digest)) = (bearer_token(req.parts), req.bearer_digest()) else {
             return Ok(Outcome::NotPresent);
         };
-        let digest = sha256(token.as_bytes());
         let p = match peek(token) {
             None => return Ok(Outcome::NotPresent),
             Some(Err(())) => return Ok(refuse("malformed_jwt", "The access token is malformed")),
