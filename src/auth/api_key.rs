@@ -35,8 +35,7 @@ pub fn digest_key(key: &str) -> KeyDigest {
 
 /// The config form of a digest: `sha256:<64 hex>`.
 pub fn format_digest(d: &KeyDigest) -> String {
-    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", super::cache::hex(d))
 }
 
 pub fn parse_digest(s: &str) -> Result<KeyDigest, String> {

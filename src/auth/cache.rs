@@ -19,13 +19,18 @@ pub type Digest = [u8; 32];
 /// The id a secret (a token, a session id) is stored and listed under: 128 bits of its
 /// SHA-256, hex. It identifies the secret without revealing it.
 pub fn id_of(secret: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(32);
-    for b in &sha256(secret.as_bytes())[..16] {
-        id.push(char::from(HEX[usize::from(b >> 4)]));
-        id.push(char::from(HEX[usize::from(b & 0x0f)]));
+    hex(&sha256(secret.as_bytes())[..16])
+}
+
+/// `bytes` in lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
-    id
+    out
 }
 
 /// SHA-256 of `bytes` (for random tokens and keys, where a fast hash is right).

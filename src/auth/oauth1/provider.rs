@@ -153,7 +153,7 @@ impl Provider {
 
     async fn form_token(&self, user: &str, token: &str) -> Result<String, StoreError> {
         let tag = hmac::sign(self.form_key().await?, format!("{user}\0{token}").as_bytes());
-        Ok(tag.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+        Ok(crate::auth::cache::hex(tag.as_ref()))
     }
 
     pub async fn request_token(&self, req: &AuthRequest<'_>) -> Result<Response<Body>, AuthError> {
