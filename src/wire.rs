@@ -184,6 +184,13 @@ pub fn itoa(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
     }
 }
 
+/// The name and value a span (name start, name end, value start, value end) marks in
+/// `head`; empty for a span outside it.
+pub fn field<'a>(head: &'a [u8], &[ns, ne, vs, ve]: &[u32; 4]) -> (&'a [u8], &'a [u8]) {
+    let at = |a: u32, b: u32| head.get(a as usize..b as usize).unwrap_or_default();
+    (at(ns, ne), at(vs, ve))
+}
+
 /// Header fields of an answer passed on as the peer wrote them. Each name and value lies
 /// in `head`, already checked by the parser (RFC 9110 §5.1, §5.5), so nothing is copied,
 /// lower-cased or hashed on the way through. The listener writes them after the fields of
@@ -198,7 +205,8 @@ pub struct HeaderLines {
 }
 
 impl HeaderLines {
-    pub fn new(head: Bytes, spans: Vec<[u32; 4]>, dated: bool) -> Self {
+    pub fn new(head: Bytes, spans: Vec<[u32; 4]>) -> Self {
+        let dated = spans.iter().any(|s| field(&head, s).0.eq_ignore_ascii_case(b"date"));
         HeaderLines { head, spans, dated }
     }
 
@@ -208,8 +216,7 @@ impl HeaderLines {
 
     /// Each field's name (as written) and value.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let at = |a: u32, b: u32| self.head.get(a as usize..b as usize).unwrap_or_default();
-        self.spans.iter().map(move |&[ns, ne, vs, ve]| (at(ns, ne), at(vs, ve)))
+        self.spans.iter().map(|s| field(&self.head, s))
     }
 
     /// The first value of the field `name` (any letter case).

@@ -130,7 +130,7 @@ impl ApiKeyAuth {
         }
     }
 
-    /// The presented key and where it came from; `Err` for ambiguous or malformed input.
+    /// The member's answer, all of it from memory.
     fn decide(&self, req: &AuthRequest<'_>) -> Outcome {
         let (value, source) = match self.presented(req) {
             Ok(Some(p)) => p,
@@ -157,6 +157,7 @@ impl ApiKeyAuth {
         }
     }
 
+    /// The presented key and where it came from; `Err` for ambiguous or malformed input.
     fn presented<'a>(&self, req: &'a AuthRequest<'_>) -> Result<Option<(&'a str, Source<'a>)>, &'static str> {
         let h = &req.parts.headers;
         let mut from_header = None;

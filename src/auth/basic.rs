@@ -323,10 +323,10 @@ impl Authenticator for BasicAuth {
 
     /// No Basic credential, or a malformed one.
     fn at_once(&self, req: &AuthRequest<'_>) -> Option<Result<Outcome, AuthError>> {
-        match (req.parts.headers.contains_key(AUTHORIZATION), req.basic()) {
-            (true, Some(Ok(_))) => None,
-            (true, Some(Err(code))) => Some(Ok(Outcome::Rejected(RejectReason::new(code)))),
-            _ => Some(Ok(Outcome::NotPresent)),
+        match req.basic() {
+            Some(Ok(_)) => None,
+            Some(Err(code)) => Some(Ok(Outcome::Rejected(RejectReason::new(code)))),
+            None => Some(Ok(Outcome::NotPresent)),
         }
     }
 

@@ -235,13 +235,13 @@ impl CredentialCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::AuthKind;
 
     #[test]
     fn ids_are_the_first_half_of_the_sha256_in_lower_case_hex() {
         // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
         assert_eq!(id_of("abc"), "ba7816bf8f01cfea414140de5dae2223");
     }
-    use crate::auth::AuthKind;
 
     #[test]
     fn length_prefix_separates_credentials_that_concatenate_alike() {

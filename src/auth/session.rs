@@ -129,7 +129,12 @@ impl SessionAuth {
     }
 
     fn key(id: &str) -> String {
-        format!("session:{}", super::cache::id_of(id))
+        Self::key_for(&super::cache::id_of(id))
+    }
+
+    /// The store key of the session whose id is `id_hash` (`cache::id_of`).
+    fn key_for(id_hash: &str) -> String {
+        format!("session:{id_hash}")
     }
 
     /// How long a session's record should live from `now`: its idle time, capped by what
@@ -143,10 +148,14 @@ impl SessionAuth {
     }
 
     async fn load(&self, id: &str, now: u64) -> Result<Option<Record>, StoreError> {
-        let key = Self::key(id);
-        let found = match self.store.get_now(&key) {
+        self.load_at(&Self::key(id), now).await
+    }
+
+    /// [`SessionAuth::load`] by the session's store key.
+    async fn load_at(&self, key: &str, now: u64) -> Result<Option<Record>, StoreError> {
+        let found = match self.store.get_now(key) {
             Some(found) => found?,
-            None => self.store.get(&key).await?,
+            None => self.store.get(key).await?,
         };
         let Some(bytes) = found else {
             return Ok(None);
@@ -157,7 +166,7 @@ impl SessionAuth {
         let idle_over = r.last_seen + self.cfg.idle_timeout.as_millis() as u64 <= now;
         let absolute_over = r.created + self.cfg.absolute_timeout.as_millis() as u64 <= now;
         if idle_over || absolute_over {
-            self.store.delete(&Self::key(id)).await?;
+            self.store.delete(key).await?;
             return Ok(None);
         }
         Ok(Some(r))
@@ -466,7 +475,9 @@ impl Authenticator for SessionAuth {
             return Ok(Outcome::NotPresent);
         };
         let now = now_ms(req.now);
-        let Some(mut record) = self.load(id, now).await? else {
+        // The id's hash is both the store key and the credential id the audit names.
+        let id_hash = super::cache::id_of(id);
+        let Some(mut record) = self.load_at(&Self::key_for(&id_hash), now).await? else {
             return Ok(Outcome::NotPresent);
         };
         let logout = is_endpoint(req.parts.uri.path()) && req.parts.method == Method::DELETE;
@@ -482,9 +493,8 @@ impl Authenticator for SessionAuth {
             record.last_seen = now;
             self.save(id, &record, now).await?;
         }
-        let digest = super::cache::id_of(id);
         Ok(Outcome::Authenticated(
-            Principal::new(AuthKind::Session, record.user, record.groups).with_credential_id(digest[..12].to_owned()),
+            Principal::new(AuthKind::Session, record.user, record.groups).with_credential_id(id_hash[..12].to_owned()),
         ))
     }
 }

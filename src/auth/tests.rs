@@ -51,9 +51,12 @@ fn chain(scripts: Vec<(AuthKind, Script)>) -> (Chain, Vec<Arc<AtomicUsize>>) {
 }
 
 async fn run(c: &Chain) -> Verdict {
-    let parts = http::Request::new(()).into_parts().0;
+    run_on(c, &http::Request::new(()).into_parts().0).await
+}
+
+async fn run_on(c: &Chain, parts: &http::request::Parts) -> Verdict {
     c.authenticate(&AuthRequest {
-        parts: &parts,
+        parts,
         client_ip: [127, 0, 0, 1].into(),
         now: SystemTime::now(),
         form: None,
@@ -186,18 +189,7 @@ async fn an_answer_ready_at_once_is_taken_without_calling_authenticate() {
         .expect("request")
         .into_parts()
         .0;
-    let verdict = c
-        .authenticate(&AuthRequest {
-            parts: &parts,
-            client_ip: [127, 0, 0, 1].into(),
-            now: SystemTime::now(),
-            form: None,
-            tls: false,
-            session_ids: &[],
-            basic: Default::default(),
-            bearer: Default::default(),
-        })
-        .await;
+    let verdict = run_on(&c, &parts).await;
     assert!(matches!(verdict, Verdict::Authenticated(p) if p.subject() == "waited"));
     assert_eq!(waited.load(Ordering::SeqCst), 1);
 }

@@ -25,7 +25,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::pool::Shard;
 use crate::error::{Body, BodyError};
-use crate::wire::{Chunk, Framing, HeaderLines, Step, hex_line, itoa};
+use crate::wire::{Chunk, Framing, HeaderLines, Step, field, hex_line, itoa};
 
 /// Most header fields an answer may carry.
 const MAX_HEADERS: usize = 100;
@@ -433,7 +433,6 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
     let mut mapped: Vec<[u32; 4]> = Vec::new();
     // Headers `Connection` names: hop-by-hop too, removed once all are in.
     let mut named: Vec<&[u8]> = Vec::new();
-    let mut dated = false;
     for h in r.headers.iter() {
         let (name, value) = (h.name.as_bytes(), h.value);
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -459,16 +458,11 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
         if super::headers::is_hop_by_hop_name(name) {
             continue;
         }
-        let span = [
-            at(h.name.as_bytes()),
-            at(h.name.as_bytes()) + name.len() as u32,
-            at(value),
-            at(value) + value.len() as u32,
-        ];
+        let (n, v) = (at(name), at(value));
+        let span = [n, n + name.len() as u32, v, v + value.len() as u32];
         if name.eq_ignore_ascii_case(b"content-length") {
             seen.length = true;
         }
-        dated |= name.eq_ignore_ascii_case(b"date");
         if super::headers::read_by_proxy(name) {
             mapped.push(span);
         } else {
@@ -477,10 +471,7 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
     }
     if !named.is_empty() {
         let head = &buf[..];
-        let cut = |s: &[u32; 4]| {
-            let name = head.get(s[0] as usize..s[1] as usize).unwrap_or_default();
-            !named.iter().any(|n| n.eq_ignore_ascii_case(name))
-        };
+        let cut = |s: &[u32; 4]| !named.iter().any(|n| n.eq_ignore_ascii_case(field(head, s).0));
         lines.retain(cut);
         mapped.retain(cut);
     }
@@ -489,10 +480,8 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
     let framing = {
         let head = &buf[..];
         let values = lines.iter().chain(&mapped).filter_map(|s| {
-            let name = head.get(s[0] as usize..s[1] as usize)?;
-            name.eq_ignore_ascii_case(b"content-length")
-                .then(|| head.get(s[2] as usize..s[3] as usize))
-                .flatten()
+            let (name, value) = field(head, s);
+            name.eq_ignore_ascii_case(b"content-length").then_some(value)
         });
         framing(values, seen, status, version, to_head_request)?
     };
@@ -500,12 +489,7 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
         // The body's length goes out as the listener frames it, from this framing; only
         // a bodiless answer (HEAD, 204, 304) passes its `Content-Length` on.
         let head = &buf[..];
-        lines.retain(|s| {
-            !head
-                .get(s[0] as usize..s[1] as usize)
-                .unwrap_or_default()
-                .eq_ignore_ascii_case(b"content-length")
-        });
+        lines.retain(|s| !field(head, s).0.eq_ignore_ascii_case(b"content-length"));
     }
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::new();
@@ -516,7 +500,7 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
             .map_err(|_| "Jira's answer has a malformed header value")?;
         headers.append(name, value);
     }
-    let lines = HeaderLines::new(head, lines, dated);
+    let lines = HeaderLines::new(head, lines);
     let keep_alive = !matches!(framing, Framing::ToClose)
         && if version == Version::HTTP_10 {
             seen.keep_alive && !seen.close
