@@ -142,6 +142,7 @@ fn bench_request(
         parts: &parts,
         client_ip: [127, 0, 0, 1].into(),
         now: SystemTime::now(),
+        at: std::time::Instant::now(),
         form: None,
         tls: false,
         session_ids,

@@ -1,6 +1,31 @@
 //! Wall-clock helpers: RFC 3339 timestamps for the audit log without a date crate.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::cell::Cell;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+thread_local! {
+    /// This thread's last reading of both clocks, for [`wall_at`].
+    static ANCHOR: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
+}
+
+/// How long one reading of the wall clock serves [`wall_at`] on a thread.
+const ANCHOR_LIFE: Duration = Duration::from_secs(1);
+
+/// The wall-clock time at the monotonic instant `at` (a fresh reading): this thread's
+/// last wall-clock reading plus the monotonic time since, the wall clock being read again
+/// when that reading is a second old. A request thus reads the clock once, not twice
+/// (each read costs tens of nanoseconds in a virtual machine); a step of the wall clock
+/// shows within a second, and times on one thread never run backwards within it.
+pub fn wall_at(at: Instant) -> SystemTime {
+    ANCHOR.with(|a| match a.get() {
+        Some((i, s)) if at >= i && at - i < ANCHOR_LIFE => s + (at - i),
+        _ => {
+            let s = SystemTime::now();
+            a.set(Some((at, s)));
+            s
+        }
+    })
+}
 
 /// Formats `t` as an RFC 3339 UTC timestamp with millisecond precision,
 /// e.g. `2026-11-23T10:57:13.042Z`.
@@ -70,6 +95,31 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799);
         assert_eq!(rfc3339(t), "2099-12-31T23:59:59.000Z");
         assert_eq!(rfc3339_secs(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn wall_time_follows_the_monotonic_clock_and_the_wall_clock() {
+        let before = SystemTime::now();
+        let start = Instant::now();
+        let first = wall_at(start);
+        // Within the anchor's life, later instants map to later wall times by the
+        // monotonic difference exactly.
+        let later = start + Duration::from_millis(250);
+        assert_eq!(
+            wall_at(later).duration_since(first).ok(),
+            Some(Duration::from_millis(250))
+        );
+        // An instant before the anchor, or past its life, reads the wall clock again.
+        std::thread::sleep(Duration::from_millis(5));
+        let again = wall_at(Instant::now());
+        let after = SystemTime::now();
+        assert!(before <= first && first <= again && again <= after);
+        let past_life = Instant::now() + ANCHOR_LIFE;
+        let read = wall_at(past_life);
+        assert!(
+            read <= SystemTime::now(),
+            "a new anchor is a reading, not an extrapolation"
+        );
     }
 }
 

@@ -337,7 +337,7 @@ impl Authenticator for BasicAuth {
         let (Some(value), Some(Ok((user, password)))) = (req.parts.headers.get(AUTHORIZATION), req.basic()) else {
             return Ok(Outcome::NotPresent);
         };
-        self.verify(user, password, value, req.client_ip).await
+        self.verify(user, password, value, req.client_ip, req.at).await
     }
 }
 
@@ -349,7 +349,8 @@ impl BasicAuth {
         let mut header = HeaderValue::from_str(&format!("Basic {encoded}"))
             .map_err(|_| AuthError::Internal("credential not encodable".into()))?;
         header.set_sensitive(true);
-        self.verify(user, password, &header, ip).await
+        self.verify(user, password, &header, ip, std::time::Instant::now())
+            .await
     }
 
     /// The lockout settings, if any.
@@ -357,13 +358,21 @@ impl BasicAuth {
         self.lockout
     }
 
-    async fn verify(&self, user: &str, password: &str, value: &HeaderValue, ip: IpAddr) -> Result<Outcome, AuthError> {
+    /// `now`: the request's reading of the clock, for the cache.
+    async fn verify(
+        &self,
+        user: &str,
+        password: &str,
+        value: &HeaderValue,
+        ip: IpAddr,
+        now: std::time::Instant,
+    ) -> Result<Outcome, AuthError> {
         let req_ip = ip;
         // The cache is this member's own: user and password are the whole key.
         let digest = self
             .cache
             .digest(&[crate::auth::lowercase(user).as_bytes(), password.as_bytes()]);
-        if let Some(p) = self.cache.get(&digest) {
+        if let Some(p) = self.cache.get(&digest, now) {
             if let Some(r) = self.is_locked(user, req_ip).await? {
                 return Ok(Outcome::Rejected(r));
             }

@@ -120,8 +120,8 @@ impl<V: Clone> TtlMap<V> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn get(&self, key: &Digest) -> Option<V> {
-        let now = Instant::now();
+    /// The live entry for `key` at `now` (the request's reading of the clock).
+    pub fn get(&self, key: &Digest, now: Instant) -> Option<V> {
         let mut map = self.lock();
         let found = match map.get(key) {
             Some((until, v)) if *until > now => Some(v.clone()),
@@ -215,8 +215,8 @@ impl CredentialCache {
         self.map.stats()
     }
 
-    pub fn get(&self, digest: &Digest) -> Option<Principal> {
-        self.map.get(digest)
+    pub fn get(&self, digest: &Digest, now: Instant) -> Option<Principal> {
+        self.map.get(digest, now)
     }
 
     pub fn insert(&self, digest: Digest, principal: Principal) {
@@ -262,7 +262,7 @@ mod tests {
         let off = CredentialCache::new(Duration::ZERO, 10);
         let d = off.digest(&[b"x"]);
         off.insert(d, Principal::for_tests(AuthKind::Basic, "x", &[]));
-        assert!(off.get(&d).is_none());
+        assert!(off.get(&d, Instant::now()).is_none());
         let c = CredentialCache::new(Duration::from_secs(60), 3);
         for i in 0..10u8 {
             c.insert(c.digest(&[&[i]]), Principal::for_tests(AuthKind::Basic, "x", &[]));
@@ -292,6 +292,10 @@ mod tests {
         m.insert(sha256(b"a"), 1, Duration::from_millis(1));
         m.insert(sha256(b"b"), 2, Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!((m.get(&sha256(b"a")), m.get(&sha256(b"b"))), (None, Some(2)));
+        let now = Instant::now();
+        assert_eq!((m.get(&sha256(b"a"), now), m.get(&sha256(b"b"), now)), (None, Some(2)));
+        // Read at a moment past its lifetime, an entry is gone for good.
+        assert_eq!(m.get(&sha256(b"b"), now + Duration::from_secs(61)), None);
+        assert_eq!(m.get(&sha256(b"b"), now), None);
     }
 }

@@ -137,7 +137,7 @@ impl Authenticator for IntrospectionAuth {
         let Some(&key) = req.bearer_digest() else {
             return Ok(Outcome::NotPresent);
         };
-        match self.cache.get(&key) {
+        match self.cache.get(&key, req.at) {
             Some(Some(p)) => return Ok(Outcome::Authenticated(p)),
             Some(None) => return Ok(inactive()),
             None => {}

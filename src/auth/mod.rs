@@ -189,6 +189,8 @@ pub struct AuthRequest<'a> {
     pub parts: &'a Parts,
     pub client_ip: IpAddr,
     pub now: SystemTime,
+    /// The same moment on the monotonic clock (cache lifetimes).
+    pub at: std::time::Instant,
     /// The parameters of a small form-encoded body, read only for OAuth 1.0a signatures.
     pub form: Option<&'a [(String, String)]>,
     /// Whether the client's connection is TLS (to us, or to a trusted balancer).

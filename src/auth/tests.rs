@@ -59,6 +59,7 @@ async fn run_on(c: &Chain, parts: &http::request::Parts) -> Verdict {
         parts,
         client_ip: [127, 0, 0, 1].into(),
         now: SystemTime::now(),
+        at: std::time::Instant::now(),
         form: None,
         tls: false,
         session_ids: &[],

@@ -58,6 +58,9 @@ pub struct RequestCtx {
     pub rate: Option<RateHeaders>,
     /// Time from sending to Jira to Jira's response head.
     pub upstream_time: Option<std::time::Duration>,
+    /// When Jira's answer head arrived: the request's last reading of the clock, which
+    /// also ends its total time (what follows is the answer's own few header fields).
+    pub answered: Option<Instant>,
     /// Jira's `X-AREQUESTID`.
     pub jira_request_id: Option<HeaderValue>,
     /// The proxy's own session cookie values, taken out of the request by `admit`.
@@ -77,6 +80,7 @@ impl RequestCtx {
             parts,
             client_ip: self.client_ip,
             now: self.time,
+            at: self.started,
             form,
             tls: self.forwarded_proto == "https",
             session_ids: &self.session_ids,
@@ -86,10 +90,12 @@ impl RequestCtx {
     }
 
     fn new(conn: ConnInfo, req: &Request<Body>) -> Self {
+        // The request's one reading of the clock (see `crate::time::wall_at`).
+        let started = Instant::now();
         RequestCtx {
             id: HeaderValue::from_static("-"),
-            started: Instant::now(),
-            time: SystemTime::now(),
+            started,
+            time: crate::time::wall_at(started),
             conn,
             method: req.method().clone(),
             // A URI path is ASCII (anything else is percent-encoded): bytes are characters.
@@ -109,6 +115,7 @@ impl RequestCtx {
             would_deny: String::new(),
             rate: None,
             upstream_time: None,
+            answered: None,
             jira_request_id: None,
             session_ids: Vec::new(),
             lines: None,
@@ -145,8 +152,9 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> (Re
             resp.headers_mut().insert(name, value);
         }
     }
-    // One reading of the clock for the audit line and the metrics.
-    let total = ctx.started.elapsed();
+    // One reading of the clock for the audit line and the metrics, or none when Jira's
+    // answer has just been timed.
+    let total = ctx.answered.unwrap_or_else(Instant::now) - ctx.started;
     if !rt.audit.record(&ctx, resp.status(), total) {
         rt.metrics.audit_failure();
         if rt.audit_required {
@@ -222,9 +230,11 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Body>) -> Result<R
         }
         return Box::pin(oauth1_authorize(p, &parts, body, &user, rt.server.max_read_body_bytes)).await;
     }
-    let sent = std::time::Instant::now();
-    let resp = rt.upstream.forward(ctx, parts, body, form.as_deref()).await;
-    ctx.upstream_time = Some(sent.elapsed());
+    let sent = Instant::now();
+    let resp = rt.upstream.forward(ctx, parts, body, form.as_deref(), sent).await;
+    let answered = Instant::now();
+    ctx.upstream_time = Some(answered - sent);
+    ctx.answered = Some(answered);
     resp.map(|(r, lines)| {
         ctx.jira_request_id = r.headers().get("x-arequestid").cloned();
         ctx.lines = lines;

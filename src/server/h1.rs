@@ -87,6 +87,7 @@ where
         buf: BytesMut::new(),
         limits,
         deadline: Box::pin(tokio::time::sleep(limits.header_read_timeout)),
+        rearm: false,
     };
     let mut first = true;
     let mut stop = stop;
@@ -155,7 +156,11 @@ struct Connection<S> {
     /// Bytes read and not yet used; no memory of its own while empty.
     buf: BytesMut,
     limits: Limits,
+    /// The header read deadline, set when the connection opens and then only when it
+    /// passes (see `next_head`): no clock reading and no timer change per request.
     deadline: Pin<Box<Sleep>>,
+    /// A wait for a new head began since the deadline was set.
+    rearm: bool,
 }
 
 // Moved once per request: boxing the head would cost an allocation each time.
@@ -205,13 +210,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Waits for the next request head: the first byte within the header read timeout,
-    /// and the whole head too.
+    /// and the whole head too. The first head has the timeout from the connection's
+    /// start. A later one has at least the timeout and less than twice it: the deadline
+    /// set for an earlier wait, when it passes, is set again a full timeout ahead if a
+    /// new wait began since. A request thus costs no timer change (nginx, too, leaves a
+    /// timer alone when it would move by little).
     async fn next_head(&mut self, first: bool, stop: &mut watch::Receiver<bool>) -> Next {
         if *stop.borrow() {
             return Next::Closed;
         }
         let timeout = self.limits.header_read_timeout;
-        self.deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+        self.rearm |= !first;
         let stopped = stop.changed();
         let mut stopped = std::pin::pin!(stopped);
         poll_fn(|cx| {
@@ -238,8 +247,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     Poll::Pending => break,
                 }
             }
-            if self.deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Next::Closed);
+            while self.deadline.as_mut().poll(cx).is_ready() {
+                if !std::mem::take(&mut self.rearm) {
+                    return Poll::Ready(Next::Closed);
+                }
+                self.deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
             }
             // A shutdown closes a connection between requests, not one midway through a head.
             if self.buf.is_empty() && stopped.as_mut().poll(cx).is_ready() {
@@ -888,6 +900,37 @@ mod tests {
         let mut part = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a\r\n"[..]);
         assert!(matches!(parse_head(&mut part, &LIMITS), Ok(None)));
         assert_eq!(part.len(), 25, "a partial head stays on the buffer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_connection_closes_one_to_two_header_timeouts_after_its_last_request() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(4096);
+        let service: Service =
+            Box::new(|_req| Box::pin(async { (Response::new(crate::error::full(Bytes::from_static(b"ok"))), None) }));
+        let (_stop_tx, stop) = watch::channel(false);
+        let _server = tokio::spawn(serve(server, LIMITS, service, stop));
+        let mut buf = vec![0u8; 4096];
+        // Requests 0.7 s apart keep the connection well past its first timeout (1 s).
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .expect("write");
+            let n = client.read(&mut buf).await.expect("read");
+            let answer = String::from_utf8_lossy(&buf[..n]);
+            assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"), "{answer}");
+        }
+        // Then idle: closed no sooner than one timeout and sooner than two.
+        let last = tokio::time::Instant::now();
+        let n = client.read(&mut buf).await.expect("read");
+        let idle = last.elapsed();
+        assert_eq!(n, 0, "closed");
+        assert!(
+            idle >= LIMITS.header_read_timeout && idle < 2 * LIMITS.header_read_timeout,
+            "{idle:?}"
+        );
     }
 
     #[test]

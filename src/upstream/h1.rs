@@ -81,6 +81,8 @@ pub struct Conn {
     buf: BytesMut,
     /// Has carried an answer before (Jira may have closed it since).
     pub reused: bool,
+    /// When its last request was sent (or it was opened): idle since then.
+    pub used: std::time::Instant,
 }
 
 impl Conn {
@@ -89,6 +91,7 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             reused: false,
+            used: std::time::Instant::now(),
         }
     }
 

@@ -9,7 +9,7 @@ pub mod headers;
 pub mod oauth1;
 pub mod pool;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{AUTHORIZATION, HOST};
 use http::request::Parts;
@@ -222,8 +222,10 @@ impl Upstream {
         }
     }
 
-    async fn send(&self, req: Request<Body>, set: &[Field]) -> Result<Response<Pooled>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.pool.send_with(req, set)).await {
+    /// Sends `req`, read at `sent`: the response timeout runs from then.
+    async fn send(&self, req: Request<Body>, set: &[Field], sent: Instant) -> Result<Response<Pooled>, ProxyError> {
+        let deadline = tokio::time::Instant::from_std(sent + self.response_timeout);
+        match tokio::time::timeout_at(deadline, self.pool.send_with(req, set, sent)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(e)),
             Ok(Ok(resp)) => Ok(resp),
@@ -236,6 +238,7 @@ impl Upstream {
         parts: Parts,
         body: Body,
         form: Option<&[(String, String)]>,
+        sent: Instant,
     ) -> Result<Answer, ProxyError> {
         let user = self.oauth_user(ctx);
         // oauth1 mode: a safe request without a body rides on the user's Jira session when
@@ -250,18 +253,19 @@ impl Upstream {
             }
             _ => None,
         };
-        let (parts, body) = match reuse {
-            None => (parts, body),
+        let (parts, body, sent) = match reuse {
+            None => (parts, body, sent),
             // Boxed: the common path's future stays free of this one's state.
             Some((sessions, u, cookie)) => {
-                match Box::pin(self.on_session(ctx, parts, body, form, (sessions, u, cookie))).await? {
+                match Box::pin(self.on_session(ctx, parts, body, form, (sessions, u, cookie), sent)).await? {
                     Ok(resp) => return Ok(resp),
-                    Err(again) => (again, crate::error::full(bytes::Bytes::new())),
+                    // Sent again, signed, with a response timeout of its own.
+                    Err(again) => (again, crate::error::full(bytes::Bytes::new()), Instant::now()),
                 }
             }
         };
         let (req, set) = self.build_request(ctx, parts, body, form, None)?;
-        let resp = self.send(req, &set).await?;
+        let resp = self.send(req, &set, sent).await?;
         // Hop-by-hop headers stayed on the connection (`h1`).
         let (mut head, mut body) = resp.into_parts();
         self.check_jira_user(ctx, &head.headers)?;
@@ -284,10 +288,11 @@ impl Upstream {
         body: Body,
         form: Option<&[(String, String)]>,
         (sessions, u, cookie): (&JiraSessions, &str, HeaderValue),
+        sent: Instant,
     ) -> Result<Result<Answer, Parts>, ProxyError> {
         let again = parts.clone();
         let (req, set) = self.build_request(ctx, parts, body, form, Some(cookie))?;
-        let resp = self.send(req, &set).await?;
+        let resp = self.send(req, &set, sent).await?;
         let (mut head, mut body) = resp.into_parts();
         let ran_as = head.headers.get(headers::X_AUSERNAME).and_then(|v| v.to_str().ok());
         if ran_as.is_some_and(|r| r.eq_ignore_ascii_case(u)) {

@@ -108,11 +108,12 @@ impl Shard {
     }
 
     /// The newest idle connection still open; closed and expired ones are dropped on the way.
-    fn checkout(&self) -> Option<Conn> {
-        let now = Instant::now();
+    /// `now` is the request's reading of the clock; it becomes the connection's last use.
+    fn checkout(&self, now: Instant) -> Option<Conn> {
         let mut idle = self.lock();
         while let Some((mut conn, since)) = idle.conns.pop() {
             if !self.stale(&mut conn, since, now) {
+                conn.used = now;
                 return Some(conn);
             }
         }
@@ -128,7 +129,10 @@ impl Shard {
             // The oldest goes: it is the first to expire.
             idle.conns.remove(0);
         }
-        idle.conns.push((conn, Instant::now()));
+        // Idle since its request was sent: a little earlier than the answer's end, so it
+        // expires a little early, never late, and no clock is read per request here.
+        let since = conn.used;
+        idle.conns.push((conn, since));
     }
 
     /// Starts this shard's sweep on the calling thread's runtime, once.
@@ -188,16 +192,17 @@ impl Pool {
     /// Sends `req` (its URI in origin form, its `Host` set) and returns the answer's head;
     /// the connection goes back to the pool when the body has been read to its end.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Pooled>, String> {
-        self.send_with(req, &[]).await
+        self.send_with(req, &[], Instant::now()).await
     }
 
     /// As [`Pool::send`], with the header fields of `set` written after the request's own,
-    /// each replacing the request's fields of its name (see [`h1::Field`]).
-    pub async fn send_with(&self, req: Request<Body>, set: &[Field]) -> Result<Response<Pooled>, String> {
+    /// each replacing the request's fields of its name (see [`h1::Field`]); `now` is the
+    /// caller's reading of the clock.
+    pub async fn send_with(&self, req: Request<Body>, set: &[Field], now: Instant) -> Result<Response<Pooled>, String> {
         let shard = &self.shards[crate::server::worker_index() % self.shards.len()];
         let mut out = Outgoing::encode(req, set).await?;
         loop {
-            let mut conn = match shard.checkout() {
+            let mut conn = match shard.checkout(now) {
                 Some(conn) => conn,
                 None => {
                     // Boxed: a TLS handshake's state is ~2.4 KiB, and unboxed every

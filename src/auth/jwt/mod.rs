@@ -299,7 +299,7 @@ impl Authenticator for JwtAuth {
         let Some(digest) = req.bearer_digest() else {
             return Some(Ok(Outcome::NotPresent));
         };
-        self.verified.get(digest).map(|p| Ok(Outcome::Authenticated(p)))
+        self.verified.get(digest, req.at).map(|p| Ok(Outcome::Authenticated(p)))
     }
 
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
