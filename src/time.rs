@@ -11,6 +11,14 @@ thread_local! {
 /// How long one reading of the wall clock serves [`wall_at`] on a thread.
 const ANCHOR_LIFE: Duration = Duration::from_secs(1);
 
+/// `d` after `from`, for a timer: a duration too long for the clock (a configured
+/// timeout of centuries) gives a deadline thirty years ahead instead of overflowing.
+pub fn deadline(from: Instant, d: Duration) -> tokio::time::Instant {
+    let far = Duration::from_secs(86_400 * 365 * 30);
+    let at = from.checked_add(d).or_else(|| from.checked_add(far)).unwrap_or(from);
+    tokio::time::Instant::from_std(at)
+}
+
 /// The wall-clock time at the monotonic instant `at` (a fresh reading): this thread's
 /// last wall-clock reading plus the monotonic time since, the wall clock being read again
 /// when that reading is a second old. A request thus reads the clock once, not twice
@@ -95,6 +103,17 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799);
         assert_eq!(rfc3339(t), "2099-12-31T23:59:59.000Z");
         assert_eq!(rfc3339_secs(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline(now, Duration::from_secs(5)).into_std(),
+            now + Duration::from_secs(5)
+        );
+        let far = deadline(now, Duration::from_secs(u64::MAX)).into_std();
+        assert!(far > now + Duration::from_secs(86_400 * 365));
     }
 
     #[test]

@@ -251,7 +251,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 if !std::mem::take(&mut self.rearm) {
                     return Poll::Ready(Next::Closed);
                 }
-                self.deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+                self.deadline
+                    .as_mut()
+                    .reset(crate::time::deadline(tokio::time::Instant::now().into_std(), timeout));
             }
             // A shutdown closes a connection between requests, not one midway through a head.
             if self.buf.is_empty() && stopped.as_mut().poll(cx).is_ready() {

@@ -224,7 +224,7 @@ impl Upstream {
 
     /// Sends `req`, read at `sent`: the response timeout runs from then.
     async fn send(&self, req: Request<Body>, set: &[Field], sent: Instant) -> Result<Response<Pooled>, ProxyError> {
-        let deadline = tokio::time::Instant::from_std(sent + self.response_timeout);
+        let deadline = crate::time::deadline(sent, self.response_timeout);
         match tokio::time::timeout_at(deadline, self.pool.send_with(req, set, sent)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(e)),
