@@ -129,8 +129,9 @@ impl Shard {
             // The oldest goes: it is the first to expire.
             idle.conns.remove(0);
         }
-        // Idle since its request was sent: a little earlier than the answer's end, so it
-        // expires a little early, never late, and no clock is read per request here.
+        // Counted idle from when its request was sent, not from the answer's end: no
+        // clock is read per request here, and a connection expires early, never late (one
+        // whose answer took longer than the idle timeout is not used again).
         let since = conn.used;
         idle.conns.push((conn, since));
     }
@@ -200,7 +201,11 @@ impl Pool {
     /// caller's reading of the clock.
     pub async fn send_with(&self, req: Request<Body>, set: &[Field], now: Instant) -> Result<Response<Pooled>, String> {
         let shard = &self.shards[crate::server::worker_index() % self.shards.len()];
+        // A short body is read before a connection is taken, perhaps slowly: the clock
+        // is read again after it, so no idle connection is judged by an old reading.
+        let gathers = !hyper::body::Body::is_end_stream(req.body());
         let mut out = Outgoing::encode(req, set).await?;
+        let now = if gathers { Instant::now() } else { now };
         loop {
             let mut conn = match shard.checkout(now) {
                 Some(conn) => conn,
