@@ -1,4 +1,5 @@
-//! Wall-clock helpers: RFC 3339 timestamps for the audit log without a date crate.
+//! Time helpers: RFC 3339 timestamps for the audit log without a date crate, the wall
+//! time of a request's one clock reading, and deadlines that cannot overflow.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

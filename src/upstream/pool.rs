@@ -91,7 +91,8 @@ pub struct Shard {
 
 #[derive(Default)]
 struct Idle {
-    conns: Vec<(Conn, Instant)>,
+    /// Oldest first; each idle since its `Conn::used`.
+    conns: Vec<Conn>,
     /// A sweep task runs for this shard.
     swept: bool,
 }
@@ -103,16 +104,16 @@ impl Shard {
     }
 
     /// Closed by Jira, or idle for the idle timeout: not to be used again.
-    fn stale(&self, conn: &mut Conn, since: Instant, now: Instant) -> bool {
-        now.saturating_duration_since(since) >= self.limits.idle_timeout || conn.closed_while_idle()
+    fn stale(&self, conn: &mut Conn, now: Instant) -> bool {
+        now.saturating_duration_since(conn.used) >= self.limits.idle_timeout || conn.closed_while_idle()
     }
 
     /// The newest idle connection still open; closed and expired ones are dropped on the way.
     /// `now` is the request's reading of the clock; it becomes the connection's last use.
     fn checkout(&self, now: Instant) -> Option<Conn> {
         let mut idle = self.lock();
-        while let Some((mut conn, since)) = idle.conns.pop() {
-            if !self.stale(&mut conn, since, now) {
+        while let Some(mut conn) = idle.conns.pop() {
+            if !self.stale(&mut conn, now) {
                 conn.used = now;
                 return Some(conn);
             }
@@ -126,14 +127,13 @@ impl Shard {
         }
         let mut idle = self.lock();
         if idle.conns.len() >= self.limits.max_idle {
-            // The oldest goes: it is the first to expire.
+            // The one checked in first goes: nearly always the first to expire.
             idle.conns.remove(0);
         }
         // Counted idle from when its request was sent, not from the answer's end: no
         // clock is read per request here, and a connection expires early, never late (one
         // whose answer took longer than the idle timeout is not used again).
-        let since = conn.used;
-        idle.conns.push((conn, since));
+        idle.conns.push(conn);
     }
 
     /// Starts this shard's sweep on the calling thread's runtime, once.
@@ -160,7 +160,7 @@ async fn sweep(shard: Weak<Shard>, every: Duration) {
         let Some(shard) = shard.upgrade() else { return };
         let now = Instant::now();
         let mut idle = shard.lock();
-        idle.conns.retain_mut(|(conn, since)| !shard.stale(conn, *since, now));
+        idle.conns.retain_mut(|conn| !shard.stale(conn, now));
     }
 }
 
