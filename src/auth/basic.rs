@@ -81,7 +81,8 @@ fn keyed(prefix: &str, user: &str) -> String {
     let mut key = String::with_capacity(prefix.len() + user.len());
     key.push_str(prefix);
     if user.is_ascii() {
-        key.extend(user.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        key.push_str(user);
+        key[prefix.len()..].make_ascii_lowercase();
     } else {
         key.push_str(&user.to_lowercase());
     }

@@ -552,6 +552,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
+/// What a request's fields say of its framing and its connection.
+#[derive(Default)]
+struct Flags {
+    close: bool,
+    keep_alive_asked: bool,
+    expect_continue: bool,
+    lengths: usize,
+    encoded: bool,
+    hosts: usize,
+}
+
+impl Flags {
+    /// Notes one field; `codings` gathers every transfer coding, in order.
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue, codings: &mut Vec<bool>) {
+        if name == CONNECTION {
+            for t in list_items(value.as_bytes()) {
+                self.close |= t.eq_ignore_ascii_case(b"close");
+                self.keep_alive_asked |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == CONTENT_LENGTH {
+            self.lengths += 1;
+        } else if name == TRANSFER_ENCODING {
+            // Codings of every field in order: the last must be `chunked` (RFC 9112 §6.3),
+            // and `chunked` is the only one understood (§6.1).
+            for t in list_items(value.as_bytes()) {
+                codings.push(t.eq_ignore_ascii_case(b"chunked"));
+            }
+            self.encoded = true;
+        } else if name == EXPECT {
+            self.expect_continue |= value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+        } else if name == HOST {
+            self.hosts += 1;
+        }
+    }
+}
+
 /// Parses the request head at the start of `buf`, taking it off the buffer when whole
 /// (`Ok(None)` while it is not). Refusals are the status and message to answer with.
 fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, (StatusCode, &'static str)> {
@@ -583,49 +619,36 @@ fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, (Stat
         Version::HTTP_11
     };
     // The head is copied out whole (the read buffer stays free for the next request),
-    // and its names and values are cut from that copy.
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| s.as_ptr() as usize - base;
-    let target = r.path.unwrap_or("");
-    let target_span = (at(target.as_bytes()), target.len());
-    let mut spans: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(r.headers.len());
-    for h in r.headers.iter() {
-        let name = at(h.name.as_bytes());
-        let value = if h.value.is_empty() { 0 } else { at(h.value) };
-        spans.push((name, h.name.len(), value, h.value.len()));
-    }
+    // and its names and values are cut from that copy where the parser found them.
     let head = Bytes::copy_from_slice(&buf[..len]);
-    let _ = buf.split_to(len);
-    let uri =
-        Uri::from_maybe_shared(head.slice(target_span.0..target_span.0 + target_span.1)).map_err(|_| MALFORMED)?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    let (mut close, mut keep_alive_asked, mut expect_continue) = (false, false, false);
-    let (mut lengths, mut encoded, mut hosts) = (0usize, false, 0usize);
+    let base = buf.as_ptr() as usize;
+    let cut = |s: &[u8]| {
+        let from = if s.is_empty() { 0 } else { s.as_ptr() as usize - base };
+        head.slice(from..from + s.len())
+    };
+    let mut flags = Flags::default();
     let mut codings: Vec<bool> = Vec::new();
-    for (ns, nl, vs, vl) in spans {
-        let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| MALFORMED)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).map_err(|_| MALFORMED)?;
-        if name == CONNECTION {
-            for t in list_items(value.as_bytes()) {
-                close |= t.eq_ignore_ascii_case(b"close");
-                keep_alive_asked |= t.eq_ignore_ascii_case(b"keep-alive");
-            }
-        } else if name == CONTENT_LENGTH {
-            lengths += 1;
-        } else if name == TRANSFER_ENCODING {
-            // Codings of every field in order: the last must be `chunked` (RFC 9112 §6.3),
-            // and `chunked` is the only one understood (§6.1).
-            for t in list_items(value.as_bytes()) {
-                codings.push(t.eq_ignore_ascii_case(b"chunked"));
-            }
-            encoded = true;
-        } else if name == EXPECT {
-            expect_continue |= value.as_bytes().eq_ignore_ascii_case(b"100-continue");
-        } else if name == HOST {
-            hosts += 1;
+    let fields = (|| -> Result<(Uri, HeaderMap), (StatusCode, &'static str)> {
+        let uri = Uri::from_maybe_shared(cut(r.path.unwrap_or("").as_bytes())).map_err(|_| MALFORMED)?;
+        let mut headers = HeaderMap::with_capacity(r.headers.len());
+        for h in r.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| MALFORMED)?;
+            let value = HeaderValue::from_maybe_shared(cut(h.value)).map_err(|_| MALFORMED)?;
+            flags.note(&name, &value, &mut codings);
+            headers.append(name, value);
         }
-        headers.append(name, value);
-    }
+        Ok((uri, headers))
+    })();
+    let _ = buf.split_to(len);
+    let (uri, headers) = fields?;
+    let Flags {
+        close,
+        keep_alive_asked,
+        expect_continue,
+        lengths,
+        encoded,
+        hosts,
+    } = flags;
     if version == Version::HTTP_11 && hosts == 0 {
         return Err((StatusCode::BAD_REQUEST, "The request has no Host header."));
     }

@@ -63,8 +63,19 @@ impl Entry {
     fn bytes(&self) -> Bytes {
         match &self.value {
             Value::Bytes(b) => b.clone(),
-            Value::Counter(n) => Bytes::from(n.to_string()),
+            Value::Counter(n) => counter_text(*n),
         }
+    }
+}
+
+/// A counter's decimal text. The lockout counters read on every request are nearly
+/// always a single digit (zero once a success has taken its attempt back): those are
+/// answered without an allocation.
+fn counter_text(n: i64) -> Bytes {
+    const DIGITS: &[u8; 10] = b"0123456789";
+    match usize::try_from(n) {
+        Ok(d) if d < DIGITS.len() => Bytes::from_static(&DIGITS[d..d + 1]),
+        _ => Bytes::from(n.to_string()),
     }
 }
 
@@ -267,13 +278,7 @@ impl StateStore for MemoryStore {
         let mut out: Vec<(String, Bytes)> = map
             .iter()
             .filter(|(k, e)| k.starts_with(prefix) && e.expires > now)
-            .map(|(k, e)| {
-                let v = match &e.value {
-                    Value::Bytes(b) => b.clone(),
-                    Value::Counter(n) => Bytes::from(n.to_string()),
-                };
-                (k.clone(), v)
-            })
+            .map(|(k, e)| (k.clone(), e.bytes()))
             .collect();
         drop(map);
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -290,6 +295,26 @@ mod tests {
     fn store(max: usize) -> (MemoryStore, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::default());
         (MemoryStore::with_clock(max, clock.clone()), clock)
+    }
+
+    #[tokio::test]
+    async fn counters_read_as_their_decimal_text() {
+        let (s, _) = store(100);
+        let ttl = Duration::from_secs(60);
+        for (step, total) in [
+            (0, 0),
+            (3, 3),
+            (6, 9),
+            (1, 10),
+            (-12, -2),
+            (i64::MAX - 10, i64::MAX - 12),
+        ] {
+            assert_eq!(s.incr("c", step, ttl).await.expect("incr"), total);
+            let read = s.get("c").await.expect("get").expect("present");
+            assert_eq!(read, Bytes::from(total.to_string()), "{total}");
+            let many = s.get_many_now(&["c"]).expect("at once").expect("read");
+            assert_eq!(many, vec![Some(read)]);
+        }
     }
 
     #[tokio::test]
