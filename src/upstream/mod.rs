@@ -235,10 +235,10 @@ impl Upstream {
     pub async fn forward(
         &self,
         ctx: &RequestCtx,
-        parts: Parts,
-        body: Body,
+        mut parts: Parts,
+        mut body: Body,
         form: Option<&[(String, String)]>,
-        sent: Instant,
+        mut sent: Instant,
     ) -> Result<Answer, ProxyError> {
         let user = self.oauth_user(ctx);
         // oauth1 mode: a safe request without a body rides on the user's Jira session when
@@ -253,17 +253,15 @@ impl Upstream {
             }
             _ => None,
         };
-        let (parts, body, sent) = match reuse {
-            None => (parts, body, sent),
+        // Rebound only when sent again, so the common path moves the request no further.
+        if let Some((sessions, u, cookie)) = reuse {
             // Boxed: the common path's future stays free of this one's state.
-            Some((sessions, u, cookie)) => {
-                match Box::pin(self.on_session(ctx, parts, body, form, (sessions, u, cookie), sent)).await? {
-                    Ok(resp) => return Ok(resp),
-                    // Sent again, signed, with a response timeout of its own.
-                    Err(again) => (again, crate::error::full(bytes::Bytes::new()), Instant::now()),
-                }
+            match Box::pin(self.on_session(ctx, parts, body, form, (sessions, u, cookie), sent)).await? {
+                Ok(resp) => return Ok(resp),
+                // Sent again, signed, with a response timeout of its own.
+                Err(again) => (parts, body, sent) = (again, crate::error::full(bytes::Bytes::new()), Instant::now()),
             }
-        };
+        }
         let (req, set) = self.build_request(ctx, parts, body, form, None)?;
         let resp = self.send(req, &set, sent).await?;
         // Hop-by-hop headers stayed on the connection (`h1`).
