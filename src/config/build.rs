@@ -379,8 +379,9 @@ fn server(cx: &mut Ctx, r: raw::Server) -> ServerConfig {
         cx.err("server.max_header_bytes", "must be at least 8192");
     }
     let max_headers = r.max_headers.unwrap_or(100);
-    if max_headers == 0 {
-        cx.err("server.max_headers", "must be at least 1");
+    // The header map holds at most ~24,000 fields; a head is refused long before.
+    if max_headers == 0 || max_headers > MAX_HEADERS {
+        cx.err("server.max_headers", format!("must be between 1 and {MAX_HEADERS}"));
     }
     let realm = r.realm.unwrap_or_else(|| "Jira".into());
     if realm.contains(['"', '\\']) || realm.chars().any(char::is_control) {
@@ -522,6 +523,9 @@ fn upstream(cx: &mut Ctx, r: raw::Upstream) -> Option<UpstreamConfig> {
 
 /// Header names that must never carry the identity (they mean something else to Jira
 /// or to HTTP itself).
+/// The most header fields `server.max_headers` may allow in one request head.
+const MAX_HEADERS: usize = 10_000;
+
 const RESERVED_HEADERS: &[&str] = &[
     "authorization",
     "cookie",

@@ -187,6 +187,26 @@ fn audit_flush_is_a_duration_of_at_most_a_minute_and_not_with_required() {
 }
 
 #[test]
+fn max_headers_is_bounded_on_both_sides() {
+    let with = |n: usize| {
+        BASE.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:0\"\nmax_headers = {n}"),
+        )
+    };
+    let cfg = Config::parse(&with(10_000), Path::new(".")).expect("valid");
+    assert_eq!(cfg.server.max_headers, 10_000);
+    for n in [0, 10_001, 1_000_000] {
+        let errs = errors(&with(n));
+        assert_eq!(
+            errs,
+            vec!["server.max_headers: must be between 1 and 10000".to_string()],
+            "{n}"
+        );
+    }
+}
+
+#[test]
 fn redis_state_needs_a_redis_url_and_memory_takes_no_redis_settings() {
     let errs = errors(&format!("{BASE}\n[state]\nbackend = \"redis\"\n"));
     assert!(
