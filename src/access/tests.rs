@@ -14,6 +14,7 @@ fn policy(rules: &str, default: &str) -> Policy {
 }
 
 /// A request as the policy sees it; anonymous from 1.2.3.4 unless changed.
+#[derive(Debug)]
 struct Req {
     method: Method,
     path: String,
@@ -458,4 +459,121 @@ effect = "allow"
     assert!(p.shadowed().is_empty());
     assert_eq!(p.anonymous_writes(), None);
     assert!(policy("", "allow").anonymous_writes().is_some());
+}
+
+/// `decide` (the request path) and `explain` (the admin's `explain` command) walk the
+/// matchers separately: for any rules and any request they must agree on every rule.
+mod explain_agrees {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn some_of(items: &'static [&'static str]) -> impl Strategy<Value = Vec<&'static str>> {
+        proptest::sample::subsequence(items, 0..=items.len())
+    }
+
+    fn list(v: &[&str]) -> String {
+        let quoted: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+        format!("[{}]", quoted.join(", "))
+    }
+
+    /// At most one of `anonymous` and `authenticated` (both together is a config error).
+    fn caller() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            Just(""),
+            Just("anonymous = true\n"),
+            Just("anonymous = false\n"),
+            Just("authenticated = true\n"),
+            Just("authenticated = false\n"),
+        ]
+    }
+
+    prop_compose! {
+        fn rule()(
+            methods in some_of(&["GET", "POST"]),
+            paths in some_of(&["/a", "/a/*", "/b/**", "/**"]),
+            auth in some_of(&["basic", "api_key"]),
+            users in some_of(&["Alice", "bob"]),
+            users_not in some_of(&["alice", "Bob"]),
+            groups in some_of(&["Devs", "ops"]),
+            groups_not in some_of(&["devs", "Ops"]),
+            source in some_of(&["1.2.3.0/24", "10.0.0.0/8"]),
+            scopes in some_of(&["read", "write"]),
+            caller in caller(),
+            header in any::<bool>(),
+            allow in any::<bool>(),
+            report in any::<bool>(),
+        ) -> String {
+            let mut t = format!(
+                "effect = \"{}\"\nmethods = {}\npaths = {}\nauth = {}\nusers = {}\nusers_not = {}\n\
+                 groups = {}\ngroups_not = {}\nsource = {}\nscopes = {}\n",
+                if allow { "allow" } else { "deny" },
+                list(&methods), list(&paths), list(&auth), list(&users), list(&users_not),
+                list(&groups), list(&groups_not), list(&source), list(&scopes),
+            );
+            t += caller;
+            if header {
+                t += "headers = { \"X-Env\" = \"prod\" }\n";
+            }
+            if report {
+                t += "mode = \"report\"\n";
+            }
+            t
+        }
+    }
+
+    prop_compose! {
+        fn request()(
+            method in prop_oneof![Just("GET"), Just("POST")],
+            path in prop_oneof![Just("/a"), Just("/a/x"), Just("/b/x/y"), Just("/c")],
+            who in prop_oneof![
+                Just(None),
+                Just(Some((AuthKind::Basic, "alice"))),
+                Just(Some((AuthKind::Basic, "BOB"))),
+                Just(Some((AuthKind::ApiKey, "carol"))),
+            ],
+            groups in some_of(&["devs", "OPS"]),
+            scopes in some_of(&["read", "write"]),
+            ip in prop_oneof![Just("1.2.3.4"), Just("10.1.1.1"), Just("8.8.8.8")],
+            env in prop_oneof![Just(None), Just(Some("prod")), Just(Some("dev"))],
+        ) -> Req {
+            let mut r = req(method, path).from(ip).scopes(&scopes);
+            if let Some((kind, user)) = who {
+                r = r.by(kind, user, &groups);
+            }
+            if let Some(env) = env {
+                r = r.header("x-env", env);
+            }
+            r
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn each_rule_matches_exactly_when_explain_finds_nothing_against_it(
+            rules in proptest::collection::vec(rule(), 1..6),
+            requests in proptest::collection::vec(request(), 1..6),
+        ) {
+            let mut text = String::new();
+            for (i, r) in rules.iter().enumerate() {
+                text += &format!("[[access.rules]]\nname = \"r{i}\"\n{r}");
+            }
+            let p = policy(&text, "deny");
+            for r in &requests {
+                let s = r.subject();
+                let user = s.user.map(str::to_lowercase);
+                let groups = lower(s.groups);
+                for rule in &p.rules {
+                    let failed = rule.why_not(&s, user.as_deref(), &groups);
+                    prop_assert_eq!(
+                        matches!(rule.matches(&s, user.as_deref(), &groups), Match::Yes),
+                        failed.is_empty(),
+                        "rule {} against {:?} {} {:?}: {:?}", rule.name, s.method, s.path, s.user, failed
+                    );
+                }
+                let (steps, d) = p.explain(&s);
+                let deciding = steps.last().filter(|st| st.failed.is_empty() && !st.report_only);
+                prop_assert_eq!(d.rule.as_deref(), deciding.map(|st| st.rule.as_str()));
+            }
+        }
+    }
 }
