@@ -719,6 +719,28 @@ async fn request_target_with_a_fragment_is_judged_and_forwarded_without_it() {
     assert_eq!(proxy.audit().pop().unwrap()["path"], "/rest/api/2/myself");
 }
 
+/// A path that cannot be normalised ends the request with a 400 before it has a path of
+/// its own: the audit line names the path as the caller sent it.
+#[tokio::test]
+async fn a_path_refused_before_it_is_normalised_is_audited_as_sent() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&basic_config(""), jira.addr).await;
+    let auth = basic("alice", "alice-pw");
+    let req = format!(
+        "GET /rest/../../secure/admin HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw_status(&raw(proxy.addr, req.as_bytes()).await), 400);
+    let long = format!("/{}/../../x", "a".repeat(600));
+    let req = format!("GET {long} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(raw_status(&raw(proxy.addr, req.as_bytes()).await), 400);
+    assert_eq!(jira.count(), 0);
+    let lines = proxy.audit();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["path"], "/rest/../../secure/admin");
+    assert_eq!(lines[0]["status"], 400);
+    assert_eq!(lines[1]["path"], &long[..512], "cut at 512 bytes");
+}
+
 #[tokio::test]
 async fn basic_cold_cache_burst_of_the_right_password_is_one_check_and_never_locked_out() {
     let jira = FakeJira::start(JiraTrust::Header).await;

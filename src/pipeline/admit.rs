@@ -69,9 +69,22 @@ pub fn is_reserved_param(decoded_name: &str) -> bool {
         || decoded_name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("oauth_"))
 }
 
+/// The path as the caller sent it, for the audit line of a request that ends before its
+/// path is normalised (cut at 512 bytes; a URI path is ASCII, anything else being
+/// percent-encoded, so bytes are characters).
+pub fn as_sent(path: &str) -> String {
+    path.get(..512).unwrap_or(path).to_owned()
+}
+
 pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<(), ProxyError> {
     ctx.id = request_id(&parts.headers);
-    let path = normalize(parts.uri.path()).map_err(|e| ProxyError::BadRequest(e.message()))?;
+    let path = match normalize(parts.uri.path()) {
+        Ok(path) => path,
+        Err(e) => {
+            ctx.raw_path = as_sent(parts.uri.path());
+            return Err(ProxyError::BadRequest(e.message()));
+        }
+    };
     ctx.path = Some(path);
     ctx.query = parts.uri.query().and_then(filter_query);
     if parts.headers.get_all(AUTHORIZATION).iter().count() > 1 {

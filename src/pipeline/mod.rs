@@ -35,6 +35,7 @@ pub struct RequestCtx {
     pub time: SystemTime,
     pub conn: ConnInfo,
     pub method: Method,
+    /// The path as sent, kept only when the request ends before `admit` normalises it.
     pub raw_path: String,
     /// Set by `admit`; every later phase uses this one path.
     pub path: Option<NormalPath>,
@@ -98,8 +99,8 @@ impl RequestCtx {
             time: crate::time::wall_at(started),
             conn,
             method: req.method().clone(),
-            // A URI path is ASCII (anything else is percent-encoded): bytes are characters.
-            raw_path: req.uri().path().get(..512).unwrap_or(req.uri().path()).to_owned(),
+            // Set only when the request ends before its path is normalised.
+            raw_path: String::new(),
             path: None,
             query: None,
             client_ip: conn.peer.ip(),
@@ -130,6 +131,7 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> (Re
     // audit.required: while the audit log cannot be written, nothing goes through.
     let result = if rt.audit_required && !rt.audit.healthy() {
         ctx.outcome = "error";
+        ctx.raw_path = admit::as_sent(req.uri().path());
         Err(ProxyError::Dependency("the audit log cannot be written".into()))
     } else {
         run(&rt, &mut ctx, req).await
