@@ -521,11 +521,11 @@ fn upstream(cx: &mut Ctx, r: raw::Upstream) -> Option<UpstreamConfig> {
     Some(cfg)
 }
 
-/// Header names that must never carry the identity (they mean something else to Jira
-/// or to HTTP itself).
 /// The most header fields `server.max_headers` may allow in one request head.
 const MAX_HEADERS: usize = 10_000;
 
+/// Header names that must never carry the identity (they mean something else to Jira
+/// or to HTTP itself).
 const RESERVED_HEADERS: &[&str] = &[
     "authorization",
     "cookie",
