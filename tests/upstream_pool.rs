@@ -182,6 +182,11 @@ async fn serve(mut s: TcpStream, closed_by_proxy: Arc<AtomicUsize>, seen: Seen) 
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 body("{\"slow\":1}")
             }
+            p if p.starts_with("/slow/") => {
+                let ms = p["/slow/".len()..].parse().unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                body("{\"slow\":1}")
+            }
             "/big" => {
                 let n = 16 << 20;
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
@@ -263,6 +268,31 @@ async fn sequential_requests_of_every_body_kind_share_one_jira_connection() {
         assert_eq!((r.status, r.header("content-length")), (200, Some("8")));
     }
     assert_eq!(jira.accepted(), 1, "twelve answers, one connection");
+}
+
+#[tokio::test]
+async fn each_request_on_a_kept_connection_gets_its_own_response_timeout() {
+    let jira = CountingJira::start().await;
+    let text = config("").replace("response_timeout = \"2s\"", "response_timeout = \"400ms\"");
+    let proxy = Proxy::start(&text, jira.addr).await;
+    assert_eq!(get_as_alice(&proxy, "GET", "/length").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // On the same connection, 200 ms later: the first request's deadline passes while
+    // Jira is still answering this one, whose own deadline has not.
+    let r = get_as_alice(&proxy, "GET", "/slow/300").await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"{\"slow\":1}"[..]));
+    // Slower than the timeout: a 504 at this request's deadline, not Jira's answer.
+    let started = std::time::Instant::now();
+    let r = get_as_alice(&proxy, "GET", "/slow/3000").await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 504);
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    // The connection left mid-answer is not used again.
+    assert_eq!(get_as_alice(&proxy, "GET", "/length").await.status, 200);
+    assert_eq!(jira.accepted(), 2, "one connection until the timeout, then a new one");
 }
 
 #[tokio::test]

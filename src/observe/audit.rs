@@ -12,6 +12,7 @@ use http::StatusCode;
 
 use crate::config::AuditTarget;
 use crate::pipeline::RequestCtx;
+use crate::wire::itoa;
 
 /// Appends a JSON string (quoted and escaped).
 fn string(out: &mut Vec<u8>, s: &str) {
@@ -33,16 +34,21 @@ fn needs_escape(s: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const TOPS: u64 = 0x8080_8080_8080_8080;
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & TOPS;
-    let mut words = s.chunks_exact(8);
-    for w in &mut words {
+    let bad = |w: &[u8]| {
         let mut b = [0u8; 8];
         b.copy_from_slice(w);
         let x = u64::from_le_bytes(b);
-        if below(x, 0x20) | below(x ^ (ONES * u64::from(b'"')), 1) | below(x ^ (ONES * u64::from(b'\\')), 1) != 0 {
-            return true;
-        }
+        below(x, 0x20) | below(x ^ (ONES * u64::from(b'"')), 1) | below(x ^ (ONES * u64::from(b'\\')), 1) != 0
+    };
+    if s.len() < 8 {
+        return s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
     }
-    words.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    let mut words = s.chunks_exact(8);
+    if words.any(bad) {
+        return true;
+    }
+    // The last bytes as the last eight, overlapping words already looked at.
+    !words.remainder().is_empty() && bad(&s[s.len() - 8..])
 }
 
 fn optional(out: &mut Vec<u8>, s: Option<&str>) {
@@ -85,11 +91,33 @@ fn line(out: &mut Vec<u8>, ctx: &RequestCtx, status: StatusCode, total: Duration
     out.extend_from_slice(b",\"jira_request_id\":");
     optional(out, ctx.jira_request_id.as_ref().and_then(|v| v.to_str().ok()));
     out.extend_from_slice(b",\"status\":");
-    let _ = serde_json::to_writer(&mut *out, &status.as_u16());
+    out.extend_from_slice(itoa(u64::from(status.as_u16()), &mut [0u8; 20]));
     out.extend_from_slice(b",\"duration_ms\":");
-    let ms = (total.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-    let _ = serde_json::to_writer(&mut *out, &ms);
+    milliseconds(out, total);
     out.extend_from_slice(b"}\n");
+}
+
+/// `d` in milliseconds to the microsecond, as a JSON number (`1.234`, `0.05`, `12.0`),
+/// written from integers: no float formatting on the request path.
+fn milliseconds(out: &mut Vec<u8>, d: Duration) {
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    out.extend_from_slice(itoa(micros / 1000, &mut [0u8; 20]));
+    out.push(b'.');
+    let frac = micros % 1000;
+    let digits = [
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ];
+    // Trailing zeros dropped, one digit kept.
+    let keep = if frac % 100 == 0 {
+        1
+    } else if frac % 10 == 0 {
+        2
+    } else {
+        3
+    };
+    out.extend_from_slice(&digits[..keep]);
 }
 
 /// Where lines go. A file is opened for appending and written without a lock: each write
@@ -246,6 +274,33 @@ impl Drop for Audit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_milliseconds_to_the_microsecond() {
+        let cases = [
+            (Duration::ZERO, "0.0"),
+            (Duration::from_nanos(999), "0.0"),
+            (Duration::from_micros(50), "0.05"),
+            (Duration::from_micros(1_234), "1.234"),
+            (Duration::from_micros(12_000), "12.0"),
+            (Duration::from_micros(100_700), "100.7"),
+            (Duration::from_secs(3_600), "3600000.0"),
+        ];
+        for (d, text) in cases {
+            let mut out = Vec::new();
+            milliseconds(&mut out, d);
+            assert_eq!(String::from_utf8_lossy(&out), text, "{d:?}");
+        }
+        for micros in (0..20_000u64).chain([999_999, 1_000_001, u64::from(u32::MAX)]) {
+            let mut out = Vec::new();
+            milliseconds(
+                &mut out,
+                Duration::from_micros(micros) + Duration::from_nanos(micros % 1000),
+            );
+            let read: f64 = serde_json::from_slice(&out).expect("a JSON number");
+            assert_eq!(read, micros as f64 / 1000.0, "{micros} us");
+        }
+    }
 
     fn temp_file(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("jap-audit-{}-{name}", std::process::id()));

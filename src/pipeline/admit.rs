@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{AUTHORIZATION, COOKIE, HOST};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
@@ -130,7 +131,8 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         pair[0] = HEX[usize::from(b >> 4)];
         pair[1] = HEX[usize::from(b & 0x0f)];
     }
-    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("unavailable"))
+    // Its own memory, shared (not copied) by the copies sent to Jira and to the caller.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(hex)).unwrap_or_else(|_| HeaderValue::from_static("unavailable"))
 }
 
 /// Per thread: a random 64-bit prefix, random keys, and a count of ids made.
@@ -231,34 +233,55 @@ pub fn strip_cookies(headers: &mut HeaderMap, ours: &[&str]) -> Vec<String> {
     session
 }
 
-/// Appends `ip` as text (`Display`'s form), an IPv4 address without formatting machinery.
+/// Appends `ip` as text (`Display`'s form).
 pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            // Filled on the stack and appended once: one capacity check, not one per byte.
-            let mut text = [0u8; 15];
-            let mut n = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text[n] = b'.';
+    out.extend_from_slice(IpText::new(ip).as_ref());
+}
+
+/// An address as text (`Display`'s form), held inline: an IPv4 address is written
+/// without formatting machinery, and the text can back a header value with no copy.
+pub struct IpText {
+    text: [u8; 45],
+    len: u8,
+}
+
+impl IpText {
+    pub fn new(ip: IpAddr) -> IpText {
+        let mut text = [0u8; 45];
+        let mut n = 0;
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text[n] = b'.';
+                        n += 1;
+                    }
+                    if octet >= 100 {
+                        text[n] = b'0' + octet / 100;
+                        n += 1;
+                    }
+                    if octet >= 10 {
+                        text[n] = b'0' + (octet / 10) % 10;
+                        n += 1;
+                    }
+                    text[n] = b'0' + octet % 10;
                     n += 1;
                 }
-                if octet >= 100 {
-                    text[n] = b'0' + octet / 100;
-                    n += 1;
-                }
-                if octet >= 10 {
-                    text[n] = b'0' + (octet / 10) % 10;
-                    n += 1;
-                }
-                text[n] = b'0' + octet % 10;
-                n += 1;
             }
-            out.extend_from_slice(&text[..n]);
+            IpAddr::V6(v6) => {
+                // `Display` writes at most 39 characters; 45 is the most any IPv6 text takes.
+                let mut rest = &mut text[..];
+                let _ = std::io::Write::write_fmt(&mut rest, format_args!("{v6}"));
+                n = 45 - rest.len();
+            }
         }
-        IpAddr::V6(v6) => {
-            let _ = std::io::Write::write_fmt(out, format_args!("{v6}"));
-        }
+        IpText { text, len: n as u8 }
+    }
+}
+
+impl AsRef<[u8]> for IpText {
+    fn as_ref(&self) -> &[u8] {
+        &self.text[..usize::from(self.len)]
     }
 }
 
@@ -268,9 +291,8 @@ fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) {
     let peer = ctx.conn.peer.ip().to_canonical();
     let trusted = |ip: &IpAddr| rt.trusted_proxies.iter().any(|n| n.contains(ip));
     ctx.client_ip = peer;
-    let mut text = Vec::with_capacity(15);
-    write_ip(&mut text, peer);
-    ctx.forwarded_for = String::from_utf8(text).unwrap_or_else(|_| peer.to_string());
+    // Its own memory, shared by the value sent on and not copied again.
+    ctx.forwarded_for = HeaderValue::from_maybe_shared(Bytes::from_owner(IpText::new(peer))).ok();
     ctx.host = parts.headers.get(HOST).cloned().or_else(|| {
         parts
             .uri
@@ -290,7 +312,7 @@ fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) {
         if let Some(ips) = ips.filter(|v| !v.is_empty()) {
             let ips: Vec<IpAddr> = ips.into_iter().map(|i| i.to_canonical()).collect();
             ctx.client_ip = ips.iter().rev().find(|ip| !trusted(ip)).copied().unwrap_or(ips[0]);
-            ctx.forwarded_for = format!("{}, {peer}", listed.join(", "));
+            ctx.forwarded_for = HeaderValue::from_str(&format!("{}, {peer}", listed.join(", "))).ok();
         }
         match parts.headers.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
             Some(b"https") => ctx.forwarded_proto = "https",
@@ -365,6 +387,11 @@ mod tests {
             "255.255.255.255",
             "::1",
             "2001:db8::8a2e:370:7334",
+            // The longest texts: eight full groups (39 characters), a form that could be
+            // written with a dotted quad, and the IPv4-mapped form.
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "ffff:ffff:ffff:ffff:ffff:fffe:255.255.255.255",
+            "::ffff:255.255.255.255",
         ] {
             let ip: IpAddr = ip.parse().expect("ip");
             let mut out = Vec::new();

@@ -44,7 +44,7 @@ pub struct RequestCtx {
     /// The client address we believe (see `server.trusted_proxies`).
     pub client_ip: IpAddr,
     /// `X-Forwarded-For` to send upstream.
-    pub forwarded_for: String,
+    pub forwarded_for: Option<HeaderValue>,
     pub forwarded_proto: &'static str,
     pub host: Option<HeaderValue>,
     pub principal: Option<Principal>,
@@ -104,7 +104,7 @@ impl RequestCtx {
             path: None,
             query: None,
             client_ip: conn.peer.ip(),
-            forwarded_for: String::new(),
+            forwarded_for: None,
             forwarded_proto: if conn.tls { "https" } else { "http" },
             host: None,
             principal: None,

@@ -90,9 +90,18 @@ where
         rearm: false,
     };
     let mut first = true;
-    let mut stop = stop;
+    // One wait for the shutdown for the connection's life, not one per request: each
+    // new wait would join (and each dropped one leave) the channel's list of waiters.
+    let mut watch = stop.clone();
+    let stopped = watch.changed();
+    let mut stopped = std::pin::pin!(stopped);
+    let mut shutdown = Shutdown {
+        stop,
+        wait: stopped.as_mut(),
+        over: false,
+    };
     loop {
-        let head = match conn.next_head(first, &mut stop).await {
+        let head = match conn.next_head(first, &mut shutdown).await {
             Next::Head(head) => head,
             Next::Closed => return Ended::Closed,
             Next::Http2 => {
@@ -135,7 +144,7 @@ where
             let read = conn.drain_buffered(&mut framing);
             (answer, read)
         };
-        let keep_alive = keep_alive && body_read && !*stop.borrow();
+        let keep_alive = keep_alive && body_read && !shutdown.begun();
         let Some(answer) = answer else {
             conn.close(false).await;
             return Ended::Closed;
@@ -148,6 +157,30 @@ where
             }
             Err(_) => return Ended::Closed,
         }
+    }
+}
+
+/// The listener's shutdown as one connection sees it.
+struct Shutdown<'a> {
+    stop: watch::Receiver<bool>,
+    /// The connection's one wait for a change (see `serve`).
+    wait: Pin<&'a mut (dyn Future<Output = Result<(), watch::error::RecvError>> + Send)>,
+    /// The wait has ended: the shutdown began, or the listener is gone.
+    over: bool,
+}
+
+impl Shutdown<'_> {
+    fn begun(&self) -> bool {
+        self.over || *self.stop.borrow()
+    }
+
+    /// True once the shutdown has begun; otherwise wakes `cx` when it does.
+    fn poll_begun(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.over && self.wait.as_mut().poll(cx).is_ready() {
+            // Never polled again: the wait is over.
+            self.over = true;
+        }
+        self.over
     }
 }
 
@@ -215,14 +248,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// set for an earlier wait, when it passes, is set again a full timeout ahead if a
     /// new wait began since. A request thus costs no timer change (nginx, too, leaves a
     /// timer alone when it would move by little).
-    async fn next_head(&mut self, first: bool, stop: &mut watch::Receiver<bool>) -> Next {
-        if *stop.borrow() {
+    async fn next_head(&mut self, first: bool, shutdown: &mut Shutdown<'_>) -> Next {
+        if shutdown.begun() {
             return Next::Closed;
         }
         let timeout = self.limits.header_read_timeout;
         self.rearm |= !first;
-        let stopped = stop.changed();
-        let mut stopped = std::pin::pin!(stopped);
         poll_fn(|cx| {
             loop {
                 if !self.buf.is_empty() {
@@ -256,7 +287,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     .reset(crate::time::deadline(tokio::time::Instant::now().into_std(), timeout));
             }
             // A shutdown closes a connection between requests, not one midway through a head.
-            if self.buf.is_empty() && stopped.as_mut().poll(cx).is_ready() {
+            if self.buf.is_empty() && shutdown.poll_begun(cx) {
                 return Poll::Ready(Next::Closed);
             }
             Poll::Pending

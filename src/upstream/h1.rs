@@ -21,8 +21,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Ver
 use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use tokio_rustls::client::TlsStream;
 
+use super::headers::{AnswerField, classify_answer_field};
 use super::pool::Shard;
 use crate::error::{Body, BodyError};
 use crate::wire::{Chunk, Framing, HeaderLines, Step, field, hex_line, itoa};
@@ -79,6 +81,9 @@ impl AsyncWrite for Stream {
 pub struct Conn {
     io: Stream,
     buf: BytesMut,
+    /// The response timer, made on the connection's first timed request and kept from one
+    /// request to the next (see [`exchange_by`]).
+    timer: Option<Pin<Box<Sleep>>>,
     /// Has carried an answer before (Jira may have closed it since).
     pub reused: bool,
     /// When its last request was sent (or it was opened): idle since then.
@@ -90,6 +95,7 @@ impl Conn {
         Conn {
             io,
             buf: BytesMut::new(),
+            timer: None,
             reused: false,
             used: std::time::Instant::now(),
         }
@@ -232,6 +238,8 @@ pub enum Failure {
     /// Jira closed or reset the connection before a byte of an answer came: on a reused
     /// connection, Jira's keep-alive ending under the request.
     ClosedEarly(String),
+    /// No answer's head by the deadline (see [`exchange_by`]).
+    TimedOut,
     /// Anything else.
     Broken(String),
 }
@@ -240,8 +248,56 @@ impl Failure {
     pub fn message(self) -> String {
         match self {
             Failure::ClosedEarly(m) | Failure::Broken(m) => m,
+            Failure::TimedOut => "no answer from Jira in time".into(),
         }
     }
+}
+
+/// [`exchange`], given up at `deadline` ([`Failure::TimedOut`]).
+///
+/// The timer is the connection's own and stays registered from one request to the next:
+/// a request whose deadline is later than the one the timer is set for leaves it alone,
+/// and when it fires early it is set again for the request then waiting. So a request on
+/// a kept-alive connection costs no timer registration and removal, and the timeout is
+/// still exact. (A fired timer wakes the task that last waited on it; one that has ended
+/// is not run again.)
+pub async fn exchange_by(conn: &mut Conn, out: &mut Outgoing, deadline: tokio::time::Instant) -> Result<Head, Failure> {
+    let mut timer = conn.timer.take();
+    let result = {
+        let exchange = exchange(conn, out);
+        let mut exchange = std::pin::pin!(exchange);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            if expired(&mut timer, deadline, cx) {
+                return Poll::Ready(Err(Failure::TimedOut));
+            }
+            Poll::Pending
+        })
+        .await
+    };
+    conn.timer = timer;
+    result
+}
+
+/// Whether `deadline` has passed, on a timer set for it or for an earlier deadline;
+/// otherwise `cx` is woken when the timer fires.
+fn expired(timer: &mut Option<Pin<Box<Sleep>>>, deadline: tokio::time::Instant, cx: &mut Context<'_>) -> bool {
+    let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if t.deadline() > deadline {
+        // Set for later than this request may wait (a reload shortened the timeout).
+        t.as_mut().reset(deadline);
+    }
+    if t.as_mut().poll(cx).is_pending() {
+        return false;
+    }
+    if t.deadline() == deadline {
+        return true;
+    }
+    // An earlier request's deadline: set for this one's.
+    t.as_mut().reset(deadline);
+    t.as_mut().poll(cx).is_ready()
 }
 
 fn closed_early(e: &io::Error) -> bool {
@@ -436,63 +492,88 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
     let mut mapped: Vec<[u32; 4]> = Vec::new();
     // Headers `Connection` names: hop-by-hop too, removed once all are in.
     let mut named: Vec<&[u8]> = Vec::new();
+    // Where the `Content-Length` lies in `lines` when it is the only one (nearly always).
+    let mut only_length: Option<usize> = None;
+    let mut lengths = 0u32;
     for h in r.headers.iter() {
         let (name, value) = (h.name.as_bytes(), h.value);
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Framing, read here and not forwarded: the last coding decides.
-            seen.encoding = true;
-            if let Some(last) = super::headers::list_items(value).next_back() {
-                seen.chunked = last.eq_ignore_ascii_case(b"chunked");
-            }
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"connection") {
-            for t in super::headers::list_items(value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    seen.close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    seen.keep_alive = true;
-                } else {
-                    named.push(t);
+        let class = classify_answer_field(name);
+        match class {
+            AnswerField::TransferEncoding => {
+                // Framing, read here and not forwarded: the last coding decides.
+                seen.encoding = true;
+                if let Some(last) = super::headers::list_items(value).next_back() {
+                    seen.chunked = last.eq_ignore_ascii_case(b"chunked");
                 }
+                continue;
             }
-            continue;
-        }
-        if super::headers::is_hop_by_hop_name(name) {
-            continue;
+            AnswerField::Connection => {
+                for t in super::headers::list_items(value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        seen.close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        seen.keep_alive = true;
+                    } else {
+                        named.push(t);
+                    }
+                }
+                continue;
+            }
+            AnswerField::HopByHop => continue,
+            AnswerField::ContentLength | AnswerField::ReadByProxy | AnswerField::Other => {}
         }
         let (n, v) = (at(name), at(value));
         let span = [n, n + name.len() as u32, v, v + value.len() as u32];
-        if name.eq_ignore_ascii_case(b"content-length") {
-            seen.length = true;
-        }
-        if super::headers::read_by_proxy(name) {
+        if class == AnswerField::ReadByProxy {
             mapped.push(span);
-        } else {
-            lines.push(span);
+            continue;
         }
+        if class == AnswerField::ContentLength {
+            seen.length = true;
+            lengths += 1;
+            only_length = (lengths == 1).then_some(lines.len());
+        }
+        lines.push(span);
     }
     if !named.is_empty() {
         let head = &buf[..];
         let cut = |s: &[u32; 4]| !named.iter().any(|n| n.eq_ignore_ascii_case(field(head, s).0));
         lines.retain(cut);
         mapped.retain(cut);
+        // Positions in `lines` have moved: the lengths are looked for by name below.
+        only_length = None;
     }
     let status = StatusCode::from_u16(code).map_err(|_| format!("Jira answered with status {code}"))?;
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
     let framing = {
         let head = &buf[..];
-        let values = lines.iter().chain(&mapped).filter_map(|s| {
-            let (name, value) = field(head, s);
-            name.eq_ignore_ascii_case(b"content-length").then_some(value)
+        let by_name = only_length.is_none().then(|| {
+            lines.iter().filter_map(|s| {
+                let (name, value) = field(head, s);
+                name.eq_ignore_ascii_case(b"content-length").then_some(value)
+            })
         });
-        framing(values, seen, status, version, to_head_request)?
+        let only = only_length.and_then(|i| lines.get(i)).map(|s| field(head, s).1);
+        framing(
+            only.into_iter().chain(by_name.into_iter().flatten()),
+            seen,
+            status,
+            version,
+            to_head_request,
+        )?
     };
     if seen.length && !matches!(framing, Framing::Done) {
         // The body's length goes out as the listener frames it, from this framing; only
         // a bodiless answer (HEAD, 204, 304) passes its `Content-Length` on.
-        let head = &buf[..];
-        lines.retain(|s| !field(head, s).0.eq_ignore_ascii_case(b"content-length"));
+        match only_length {
+            Some(i) if i < lines.len() => {
+                lines.remove(i);
+            }
+            _ => {
+                let head = &buf[..];
+                lines.retain(|s| !field(head, s).0.eq_ignore_ascii_case(b"content-length"));
+            }
+        }
     }
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::new();

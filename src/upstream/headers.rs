@@ -29,15 +29,12 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
 
-/// [`is_hop_by_hop`] for a name as written on the wire (any letter case).
-pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-}
-
 /// Fields of Jira's answers that the proxy reads, takes out or replaces: the user Jira ran
 /// a request as, Jira's session cookies, the request ids, the password check's verdict
 /// fields, and the rate-limit fields the proxy sets. Kept in the answer's `HeaderMap`;
-/// every other field is passed on as Jira wrote it.
+/// every other field is passed on as Jira wrote it. [`classify_answer_field`] spells
+/// these out by length; a test holds the two together.
+#[cfg(test)]
 const READ_BY_PROXY: &[&str] = &[
     "set-cookie",
     "x-ausername",
@@ -47,10 +44,59 @@ const READ_BY_PROXY: &[&str] = &[
     "x-authentication-denied-reason",
 ];
 
-/// True for a field of [`READ_BY_PROXY`], or a rate-limit field, as written on the wire.
-pub fn read_by_proxy(name: &[u8]) -> bool {
-    READ_BY_PROXY.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-        || name.get(..12).is_some_and(|p| p.eq_ignore_ascii_case(b"x-ratelimit-"))
+/// What the proxy does with a field of Jira's answer, by its name.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AnswerField {
+    /// `Transfer-Encoding`: read for the framing, not passed on.
+    TransferEncoding,
+    /// `Connection`: read for its options and the names it lists, not passed on.
+    Connection,
+    /// Another hop-by-hop field ([`HOP_BY_HOP`]): dropped.
+    HopByHop,
+    /// `Content-Length`: read for the framing.
+    ContentLength,
+    /// A field the proxy reads, takes out or replaces (the user Jira ran a request as,
+    /// Jira's session cookies, the request ids, the password check's verdict fields) or
+    /// a rate-limit field the proxy sets: kept in the answer's map.
+    ReadByProxy,
+    /// Any other field: passed on as Jira wrote it.
+    Other,
+}
+
+/// Sorts a field name as written on the wire (any letter case). Each answer field goes
+/// through this, so it looks at the name's length first and compares with at most the
+/// few names of that length, rather than with every name in the lists.
+pub fn classify_answer_field(name: &[u8]) -> AnswerField {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    let hop = |found: bool| {
+        if found {
+            AnswerField::HopByHop
+        } else {
+            AnswerField::Other
+        }
+    };
+    let class = match name.len() {
+        2 => hop(is("te")),
+        7 => hop(is("trailer") || is("upgrade")),
+        10 if is("connection") => AnswerField::Connection,
+        10 if is("set-cookie") => AnswerField::ReadByProxy,
+        10 => hop(is("keep-alive")),
+        11 if is("x-ausername") => AnswerField::ReadByProxy,
+        12 if is("x-arequestid") || is("x-request-id") => AnswerField::ReadByProxy,
+        14 if is("content-length") => AnswerField::ContentLength,
+        14 => hop(is("http2-settings")),
+        16 => hop(is("proxy-connection")),
+        17 if is("transfer-encoding") => AnswerField::TransferEncoding,
+        18 => hop(is("proxy-authenticate")),
+        19 => hop(is("proxy-authorization")),
+        20 if is("x-seraph-loginreason") => AnswerField::ReadByProxy,
+        30 if is("x-authentication-denied-reason") => AnswerField::ReadByProxy,
+        _ => AnswerField::Other,
+    };
+    if class == AnswerField::Other && name.get(..12).is_some_and(|p| p.eq_ignore_ascii_case(b"x-ratelimit-")) {
+        return AnswerField::ReadByProxy;
+    }
+    class
 }
 
 /// The header names a `Connection` header lists (none, and no allocation, without one).
@@ -149,6 +195,62 @@ pub fn same_spelling(name: &HeaderName, target: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answer_fields_are_sorted_as_the_lists_say_in_any_letter_case() {
+        let expect = |name: &str| {
+            let lower = name.to_ascii_lowercase();
+            match lower.as_str() {
+                "transfer-encoding" => AnswerField::TransferEncoding,
+                "connection" => AnswerField::Connection,
+                "content-length" => AnswerField::ContentLength,
+                n if HOP_BY_HOP.contains(&n) => AnswerField::HopByHop,
+                n if READ_BY_PROXY.contains(&n) || n.starts_with("x-ratelimit-") => AnswerField::ReadByProxy,
+                _ => AnswerField::Other,
+            }
+        };
+        let mut names: Vec<String> = HOP_BY_HOP.iter().chain(READ_BY_PROXY).map(|n| n.to_string()).collect();
+        names.extend(
+            [
+                "content-length",
+                "x-ratelimit-",
+                "X-RateLimit-Remaining",
+                "x-ratelimit",
+                "Content-Type",
+                "Server",
+                "Date",
+                "Vary",
+                "x-arequestie",
+                "set-cookies",
+                "tf",
+                "trailers",
+                "Keep_Alive",
+                "X-ASESSIONID",
+                "x-authentication-denied-reasons",
+                "",
+                "x",
+                "x-ausernamE",
+            ]
+            .map(String::from),
+        );
+        // Each name also with one letter changed, and in upper case.
+        for n in names.clone() {
+            names.push(n.to_ascii_uppercase());
+            if let Some(last) = n.len().checked_sub(1) {
+                names.push(format!("{}q", &n[..last]));
+            }
+        }
+        for n in &names {
+            assert_eq!(classify_answer_field(n.as_bytes()), expect(n), "{n:?}");
+        }
+        assert_eq!(
+            classify_answer_field(b"Transfer-Encoding"),
+            AnswerField::TransferEncoding
+        );
+        assert_eq!(classify_answer_field(b"Proxy-Authenticate"), AnswerField::HopByHop);
+        assert_eq!(classify_answer_field(b"X-Seraph-LoginReason"), AnswerField::ReadByProxy);
+        assert_eq!(classify_answer_field(b"X-Frame-Options"), AnswerField::Other);
+    }
 
     #[test]
     fn connection_named_headers_are_removed_with_the_fixed_set() {

@@ -24,7 +24,7 @@ use crate::config::{IdentityMode, Secret, UpstreamConfig};
 use crate::error::{Body, ProxyError};
 use crate::pipeline::RequestCtx;
 use h1::Field;
-use pool::{Pool, Pooled};
+use pool::{Pool, Pooled, SendError};
 
 /// A forwarded answer, and the fields of Jira's answer that pass as Jira wrote them.
 pub type Answer = (Response<Body>, Option<crate::wire::HeaderLines>);
@@ -225,10 +225,10 @@ impl Upstream {
     /// Sends `req`, read at `sent`: the response timeout runs from then.
     async fn send(&self, req: Request<Body>, set: &[Field], sent: Instant) -> Result<Response<Pooled>, ProxyError> {
         let deadline = crate::time::deadline(sent, self.response_timeout);
-        match tokio::time::timeout_at(deadline, self.pool.send_with(req, set, sent)).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout),
-            Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(e)),
-            Ok(Ok(resp)) => Ok(resp),
+        match self.pool.send_with(req, set, sent, Some(deadline)).await {
+            Err(SendError::Timeout) => Err(ProxyError::UpstreamTimeout),
+            Err(SendError::Failed(e)) => Err(ProxyError::UpstreamUnreachable(e)),
+            Ok(resp) => Ok(resp),
         }
     }
 
@@ -352,7 +352,7 @@ impl Upstream {
             headers::X_FORWARDED_PROTO,
             Some(HeaderValue::from_static(ctx.forwarded_proto)),
         ));
-        set.push((headers::X_FORWARDED_FOR, HeaderValue::from_str(&ctx.forwarded_for).ok()));
+        set.push((headers::X_FORWARDED_FOR, ctx.forwarded_for.clone()));
         set.push((headers::X_REQUEST_ID, Some(ctx.id.clone())));
         if !delegated {
             self.assert_identity(&mut set, ctx.jira_user.as_deref())?;

@@ -89,6 +89,38 @@ pub struct Shard {
     idle: Mutex<Idle>,
 }
 
+/// Why a request to Jira got no answer.
+#[derive(Debug)]
+pub enum SendError {
+    /// None by the deadline.
+    Timeout,
+    /// Jira could not be reached, or its answer was broken.
+    Failed(String),
+}
+
+impl SendError {
+    pub fn message(self) -> String {
+        match self {
+            SendError::Timeout => "no answer from Jira in time".into(),
+            SendError::Failed(m) => m,
+        }
+    }
+}
+
+impl From<String> for SendError {
+    fn from(m: String) -> SendError {
+        SendError::Failed(m)
+    }
+}
+
+/// `f`, given up at `deadline` when there is one.
+async fn by<T>(deadline: Option<tokio::time::Instant>, f: impl Future<Output = T>) -> Result<T, SendError> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, f).await.map_err(|_| SendError::Timeout),
+        None => Ok(f.await),
+    }
+}
+
 #[derive(Default)]
 struct Idle {
     /// Oldest first; each idle since its `Conn::used`.
@@ -193,18 +225,32 @@ impl Pool {
     /// Sends `req` (its URI in origin form, its `Host` set) and returns the answer's head;
     /// the connection goes back to the pool when the body has been read to its end.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Pooled>, String> {
-        self.send_with(req, &[], Instant::now()).await
+        self.send_with(req, &[], Instant::now(), None)
+            .await
+            .map_err(SendError::message)
     }
 
     /// As [`Pool::send`], with the header fields of `set` written after the request's own,
     /// each replacing the request's fields of its name (see [`h1::Field`]); `now` is the
-    /// caller's reading of the clock.
-    pub async fn send_with(&self, req: Request<Body>, set: &[Field], now: Instant) -> Result<Response<Pooled>, String> {
+    /// caller's reading of the clock. With a `deadline`, the answer's head must have come
+    /// by then ([`SendError::Timeout`]).
+    pub async fn send_with(
+        &self,
+        req: Request<Body>,
+        set: &[Field],
+        now: Instant,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Response<Pooled>, SendError> {
         let shard = &self.shards[crate::server::worker_index() % self.shards.len()];
         // A short body is read before a connection is taken, perhaps slowly: the clock
         // is read again after it, so no idle connection is judged by an old reading.
         let gathers = !hyper::body::Body::is_end_stream(req.body());
-        let mut out = Outgoing::encode(req, set).await?;
+        let mut out = if gathers {
+            // Boxed: only requests with a body carry this wait's state.
+            Box::pin(by(deadline, Outgoing::encode(req, set))).await??
+        } else {
+            Outgoing::encode(req, set).await?
+        };
         let now = if gathers { Instant::now() } else { now };
         loop {
             let mut conn = match shard.checkout(now) {
@@ -213,17 +259,22 @@ impl Pool {
                     // Boxed: a TLS handshake's state is ~2.4 KiB, and unboxed every
                     // request's future would carry (and copy) that room though few
                     // requests open a connection.
-                    let conn = Box::pin(self.connect()).await?;
+                    let conn = Box::pin(by(deadline, self.connect())).await??;
                     shard.start_sweep();
                     conn
                 }
             };
             let again = conn.reused && out.replayable() && idempotent(&out.method);
-            match h1::exchange(&mut conn, &mut out).await {
+            let exchanged = match deadline {
+                Some(deadline) => h1::exchange_by(&mut conn, &mut out, deadline).await,
+                None => h1::exchange(&mut conn, &mut out).await,
+            };
+            match exchanged {
                 Ok(head) => return Ok(head.into_response(conn, Arc::clone(shard))),
                 // Jira's keep-alive ended under the request: it goes on another connection.
                 Err(Failure::ClosedEarly(_)) if again => continue,
-                Err(f) => return Err(f.message()),
+                Err(Failure::TimedOut) => return Err(SendError::Timeout),
+                Err(f) => return Err(SendError::Failed(f.message())),
             }
         }
     }
