@@ -10,6 +10,7 @@ pub mod glob;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
 use ipnet::IpNet;
@@ -38,8 +39,9 @@ pub struct Subject<'a> {
 pub struct Decision {
     /// What the rules say.
     pub effect: Effect,
-    /// The rule that decided, `None` for the default.
-    pub rule: Option<String>,
+    /// The rule that decided, `None` for the default (shared with the policy: no copy
+    /// per request).
+    pub rule: Option<Arc<str>>,
     /// False in report mode: a `Deny` is logged, not enforced.
     pub enforced: bool,
     /// On a denial: the scopes of an earlier allow rule that held in every other respect,
@@ -58,7 +60,7 @@ impl Decision {
 }
 
 struct Rule {
-    name: String,
+    name: Arc<str>,
     effect: Effect,
     report: bool,
     rate: Option<RateSpec>,
@@ -96,18 +98,33 @@ impl PathIndex {
         }
     }
 
-    /// Every rule registered at a prefix of `path`'s segments.
-    fn candidates(&self, path: &str, out: &mut Vec<usize>) {
-        out.extend_from_slice(&self.here);
+    /// The rules registered at each prefix of `path`'s segments, shortest first.
+    fn visit<'a>(&'a self, path: &str, found: &mut impl FnMut(&'a [usize])) {
+        found(&self.here);
         let mut node = self;
         for seg in path.split('/').filter(|s| !s.is_empty()) {
             match node.children.get(seg) {
                 Some(next) => {
-                    out.extend_from_slice(&next.here);
+                    found(&next.here);
                     node = next;
                 }
                 None => break,
             }
+        }
+    }
+}
+
+/// Rule indexes, ascending: one prefix's own list, or several merged.
+enum Candidates<'a> {
+    One(&'a [usize]),
+    Many(Vec<usize>),
+}
+
+impl Candidates<'_> {
+    fn as_slice(&self) -> &[usize] {
+        match self {
+            Candidates::One(s) => s,
+            Candidates::Many(v) => v,
         }
     }
 }
@@ -176,12 +193,31 @@ impl Policy {
         self.uses_groups
     }
 
-    fn candidates(&self, path: &str) -> Vec<usize> {
+    /// The rules that may match `path`, ascending. Most paths find rules at one prefix
+    /// only (every rule at the root, say): that prefix's list is used as it is.
+    fn candidates(&self, path: &str) -> Candidates<'_> {
+        let mut found = [&[][..]; 2];
+        let mut lists = 0;
         let mut c = Vec::new();
-        self.index.candidates(path, &mut c);
+        self.index.visit(path, &mut |here| {
+            if here.is_empty() {
+                return;
+            }
+            if lists < found.len() {
+                found[lists] = here;
+            } else {
+                c.extend_from_slice(here);
+            }
+            lists += 1;
+        });
+        if lists <= 1 {
+            return Candidates::One(found[0]);
+        }
+        c.extend_from_slice(found[0]);
+        c.extend_from_slice(found[1]);
         c.sort_unstable();
         c.dedup();
-        c
+        Candidates::Many(c)
     }
 
     pub fn decide(&self, s: &Subject<'_>) -> Decision {
@@ -190,10 +226,10 @@ impl Policy {
         let groups = if self.uses_groups { lower(s.groups) } else { Vec::new() };
         let mut missing_scopes = None;
         let mut would_deny = Vec::new();
-        for i in self.candidates(s.path) {
+        for &i in self.candidates(s.path).as_slice() {
             let r = &self.rules[i];
             match r.matches(s, user.as_deref(), &groups) {
-                Match::Yes if r.report && r.effect == Effect::Deny => would_deny.push(r.name.clone()),
+                Match::Yes if r.report && r.effect == Effect::Deny => would_deny.push(r.name.to_string()),
                 Match::Yes if r.report => {}
                 Match::Yes => {
                     let missing_scopes = if r.effect == Effect::Deny { missing_scopes } else { None };
@@ -232,7 +268,7 @@ impl Policy {
             let failed = r.why_not(s, user.as_deref(), &groups);
             let matched = failed.is_empty();
             steps.push(Step {
-                rule: r.name.clone(),
+                rule: r.name.to_string(),
                 failed,
                 report_only: matched && r.report,
             });
@@ -248,7 +284,7 @@ impl Policy {
         let mut out = Vec::new();
         for (j, b) in self.rules.iter().enumerate() {
             if let Some(a) = self.rules[..j].iter().find(|a| !a.report && a.covers(b)) {
-                out.push((b.name.clone(), a.name.clone()));
+                out.push((b.name.to_string(), a.name.to_string()));
             }
         }
         out
@@ -281,7 +317,7 @@ impl Policy {
 fn compile_rule(r: &RuleConfig) -> Result<Rule, String> {
     let paths = r.paths.iter().map(|p| Glob::compile(p)).collect::<Result<_, _>>()?;
     Ok(Rule {
-        name: r.name.clone(),
+        name: Arc::from(r.name.as_str()),
         effect: r.effect,
         report: r.report,
         rate: r.rate,

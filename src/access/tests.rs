@@ -78,7 +78,7 @@ impl Req {
 
 fn decide(p: &Policy, r: Req) -> (Effect, Option<String>) {
     let d = p.decide(&r.subject());
-    (d.effect, d.rule)
+    (d.effect, d.rule.as_deref().map(str::to_owned))
 }
 
 fn allow(rule: &str) -> (Effect, Option<String>) {
@@ -346,7 +346,7 @@ fn decide_linear(p: &Policy, s: &Subject<'_>) -> (Effect, Option<String>) {
     let groups = lower(s.groups);
     for r in &p.rules {
         if matches!(r.matches(s, user.as_deref(), &groups), Match::Yes) && !r.report {
-            return (r.effect, Some(r.name.clone()));
+            return (r.effect, Some(r.name.to_string()));
         }
     }
     (p.default, None)

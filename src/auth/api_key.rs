@@ -61,14 +61,13 @@ pub fn generate() -> Result<(String, String), String> {
 }
 
 struct Key {
-    id: String,
     user: String,
     digest: KeyDigest,
     expires: Option<SystemTime>,
     revoked: bool,
-    scopes: Vec<String>,
     allowed_ips: Vec<IpNet>,
-    groups: Vec<String>,
+    /// Who the key authenticates, made once: each request shares it.
+    principal: Principal,
 }
 
 pub struct ApiKeyAuth {
@@ -103,14 +102,14 @@ impl ApiKeyAuth {
             .iter()
             .map(|k| {
                 let key = Key {
-                    id: k.id.clone(),
                     user: k.user.clone(),
                     digest: k.digest,
                     expires: k.expires,
                     revoked: k.revoked,
-                    scopes: k.scopes.clone(),
                     allowed_ips: k.allowed_ips.clone(),
-                    groups: groups_of(&k.user),
+                    principal: Principal::new(AuthKind::ApiKey, k.user.clone(), groups_of(&k.user))
+                        .with_scopes(k.scopes.clone())
+                        .with_credential_id(k.id.clone()),
                 };
                 (k.digest, key)
             })
@@ -218,9 +217,7 @@ impl ApiKeyAuth {
         {
             return Err("key_wrong_owner");
         }
-        Ok(Principal::new(AuthKind::ApiKey, key.user.clone(), key.groups.clone())
-            .with_scopes(key.scopes.clone())
-            .with_credential_id(key.id.clone()))
+        Ok(key.principal.clone())
     }
 }
 

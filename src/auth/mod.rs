@@ -68,8 +68,14 @@ impl AuthKind {
 
 /// A verified caller. Fields are private and the constructor is visible only inside
 /// `auth`, so the forwarding code cannot be handed an identity nobody verified.
+///
+/// Shared, not copied: a verdict cached by a member (a Basic credential, a verified
+/// token) or made once for a key is handed to each request as one more reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
+pub struct Principal(Arc<Verified>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Verified {
     kind: AuthKind,
     subject: String,
     groups: Vec<String>,
@@ -79,22 +85,22 @@ pub struct Principal {
 
 impl Principal {
     pub(in crate::auth) fn new(kind: AuthKind, subject: String, groups: Vec<String>) -> Self {
-        Principal {
+        Principal(Arc::new(Verified {
             kind,
             subject,
             groups,
             scopes: Vec::new(),
             credential_id: None,
-        }
+        }))
     }
 
     pub(in crate::auth) fn with_scopes(mut self, scopes: Vec<String>) -> Self {
-        self.scopes = scopes;
+        Arc::make_mut(&mut self.0).scopes = scopes;
         self
     }
 
     pub(in crate::auth) fn with_credential_id(mut self, id: String) -> Self {
-        self.credential_id = Some(id);
+        Arc::make_mut(&mut self.0).credential_id = Some(id);
         self
     }
 
@@ -105,27 +111,36 @@ impl Principal {
     }
 
     pub fn kind(&self) -> AuthKind {
-        self.kind
+        self.0.kind
     }
     pub fn subject(&self) -> &str {
-        &self.subject
+        &self.0.subject
     }
     pub fn groups(&self) -> &[String] {
-        &self.groups
+        &self.0.groups
     }
-    /// Adds groups learnt about the authenticated user elsewhere (Jira's own groups).
+    /// Adds groups learnt about the authenticated user elsewhere (Jira's own groups), to
+    /// this request's principal only.
     pub(crate) fn add_groups(&mut self, groups: Vec<String>) {
-        for g in groups {
-            if !self.groups.iter().any(|h| h.eq_ignore_ascii_case(&g)) {
-                self.groups.push(g);
+        let fresh: Vec<String> = groups
+            .into_iter()
+            .filter(|g| !self.0.groups.iter().any(|h| h.eq_ignore_ascii_case(g)))
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let mine = &mut Arc::make_mut(&mut self.0).groups;
+        for g in fresh {
+            if !mine.iter().any(|h| h.eq_ignore_ascii_case(&g)) {
+                mine.push(g);
             }
         }
     }
     pub fn scopes(&self) -> &[String] {
-        &self.scopes
+        &self.0.scopes
     }
     pub fn credential_id(&self) -> Option<&str> {
-        self.credential_id.as_deref()
+        self.0.credential_id.as_deref()
     }
 }
 

@@ -66,6 +66,19 @@ pub fn validate(name: &str) -> Result<(), IdentityError> {
     if name.is_empty() {
         return Err(IdentityError::Empty);
     }
+    if name.is_ascii() {
+        // Most names: one byte a character, and only the ASCII cases below apply.
+        if name.len() > MAX_LEN {
+            return Err(IdentityError::TooLong);
+        }
+        if name
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b',')
+        {
+            return Err(IdentityError::Unsafe);
+        }
+        return Ok(());
+    }
     if name.chars().count() > MAX_LEN {
         return Err(IdentityError::TooLong);
     }
@@ -86,6 +99,34 @@ fn is_invisible(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascii_names_are_judged_as_every_other_name() {
+        // The rule as written for any text, one character at a time.
+        let by_chars = |name: &str| -> Result<(), IdentityError> {
+            if name.is_empty() {
+                return Err(IdentityError::Empty);
+            }
+            if name.chars().count() > MAX_LEN {
+                return Err(IdentityError::TooLong);
+            }
+            if name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == ',' || is_invisible(c))
+            {
+                return Err(IdentityError::Unsafe);
+            }
+            Ok(())
+        };
+        let mut names = vec![String::new(), "a".repeat(MAX_LEN), "a".repeat(MAX_LEN + 1)];
+        for b in 0u8..128 {
+            let c = char::from(b);
+            names.extend([format!("{c}"), format!("al{c}ce"), format!("alice{c}")]);
+        }
+        for name in &names {
+            assert_eq!(validate(name), by_chars(name), "{name:?}");
+        }
+    }
     use crate::auth::AuthKind;
     use std::collections::HashMap;
 

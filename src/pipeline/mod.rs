@@ -52,7 +52,7 @@ pub struct RequestCtx {
     pub jira_user: Option<String>,
     pub outcome: &'static str,
     pub reason: Option<&'static str>,
-    pub rule: Option<String>,
+    pub rule: Option<std::sync::Arc<str>>,
     /// Report-mode rules that would have denied this request.
     pub would_deny: String,
     /// The rate limit the deciding rule applied, for the response's headers.
@@ -467,7 +467,7 @@ async fn authorize(rt: &Runtime, ctx: &mut RequestCtx, headers: &http::HeaderMap
     if decision.effect == Effect::Deny && !decision.enforced {
         ctx.reason = Some("would_deny");
         if let Some(rule) = &decision.rule {
-            ctx.would_deny = rule.clone();
+            ctx.would_deny = rule.to_string();
         }
         return Ok(());
     }
