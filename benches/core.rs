@@ -140,6 +140,7 @@ fn bench_request(
     // A new AuthRequest each time: it holds the credential once parsed.
     let areq = || AuthRequest {
         parts: &parts,
+        authorization: parts.headers.get(http::header::AUTHORIZATION),
         client_ip: [127, 0, 0, 1].into(),
         now: SystemTime::now(),
         at: std::time::Instant::now(),

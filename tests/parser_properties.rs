@@ -42,14 +42,24 @@ proptest! {
     }
 
     #[test]
-    fn bearer_tokens_are_never_empty_or_padded(value in "[ -~]{0,80}") {
+    fn bearer_tokens_are_never_empty_or_padded(
+        value in prop_oneof!["[ -~]{0,80}", "(Bearer|bearer|BEARER|Basic|Bearers)[ \t]{1,3}[ -~]{0,40}"]
+    ) {
         let mut parts = http::Request::new(()).into_parts().0;
         if let Ok(v) = http::HeaderValue::from_str(&value) {
             parts.headers.insert(http::header::AUTHORIZATION, v);
         }
-        if let Some(t) = jira_auth_proxy::auth::bearer_token(&parts) {
+        let token = jira_auth_proxy::auth::bearer_token(&parts);
+        if let Some(t) = token {
             prop_assert!(!t.is_empty() && t.trim() == t);
         }
+        // RFC 6750 §2.1: the scheme up to the first space, in any case; then the token.
+        let expected = value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, rest)| rest.trim())
+            .filter(|t| !t.is_empty());
+        prop_assert_eq!(token, expected);
     }
 
     #[test]

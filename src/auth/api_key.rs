@@ -15,12 +15,11 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use base64::Engine;
-use http::header::AUTHORIZATION;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use subtle::ConstantTimeEq;
 
-use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason, bearer_token};
+use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason};
 use crate::config::{ApiKeyConfig, ApiKeyEntry, LocalUser};
 
 /// The prefix of keys this proxy issues; secret scanners can look for it.
@@ -138,7 +137,7 @@ impl ApiKeyAuth {
         };
         // A bearer token's digest is shared with the other members that look it up.
         let d = match (&source, req.bearer_digest()) {
-            (Source::Bearer, Some(d)) if bearer_token(req.parts) == Some(value) => *d,
+            (Source::Bearer, Some(d)) if req.bearer() == Some(value) => *d,
             _ => digest_key(value),
         };
         match self.keys.get(&d) {
@@ -170,7 +169,7 @@ impl ApiKeyAuth {
                 from_header = Some(v);
             }
         }
-        let auth = h.get(AUTHORIZATION);
+        let auth = req.authorization;
         if let Some(key) = from_header {
             if auth.is_some() {
                 return Err("ambiguous_credentials");

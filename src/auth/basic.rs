@@ -20,7 +20,6 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::HeaderValue;
-use http::header::AUTHORIZATION;
 use tokio::sync::OnceCell;
 
 use super::cache::CredentialCache;
@@ -335,7 +334,7 @@ impl Authenticator for BasicAuth {
         if let Some(r) = self.at_once(req) {
             return r;
         }
-        let (Some(value), Some(Ok((user, password)))) = (req.parts.headers.get(AUTHORIZATION), req.basic()) else {
+        let (Some(value), Some(Ok((user, password)))) = (req.authorization, req.basic()) else {
             return Ok(Outcome::NotPresent);
         };
         self.verify(user, password, value, req.client_ip, req.at).await

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::cache::TtlMap;
 use super::jwt::string_list;
-use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason, bearer_token};
+use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason};
 use crate::config::IntrospectionConfig;
 use crate::upstream::fetch::Fetcher;
 
@@ -115,7 +115,7 @@ impl Authenticator for IntrospectionAuth {
     /// No bearer token, or one of the proxy's own API keys (never sent to an identity
     /// provider, whatever the chain order).
     fn at_once(&self, req: &AuthRequest<'_>) -> Option<Result<Outcome, AuthError>> {
-        match bearer_token(req.parts) {
+        match req.bearer() {
             Some(token) if !token.starts_with(super::api_key::PREFIX) => None,
             _ => Some(Ok(Outcome::NotPresent)),
         }
@@ -125,7 +125,7 @@ impl Authenticator for IntrospectionAuth {
         if let Some(r) = self.at_once(req) {
             return r;
         }
-        let Some(token) = bearer_token(req.parts) else {
+        let Some(token) = req.bearer() else {
             return Ok(Outcome::NotPresent);
         };
         let inactive = || {

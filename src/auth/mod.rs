@@ -202,6 +202,9 @@ pub enum AuthError {
 /// (later: small form bodies for OAuth 1.0a) and the time.
 pub struct AuthRequest<'a> {
     pub parts: &'a Parts,
+    /// The request's `Authorization` (admit refuses a request with two), looked up once
+    /// for every member that reads it.
+    pub authorization: Option<&'a HeaderValue>,
     pub client_ip: IpAddr,
     pub now: SystemTime,
     /// The same moment on the monotonic clock (cache lifetimes).
@@ -230,23 +233,23 @@ pub struct DigestOnce(std::sync::OnceLock<Option<cache::Digest>>);
 pub struct BasicOnce(std::sync::OnceLock<Option<Result<(String, String), &'static str>>>);
 
 impl AuthRequest<'_> {
-    /// The SHA-256 of the request's bearer token (see [`bearer_token`]), if it has one.
+    /// The request's bearer token (see [`bearer_of`]), if it has one.
+    pub fn bearer(&self) -> Option<&str> {
+        self.authorization.and_then(bearer_of)
+    }
+
+    /// The SHA-256 of the request's bearer token (see [`bearer_of`]), if it has one.
     pub fn bearer_digest(&self) -> Option<&cache::Digest> {
         self.bearer
             .0
-            .get_or_init(|| bearer_token(self.parts).map(|t| cache::sha256(t.as_bytes())))
+            .get_or_init(|| self.bearer().map(|t| cache::sha256(t.as_bytes())))
             .as_ref()
     }
 
     /// The request's `Authorization: Basic` user and password: `None` when there is no
     /// Basic credential, `Some(Err(code))` when it is malformed (see [`basic::parse`]).
     pub fn basic(&self) -> Option<Result<(&str, &str), &'static str>> {
-        let parsed = self.basic.0.get_or_init(|| {
-            self.parts
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(basic::parse)
-        });
+        let parsed = self.basic.0.get_or_init(|| self.authorization.and_then(basic::parse));
         parsed
             .as_ref()
             .map(|r| r.as_ref().map(|(u, p)| (u.as_str(), p.as_str())).map_err(|code| *code))
@@ -301,12 +304,18 @@ pub fn lowercase(name: &str) -> std::borrow::Cow<'_, str> {
 
 /// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1), if any.
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    let v = parts.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = v.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    bearer_of(parts.headers.get(http::header::AUTHORIZATION)?)
+}
+
+/// The token of an `Authorization` value of the Bearer scheme. The scheme is looked at
+/// before any text check, so another scheme's credential costs nothing more.
+pub fn bearer_of(value: &HeaderValue) -> Option<&str> {
+    let v = value.as_bytes();
+    let space = v.iter().position(|b| *b == b' ')?;
+    if !v[..space].eq_ignore_ascii_case(b"bearer") {
         return None;
     }
-    let token = rest.trim();
+    let token = value.to_str().ok()?.get(space + 1..)?.trim();
     (!token.is_empty()).then_some(token)
 }
 
@@ -355,10 +364,10 @@ impl Chain {
         }
         // A bearer token that no member recognised is refused, never taken as anonymous
         // (unless the admin hands such tokens to Jira, e.g. for Jira's own PATs).
-        if bearer_token(req.parts).is_some() && self.delegate_unknown_bearer {
+        if req.bearer().is_some() && self.delegate_unknown_bearer {
             return Verdict::Delegated;
         }
-        if bearer_token(req.parts).is_some()
+        if req.bearer().is_some()
             && let Some(m) = self.members.iter().find(|m| m.accepts_bearer())
         {
             let reason = RejectReason::new("unknown_bearer")

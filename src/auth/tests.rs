@@ -57,6 +57,7 @@ async fn run(c: &Chain) -> Verdict {
 async fn run_on(c: &Chain, parts: &http::request::Parts) -> Verdict {
     c.authenticate(&AuthRequest {
         parts,
+        authorization: parts.headers.get(http::header::AUTHORIZATION),
         client_ip: [127, 0, 0, 1].into(),
         now: SystemTime::now(),
         at: std::time::Instant::now(),

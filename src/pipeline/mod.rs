@@ -79,6 +79,7 @@ impl RequestCtx {
     ) -> AuthRequest<'a> {
         AuthRequest {
             parts,
+            authorization: parts.headers.get(http::header::AUTHORIZATION),
             client_ip: self.client_ip,
             now: self.time,
             at: self.started,
@@ -322,14 +323,13 @@ async fn read_form(
     ctx_session_ids: &[String],
     body: Body,
 ) -> Result<(Option<Vec<(String, String)>>, Body), ProxyError> {
-    let is_form = crate::upstream::headers::media_type_is(&parts.headers, "application/x-www-form-urlencoded");
     // A cookie call's form may carry its form token (`atl_token`).
     let cookie_change =
         !ctx_session_ids.is_empty() && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let wanted = (rt.reads_oauth_forms && crate::auth::oauth1::inbound::carries_oauth(parts))
         || rt.upstream.signs_forms()
         || cookie_change;
-    if !is_form || !wanted {
+    if !wanted || !crate::upstream::headers::media_type_is(&parts.headers, "application/x-www-form-urlencoded") {
         return Ok((None, body));
     }
     let bytes = match Limited::new(body, rt.server.max_read_body_bytes).collect().await {

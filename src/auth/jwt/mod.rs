@@ -19,7 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
 
 use super::cache::{Digest, TtlMap};
-use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason, bearer_token};
+use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason};
 use crate::config::JwtConfig;
 use keys::{KeyStore, Lookup};
 
@@ -306,7 +306,7 @@ impl Authenticator for JwtAuth {
         if let Some(r) = self.at_once(req) {
             return r;
         }
-        let (Some(token), Some(&digest)) = (bearer_token(req.parts), req.bearer_digest()) else {
+        let (Some(token), Some(&digest)) = (req.bearer(), req.bearer_digest()) else {
             return Ok(Outcome::NotPresent);
         };
         let p = match peek(token) {
