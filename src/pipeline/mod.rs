@@ -234,7 +234,7 @@ async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Body>) -> Result<R
         return Box::pin(oauth1_authorize(p, &parts, body, &user, rt.server.max_read_body_bytes)).await;
     }
     let sent = Instant::now();
-    let resp = rt.upstream.forward(ctx, parts, body, form.as_deref(), sent).await;
+    let resp = rt.upstream.forward(ctx, &mut parts, body, form.as_deref(), sent).await;
     let answered = Instant::now();
     ctx.upstream_time = Some(answered - sent);
     ctx.answered = Some(answered);

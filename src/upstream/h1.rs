@@ -148,11 +148,11 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// Encodes `req` (its URI in origin form, its `Host` set here or in `set`) with the
-    /// fields of `set`. A short body of known length is read here, so the request can go
-    /// whole in one write.
-    pub async fn encode(req: http::Request<Body>, set: &[Field]) -> Result<Outgoing, String> {
-        let (parts, mut body) = req.into_parts();
+    /// Encodes the request of head `parts` (its URI in origin form, its `Host` set there or
+    /// in `set`) and `body`, with the fields of `set`. The head is read where it lies, not
+    /// moved. A short body of known length is read here, so the request can go whole in
+    /// one write.
+    pub async fn encode(parts: &http::request::Parts, mut body: Body, set: &[Field]) -> Result<Outgoing, String> {
         let sending = match body.size_hint().exact() {
             Some(n) => Sending::Length(n),
             None => Sending::Chunked,
@@ -221,7 +221,7 @@ impl Outgoing {
             _ => Some((body, sending)),
         };
         Ok(Outgoing {
-            method: parts.method,
+            method: parts.method.clone(),
             wire,
             rest,
         })

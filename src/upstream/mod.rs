@@ -222,20 +222,29 @@ impl Upstream {
         }
     }
 
-    /// Sends `req`, read at `sent`: the response timeout runs from then.
-    async fn send(&self, req: Request<Body>, set: &[Field], sent: Instant) -> Result<Response<Pooled>, ProxyError> {
+    /// Sends the request of head `parts`, read at `sent`: the response timeout runs from
+    /// then.
+    async fn send(
+        &self,
+        parts: &Parts,
+        body: Body,
+        set: &[Field],
+        sent: Instant,
+    ) -> Result<Response<Pooled>, ProxyError> {
         let deadline = crate::time::deadline(sent, self.response_timeout);
-        match self.pool.send_with(req, set, sent, Some(deadline)).await {
+        match self.pool.send_with(parts, body, set, sent, Some(deadline)).await {
             Err(SendError::Timeout) => Err(ProxyError::UpstreamTimeout),
             Err(SendError::Failed(e)) => Err(ProxyError::UpstreamUnreachable(e)),
             Ok(resp) => Ok(resp),
         }
     }
 
+    /// Sends the request to Jira as `ctx` decided. Its head `parts` is made ready for
+    /// Jira where it lies (target, version, Jira's session cookie), not moved.
     pub async fn forward(
         &self,
         ctx: &RequestCtx,
-        mut parts: Parts,
+        parts: &mut Parts,
         mut body: Body,
         form: Option<&[(String, String)]>,
         mut sent: Instant,
@@ -253,17 +262,16 @@ impl Upstream {
             }
             _ => None,
         };
-        // Rebound only when sent again, so the common path moves the request no further.
         if let Some((sessions, u, cookie)) = reuse {
             // Boxed: the common path's future stays free of this one's state.
             match Box::pin(self.on_session(ctx, parts, body, form, (sessions, u, cookie), sent)).await? {
-                Ok(resp) => return Ok(resp),
+                Some(resp) => return Ok(resp),
                 // Sent again, signed, with a response timeout of its own.
-                Err(again) => (parts, body, sent) = (again, crate::error::full(bytes::Bytes::new()), Instant::now()),
+                None => (body, sent) = (crate::error::full(bytes::Bytes::new()), Instant::now()),
             }
         }
-        let (req, set) = self.build_request(ctx, parts, body, form, None)?;
-        let resp = self.send(req, &set, sent).await?;
+        let set = self.build_request(ctx, parts, form, None)?;
+        let resp = self.send(parts, body, &set, sent).await?;
         // Hop-by-hop headers stayed on the connection (`h1`).
         let (mut head, mut body) = resp.into_parts();
         self.check_jira_user(ctx, &head.headers)?;
@@ -277,20 +285,21 @@ impl Upstream {
         Ok((Response::from_parts(head, body.boxed()), lines))
     }
 
-    /// oauth1 mode: sends the request on the user's Jira session. `Err(parts)` gives the
-    /// request back to be signed when Jira no longer runs that session as the user.
+    /// oauth1 mode: sends the request on the user's Jira session (a copy of `parts` with
+    /// the session's cookie). `None` when Jira no longer runs that session as the user:
+    /// the request is then to be signed and sent again.
     async fn on_session(
         &self,
         ctx: &RequestCtx,
-        parts: Parts,
+        parts: &Parts,
         body: Body,
         form: Option<&[(String, String)]>,
         (sessions, u, cookie): (&JiraSessions, &str, HeaderValue),
         sent: Instant,
-    ) -> Result<Result<Answer, Parts>, ProxyError> {
-        let again = parts.clone();
-        let (req, set) = self.build_request(ctx, parts, body, form, Some(cookie))?;
-        let resp = self.send(req, &set, sent).await?;
+    ) -> Result<Option<Answer>, ProxyError> {
+        let mut parts = parts.clone();
+        let set = self.build_request(ctx, &mut parts, form, Some(cookie))?;
+        let resp = self.send(&parts, body, &set, sent).await?;
         let (mut head, mut body) = resp.into_parts();
         let ran_as = head.headers.get(headers::X_AUSERNAME).and_then(|v| v.to_str().ok());
         if ran_as.is_some_and(|r| r.eq_ignore_ascii_case(u)) {
@@ -298,23 +307,23 @@ impl Upstream {
                 sessions.put(u, newer);
             }
             let lines = body.take_lines();
-            return Ok(Ok((Response::from_parts(head, body.boxed()), lines)));
+            return Ok(Some((Response::from_parts(head, body.boxed()), lines)));
         }
         sessions.forget(u);
         tracing::debug!(request_id = ?ctx.id, "Jira session no longer runs as the user; signing instead");
-        Ok(Err(again))
+        Ok(None)
     }
 
-    /// The request for Jira, and the header fields the proxy sets on it (written on the
-    /// wire after the caller's own, each replacing the caller's fields of its name).
+    /// Makes `parts` the head of the request for Jira; returns the header fields the proxy
+    /// sets on it (written on the wire after the caller's own, each replacing the
+    /// caller's fields of its name).
     fn build_request(
         &self,
         ctx: &RequestCtx,
-        mut parts: Parts,
-        body: Body,
+        parts: &mut Parts,
         form: Option<&[(String, String)]>,
         session: Option<HeaderValue>,
-    ) -> Result<(Request<Body>, Vec<Field>), ProxyError> {
+    ) -> Result<Vec<Field>, ProxyError> {
         let path = ctx.path.as_ref().map_or("/", |p| p.encoded.as_str());
         let delegated = ctx.auth_kind == Some(crate::auth::AuthKind::JiraToken);
         // oauth1 mode: the user goes in the query, inside the signature (Jira's 2LOi);
@@ -381,7 +390,7 @@ impl Upstream {
             v.set_sensitive(true);
             set.push((AUTHORIZATION, Some(v)));
         }
-        Ok((Request::from_parts(parts, body), set))
+        Ok(set)
     }
 
     /// The identity Jira is to trust, as fields for `set` (a field without a value removes

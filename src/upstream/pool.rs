@@ -225,7 +225,8 @@ impl Pool {
     /// Sends `req` (its URI in origin form, its `Host` set) and returns the answer's head;
     /// the connection goes back to the pool when the body has been read to its end.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Pooled>, String> {
-        self.send_with(req, &[], Instant::now(), None)
+        let (parts, body) = req.into_parts();
+        self.send_with(&parts, body, &[], Instant::now(), None)
             .await
             .map_err(SendError::message)
     }
@@ -236,7 +237,8 @@ impl Pool {
     /// by then ([`SendError::Timeout`]).
     pub async fn send_with(
         &self,
-        req: Request<Body>,
+        parts: &http::request::Parts,
+        body: Body,
         set: &[Field],
         now: Instant,
         deadline: Option<tokio::time::Instant>,
@@ -244,12 +246,12 @@ impl Pool {
         let shard = &self.shards[crate::server::worker_index() % self.shards.len()];
         // A short body is read before a connection is taken, perhaps slowly: the clock
         // is read again after it, so no idle connection is judged by an old reading.
-        let gathers = !hyper::body::Body::is_end_stream(req.body());
+        let gathers = !hyper::body::Body::is_end_stream(&body);
         let mut out = if gathers {
             // Boxed: only requests with a body carry this wait's state.
-            Box::pin(by(deadline, Outgoing::encode(req, set))).await??
+            Box::pin(by(deadline, Outgoing::encode(parts, body, set))).await??
         } else {
-            Outgoing::encode(req, set).await?
+            Outgoing::encode(parts, body, set).await?
         };
         let now = if gathers { Instant::now() } else { now };
         loop {
