@@ -556,6 +556,16 @@ async fn bearer_verified_token_is_cached_until_exp_and_the_cache_can_be_off() {
     }
     let verifications = |p: &Proxy| p.running.runtime().jwt.iter().map(|j| j.verifications()).sum::<u64>();
     assert_eq!(verifications(&s.proxy), 1);
+    // Each request counted once: the first a miss, the nine after it hits.
+    let stats = |p: &Proxy| {
+        p.running
+            .runtime()
+            .jwt
+            .iter()
+            .map(|j| j.cache_stats())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(stats(&s.proxy), [(9, 1)]);
     // A different token (same user, other signature) is verified on its own.
     let other = s.ec.sign(&s.idp.claims("alice"));
     assert_eq!(call(&s, &other).await.status, 200);

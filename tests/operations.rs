@@ -223,6 +223,8 @@ async fn metrics_count_a_known_sequence_of_requests_with_bounded_labels() {
         "jap_upstream_duration_seconds_count 2",
         "jap_proxy_overhead_seconds_count 4",
         "jap_cache_hits_total{cache=\"basic\"} 1",
+        // The first right password and the wrong one; each request counted once.
+        "jap_cache_misses_total{cache=\"basic\"} 2",
         "jap_open_connections ",
         "jap_reloads_total{result=\"ok\"} 0",
     ] {

@@ -221,26 +221,69 @@ impl BasicAuth {
         })
     }
 
+    /// The lockout counters a cache hit is checked against: the user's, and the client
+    /// address's when there is an address limit.
+    fn lock_keys(&self, l: &LockoutConfig, user: &str, ip: IpAddr) -> [String; 2] {
+        let per_address = l.max_failures_per_address > 0;
+        [
+            Self::user_key(user),
+            if per_address { Self::addr_key(ip) } else { String::new() },
+        ]
+    }
+
+    /// Which of `keys` is at its limit, given their counts.
+    fn over_limit<'k>(l: &LockoutConfig, keys: &'k [String; 2], counts: &[Option<bytes::Bytes>]) -> Option<&'k str> {
+        if Self::count(counts.first().and_then(Option::as_ref)) >= i64::from(l.max_failures) {
+            return Some(&keys[0]);
+        }
+        let per_address = l.max_failures_per_address > 0;
+        if per_address && Self::count(counts.get(1).and_then(Option::as_ref)) >= i64::from(l.max_failures_per_address) {
+            return Some(&keys[1]);
+        }
+        None
+    }
+
+    /// Both counters in one store call (one round trip to Redis).
+    fn key_list<'k>(l: &LockoutConfig, keys: &'k [String; 2]) -> ([&'k str; 2], usize) {
+        (
+            [keys[0].as_str(), keys[1].as_str()],
+            1 + usize::from(l.max_failures_per_address > 0),
+        )
+    }
+
     /// Read-only lockout check (for cache hits, which are not guesses).
     async fn is_locked(&self, user: &str, ip: IpAddr) -> Result<Option<RejectReason>, AuthError> {
         let Some(l) = self.lockout else { return Ok(None) };
-        let uk = Self::user_key(user);
-        let per_address = l.max_failures_per_address > 0;
-        let ak = if per_address { Self::addr_key(ip) } else { String::new() };
-        // Both counters in one store call (one round trip to Redis).
-        let keys = [uk.as_str(), ak.as_str()];
-        let keys = &keys[..1 + usize::from(per_address)];
-        let counts = match self.store.get_many_now(keys) {
+        let keys = self.lock_keys(&l, user, ip);
+        let (list, n) = Self::key_list(&l, &keys);
+        let counts = match self.store.get_many_now(&list[..n]) {
             Some(counts) => counts?,
-            None => self.store.get_many(keys).await?,
+            None => self.store.get_many(&list[..n]).await?,
         };
-        if Self::count(counts.first().and_then(Option::as_ref)) >= i64::from(l.max_failures) {
-            return Ok(Some(self.locked_reason(&uk, l.window).await?));
+        match Self::over_limit(&l, &keys, &counts) {
+            Some(key) => Ok(Some(self.locked_reason(key, l.window).await?)),
+            None => Ok(None),
         }
-        if per_address && Self::count(counts.get(1).and_then(Option::as_ref)) >= i64::from(l.max_failures_per_address) {
-            return Ok(Some(self.locked_reason(&ak, l.window).await?));
+    }
+
+    /// [`BasicAuth::is_locked`]'s "not locked", answered without waiting when the store
+    /// is in this process: `Some(Ok(()))` when the caller may go on, `None` when the
+    /// store must be awaited or the caller is locked (whose answer needs the wait).
+    fn unlocked_now(&self, user: &str, ip: IpAddr) -> Option<Result<(), AuthError>> {
+        let Some(l) = self.lockout else { return Some(Ok(())) };
+        let keys = self.lock_keys(&l, user, ip);
+        let (list, n) = Self::key_list(&l, &keys);
+        match self.store.get_many_now(&list[..n])? {
+            Ok(counts) => Self::over_limit(&l, &keys, &counts).is_none().then_some(Ok(())),
+            Err(e) => Some(Err(e.into())),
         }
-        Ok(None)
+    }
+
+    /// The verified-credential cache's key for a user name and password.
+    fn credential_digest(&self, user: &str, password: &str) -> crate::auth::cache::Digest {
+        // The cache is this member's own: user and password are the whole key.
+        self.cache
+            .digest(&[crate::auth::lowercase(user).as_bytes(), password.as_bytes()])
     }
 
     /// Counts this attempt against the user and the address BEFORE the slow check, so
@@ -321,12 +364,22 @@ impl Authenticator for BasicAuth {
         Some(self.challenge.clone())
     }
 
-    /// No Basic credential, or a malformed one.
+    /// No Basic credential, a malformed one, or a cached one whose lockout counters are
+    /// in this process (most requests): nothing to wait for.
     fn at_once(&self, req: &AuthRequest<'_>) -> Option<Result<Outcome, AuthError>> {
-        match req.basic() {
-            Some(Ok(_)) => None,
-            Some(Err(code)) => Some(Ok(Outcome::Rejected(RejectReason::new(code)))),
-            None => Some(Ok(Outcome::NotPresent)),
+        let (user, password) = match req.basic() {
+            Some(Ok(credential)) => credential,
+            Some(Err(code)) => return Some(Ok(Outcome::Rejected(RejectReason::new(code)))),
+            None => return Some(Ok(Outcome::NotPresent)),
+        };
+        // Counted only when it answers: otherwise `verify` looks again, and counts.
+        let p = self.cache.peek(&self.credential_digest(user, password), req.at)?;
+        match self.unlocked_now(user, req.client_ip)? {
+            Ok(()) => {
+                self.cache.hit();
+                Some(Ok(Outcome::Authenticated(p)))
+            }
+            Err(e) => Some(Err(e)),
         }
     }
 
@@ -368,10 +421,7 @@ impl BasicAuth {
         now: std::time::Instant,
     ) -> Result<Outcome, AuthError> {
         let req_ip = ip;
-        // The cache is this member's own: user and password are the whole key.
-        let digest = self
-            .cache
-            .digest(&[crate::auth::lowercase(user).as_bytes(), password.as_bytes()]);
+        let digest = self.credential_digest(user, password);
         if let Some(p) = self.cache.get(&digest, now) {
             if let Some(r) = self.is_locked(user, req_ip).await? {
                 return Ok(Outcome::Rejected(r));

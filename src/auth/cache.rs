@@ -122,18 +122,34 @@ impl<V: Clone> TtlMap<V> {
 
     /// The live entry for `key` at `now` (the request's reading of the clock).
     pub fn get(&self, key: &Digest, now: Instant) -> Option<V> {
+        let found = self.peek(key, now);
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        found
+    }
+
+    /// As [`TtlMap::get`], uncounted: for a first look that either answers (and counts
+    /// itself a [`TtlMap::hit`]) or is followed by a counted one.
+    pub fn peek(&self, key: &Digest, now: Instant) -> Option<V> {
         let mut map = self.lock();
-        let found = match map.get(key) {
+        match map.get(key) {
             Some((until, v)) if *until > now => Some(v.clone()),
             Some(_) => {
                 map.remove(key);
                 None
             }
             None => None,
-        };
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        found
+        }
+    }
+
+    /// Counts a hit found by [`TtlMap::peek`].
+    pub fn hit(&self) {
+        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a miss found by [`TtlMap::peek`].
+    pub fn miss(&self) {
+        self.misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Lookups that found a live entry, and those that did not.
@@ -217,6 +233,16 @@ impl CredentialCache {
 
     pub fn get(&self, digest: &Digest, now: Instant) -> Option<Principal> {
         self.map.get(digest, now)
+    }
+
+    /// See [`TtlMap::peek`].
+    pub fn peek(&self, digest: &Digest, now: Instant) -> Option<Principal> {
+        self.map.peek(digest, now)
+    }
+
+    /// See [`TtlMap::hit`].
+    pub fn hit(&self) {
+        self.map.hit();
     }
 
     pub fn insert(&self, digest: Digest, principal: Principal) {

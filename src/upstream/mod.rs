@@ -324,7 +324,7 @@ impl Upstream {
         form: Option<&[(String, String)]>,
         session: Option<HeaderValue>,
     ) -> Result<Vec<Field>, ProxyError> {
-        let path = ctx.path.as_ref().map_or("/", |p| p.encoded.as_str());
+        let path = ctx.path.as_ref().map_or("/", |p| p.encoded());
         let delegated = ctx.auth_kind == Some(crate::auth::AuthKind::JiraToken);
         // oauth1 mode: the user goes in the query, inside the signature (Jira's 2LOi);
         // or the request carries the user's Jira session instead.

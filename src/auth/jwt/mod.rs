@@ -299,13 +299,17 @@ impl Authenticator for JwtAuth {
         let Some(digest) = req.bearer_digest() else {
             return Some(Ok(Outcome::NotPresent));
         };
-        self.verified.get(digest, req.at).map(|p| Ok(Outcome::Authenticated(p)))
+        // Counted here when found; a miss is counted once, by `authenticate`.
+        let p = self.verified.peek(digest, req.at)?;
+        self.verified.hit();
+        Some(Ok(Outcome::Authenticated(p)))
     }
 
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
         if let Some(r) = self.at_once(req) {
             return r;
         }
+        self.verified.miss();
         let (Some(token), Some(&digest)) = (req.bearer(), req.bearer_digest()) else {
             return Ok(Outcome::NotPresent);
         };
