@@ -184,6 +184,37 @@ pub fn itoa(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
     }
 }
 
+/// True when `text` is `lower` in any letter case, `lower` being lower-case letters,
+/// digits and `-` (a field name, or an option such as `keep-alive`), and `text` a field
+/// name or value as the parser accepted it. Eight bytes at a time: setting each byte's
+/// 0x20 bit turns an upper-case letter into its lower case and leaves `lower`'s bytes as
+/// they are; the only other bytes it could turn into one of them (CR, and controls below
+/// 0x20) are in no accepted name or value.
+pub fn eq_lower(text: &[u8], lower: &[u8]) -> bool {
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    let n = text.len();
+    if n != lower.len() {
+        return false;
+    }
+    if n < 8 {
+        return text.iter().zip(lower).all(|(t, l)| t | 0x20 == *l);
+    }
+    let mut i = 0;
+    while i + 8 <= n {
+        if word(&text[i..i + 8]) | CASE != word(&lower[i..i + 8]) {
+            return false;
+        }
+        i += 8;
+    }
+    // The last bytes as the last eight, overlapping bytes already compared.
+    i == n || word(&text[n - 8..]) | CASE == word(&lower[n - 8..])
+}
+
 /// The name and value a span (name start, name end, value start, value end) marks in
 /// `head`; empty for a span outside it.
 pub fn field<'a>(head: &'a [u8], &[ns, ne, vs, ve]: &[u32; 4]) -> (&'a [u8], &'a [u8]) {
@@ -205,8 +236,8 @@ pub struct HeaderLines {
 }
 
 impl HeaderLines {
-    pub fn new(head: Bytes, spans: Vec<[u32; 4]>) -> Self {
-        let dated = spans.iter().any(|s| field(&head, s).0.eq_ignore_ascii_case(b"date"));
+    /// `dated`: a `Date` is among the fields (noted by the caller as it sorted them).
+    pub fn new(head: Bytes, spans: Vec<[u32; 4]>, dated: bool) -> Self {
         HeaderLines { head, spans, dated }
     }
 
@@ -276,6 +307,39 @@ impl HeaderLines {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eq_lower_agrees_with_a_case_blind_comparison_on_every_accepted_byte() {
+        // Bytes a field name or value may hold once parsed: HTAB, SP, visible ASCII, obs-text.
+        let accepted: Vec<u8> = std::iter::once(b'\t').chain(0x20..=0x7e).chain(0x80..=0xff).collect();
+        for lower in [
+            &b"te"[..],
+            b"date",
+            b"close",
+            b"chunked",
+            b"keep-alive",
+            b"x-ratelimit-",
+            b"content-length",
+            b"transfer-encoding",
+            b"x-authentication-denied-reason",
+        ] {
+            assert!(eq_lower(&lower.to_ascii_uppercase(), lower));
+            assert!(!eq_lower(&lower[1..], lower), "shorter");
+            for at in 0..lower.len() {
+                for &b in &accepted {
+                    let mut text = lower.to_vec();
+                    text[at] = b;
+                    assert_eq!(
+                        eq_lower(&text, lower),
+                        text.eq_ignore_ascii_case(lower),
+                        "{:?} against {:?}",
+                        String::from_utf8_lossy(&text),
+                        String::from_utf8_lossy(lower)
+                    );
+                }
+            }
+        }
+    }
 
     /// Steps through `wire` fed `at_a_time` bytes at a time; the body's bytes, and the
     /// bytes after its end.

@@ -599,8 +599,8 @@ impl Flags {
     fn note(&mut self, name: &HeaderName, value: &HeaderValue, codings: &mut Vec<bool>) {
         if name == CONNECTION {
             for t in list_items(value.as_bytes()) {
-                self.close |= t.eq_ignore_ascii_case(b"close");
-                self.keep_alive_asked |= t.eq_ignore_ascii_case(b"keep-alive");
+                self.close |= crate::wire::eq_lower(t, b"close");
+                self.keep_alive_asked |= crate::wire::eq_lower(t, b"keep-alive");
             }
         } else if name == CONTENT_LENGTH {
             self.lengths += 1;
@@ -608,11 +608,11 @@ impl Flags {
             // Codings of every field in order: the last must be `chunked` (RFC 9112 §6.3),
             // and `chunked` is the only one understood (§6.1).
             for t in list_items(value.as_bytes()) {
-                codings.push(t.eq_ignore_ascii_case(b"chunked"));
+                codings.push(crate::wire::eq_lower(t, b"chunked"));
             }
             self.encoded = true;
         } else if name == EXPECT {
-            self.expect_continue |= value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+            self.expect_continue |= crate::wire::eq_lower(value.as_bytes(), b"100-continue");
         } else if name == HOST {
             self.hosts += 1;
         }

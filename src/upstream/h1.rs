@@ -27,7 +27,7 @@ use tokio_rustls::client::TlsStream;
 use super::headers::{AnswerField, classify_answer_field};
 use super::pool::Shard;
 use crate::error::{Body, BodyError};
-use crate::wire::{Chunk, Framing, HeaderLines, Step, field, hex_line, itoa};
+use crate::wire::{Chunk, Framing, HeaderLines, Step, eq_lower, field, hex_line, itoa};
 
 /// Most header fields an answer may carry.
 const MAX_HEADERS: usize = 100;
@@ -503,15 +503,15 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
                 // Framing, read here and not forwarded: the last coding decides.
                 seen.encoding = true;
                 if let Some(last) = super::headers::list_items(value).next_back() {
-                    seen.chunked = last.eq_ignore_ascii_case(b"chunked");
+                    seen.chunked = eq_lower(last, b"chunked");
                 }
                 continue;
             }
             AnswerField::Connection => {
                 for t in super::headers::list_items(value) {
-                    if t.eq_ignore_ascii_case(b"close") {
+                    if eq_lower(t, b"close") {
                         seen.close = true;
-                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    } else if eq_lower(t, b"keep-alive") {
                         seen.keep_alive = true;
                     } else {
                         named.push(t);
@@ -520,6 +520,7 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
                 continue;
             }
             AnswerField::HopByHop => continue,
+            AnswerField::Date => seen.dated = true,
             AnswerField::ContentLength | AnswerField::ReadByProxy | AnswerField::Other => {}
         }
         let (n, v) = (at(name), at(value));
@@ -540,6 +541,7 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
         let cut = |s: &[u32; 4]| !named.iter().any(|n| n.eq_ignore_ascii_case(field(head, s).0));
         lines.retain(cut);
         mapped.retain(cut);
+        seen.dated = lines.iter().any(|s| eq_lower(field(head, s).0, b"date"));
         // Positions in `lines` have moved: the lengths are looked for by name below.
         only_length = None;
     }
@@ -584,7 +586,7 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
             .map_err(|_| "Jira's answer has a malformed header value")?;
         headers.append(name, value);
     }
-    let lines = HeaderLines::new(head, lines);
+    let lines = HeaderLines::new(head, lines, seen.dated);
     let keep_alive = !matches!(framing, Framing::ToClose)
         && if version == Version::HTTP_10 {
             seen.keep_alive && !seen.close
@@ -611,6 +613,8 @@ struct Seen {
     /// The options a `Connection` carried.
     close: bool,
     keep_alive: bool,
+    /// A `Date` passes on.
+    dated: bool,
 }
 
 /// RFC 9112 §6.3, refusing what could be read two ways.

@@ -59,6 +59,8 @@ pub enum AnswerField {
     /// Jira's session cookies, the request ids, the password check's verdict fields) or
     /// a rate-limit field the proxy sets: kept in the answer's map.
     ReadByProxy,
+    /// `Date`: passed on as Jira wrote it (the listener adds one only when it is absent).
+    Date,
     /// Any other field: passed on as Jira wrote it.
     Other,
 }
@@ -67,7 +69,7 @@ pub enum AnswerField {
 /// through this, so it looks at the name's length first and compares with at most the
 /// few names of that length, rather than with every name in the lists.
 pub fn classify_answer_field(name: &[u8]) -> AnswerField {
-    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    let is = |n: &str| crate::wire::eq_lower(name, n.as_bytes());
     let hop = |found: bool| {
         if found {
             AnswerField::HopByHop
@@ -77,6 +79,7 @@ pub fn classify_answer_field(name: &[u8]) -> AnswerField {
     };
     let class = match name.len() {
         2 => hop(is("te")),
+        4 if is("date") => AnswerField::Date,
         7 => hop(is("trailer") || is("upgrade")),
         10 if is("connection") => AnswerField::Connection,
         10 if is("set-cookie") => AnswerField::ReadByProxy,
@@ -93,7 +96,11 @@ pub fn classify_answer_field(name: &[u8]) -> AnswerField {
         30 if is("x-authentication-denied-reason") => AnswerField::ReadByProxy,
         _ => AnswerField::Other,
     };
-    if class == AnswerField::Other && name.get(..12).is_some_and(|p| p.eq_ignore_ascii_case(b"x-ratelimit-")) {
+    if class == AnswerField::Other
+        && name
+            .get(..12)
+            .is_some_and(|p| crate::wire::eq_lower(p, b"x-ratelimit-"))
+    {
         return AnswerField::ReadByProxy;
     }
     class
@@ -108,7 +115,7 @@ pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
         .iter()
         .filter(|v| v.to_str().is_ok())
         .flat_map(|v| list_items(v.as_bytes()))
-        .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
+        .filter(|t| !crate::wire::eq_lower(t, b"keep-alive") && !crate::wire::eq_lower(t, b"close"))
         .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect()
 }
@@ -204,6 +211,7 @@ mod tests {
                 "transfer-encoding" => AnswerField::TransferEncoding,
                 "connection" => AnswerField::Connection,
                 "content-length" => AnswerField::ContentLength,
+                "date" => AnswerField::Date,
                 n if HOP_BY_HOP.contains(&n) => AnswerField::HopByHop,
                 n if READ_BY_PROXY.contains(&n) || n.starts_with("x-ratelimit-") => AnswerField::ReadByProxy,
                 _ => AnswerField::Other,
