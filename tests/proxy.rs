@@ -372,6 +372,10 @@ async fn hop_by_hop_response_headers_from_jira_are_removed() {
     assert!(r.headers.get("x-secret-internal").is_none());
     assert!(r.headers.get("keep-alive").is_none());
     assert_eq!(r.header("x-ordinary"), Some("kept"));
+    // The request id is the proxy's: Jira's own gives way to it.
+    let ids: Vec<_> = r.headers.get_all("x-request-id").iter().collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0], jira.last().headers["x-request-id"]);
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ use crate::auth::{AuthKind, AuthRequest, Principal, Verdict};
 use crate::config::{Effect, RateSpec};
 use crate::error::{Body, ProxyError};
 use crate::runtime::Runtime;
+use crate::server::Answer;
 use crate::wire::HeaderLines;
 use path::NormalPath;
 
@@ -125,9 +126,9 @@ impl RequestCtx {
     }
 }
 
-/// The answer to `req`, and the fields of Jira's answer that pass as Jira wrote them
-/// (written after the answer's own by the listener).
-pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> (Response<Body>, Option<HeaderLines>) {
+/// The answer to `req`, with the fields of Jira's answer that pass as Jira wrote them and
+/// the request's id (written after the answer's own by the listener).
+pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> Answer {
     let mut ctx = RequestCtx::new(conn, &req);
     // audit.required: while the audit log cannot be written, nothing goes through.
     let result = if rt.audit_required && !rt.audit.healthy() {
@@ -148,8 +149,10 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> (Re
             e.into_response()
         }
     };
-    resp.headers_mut()
-        .insert(crate::upstream::headers::X_REQUEST_ID, ctx.id.clone());
+    // The id is the proxy's: one from Jira gives way to it.
+    if !resp.headers().is_empty() {
+        resp.headers_mut().remove(crate::upstream::headers::X_REQUEST_ID);
+    }
     if let Some(rate) = &ctx.rate {
         for (name, value) in rate.values() {
             resp.headers_mut().insert(name, value);
@@ -177,7 +180,11 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> (Re
         total,
         upstream: ctx.upstream_time,
     });
-    (resp, lines)
+    Answer {
+        response: resp,
+        lines,
+        request_id: Some(ctx.id),
+    }
 }
 
 async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Body>) -> Result<Response<Body>, ProxyError> {

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::error::{Body, BodyError};
-use crate::upstream::headers::list_items;
+use crate::upstream::headers::{X_REQUEST_ID, list_items};
 use crate::wire::{Chunk, Framing, HeaderLines, Step, hex_line, itoa};
 
 /// HTTP/2's connection preface (RFC 9113 §3.4).
@@ -62,8 +62,36 @@ pub enum Ended<S> {
     Http2(S, Bytes),
 }
 
-/// An answer, with the fields of Jira's answer that pass as Jira wrote them.
-pub type Answer = (Response<Body>, Option<HeaderLines>);
+/// An answer: the response, the fields of Jira's answer that pass as Jira wrote them,
+/// and the request's id, written last as `X-Request-Id` (the response's map holds none).
+/// The id goes on the wire from its own value: no map insert per request.
+pub struct Answer {
+    pub response: Response<Body>,
+    pub lines: Option<HeaderLines>,
+    pub request_id: Option<HeaderValue>,
+}
+
+impl Answer {
+    pub fn new(response: Response<Body>) -> Answer {
+        Answer {
+            response,
+            lines: None,
+            request_id: None,
+        }
+    }
+
+    /// The response with every field in its map, in lower case (HTTP/2).
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = self.response;
+        if let Some(lines) = self.lines {
+            lines.into_map(response.headers_mut());
+        }
+        if let Some(id) = self.request_id {
+            response.headers_mut().insert(X_REQUEST_ID, id);
+        }
+        response
+    }
+}
 
 /// The request path, one call per request.
 pub type Service = Box<dyn Fn(Request<Body>) -> Pin<Box<dyn Future<Output = Answer> + Send>> + Send + Sync>;
@@ -110,7 +138,9 @@ where
             }
             Next::Refuse(status, message) => {
                 let answer = crate::error::jira_error(status, message);
-                let _ = conn.answer((answer, None), &Method::GET, Version::HTTP_11, false).await;
+                let _ = conn
+                    .answer(Answer::new(answer), &Method::GET, Version::HTTP_11, false)
+                    .await;
                 // The caller may still be sending what was refused: read on a while, so it
                 // reads the refusal rather than a reset.
                 conn.close(true).await;
@@ -387,7 +417,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Writes `answer`; `Ok(true)` when the connection can carry another request.
     async fn answer(
         &mut self,
-        (answer, lines): Answer,
+        Answer {
+            response: answer,
+            lines,
+            request_id,
+        }: Answer,
         method: &Method,
         version: Version,
         mut keep_alive: bool,
@@ -429,6 +463,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if let Some(lines) = &lines {
             dated |= lines.dated;
             lines.write_to(&mut out);
+        }
+        if let Some(id) = &request_id {
+            out.extend_from_slice(b"x-request-id: ");
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         if !dated {
             out.extend_from_slice(b"date: ");
@@ -962,8 +1001,9 @@ mod tests {
     async fn a_kept_connection_closes_one_to_two_header_timeouts_after_its_last_request() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut client, server) = tokio::io::duplex(4096);
-        let service: Service =
-            Box::new(|_req| Box::pin(async { (Response::new(crate::error::full(Bytes::from_static(b"ok"))), None) }));
+        let service: Service = Box::new(|_req| {
+            Box::pin(async { Answer::new(Response::new(crate::error::full(Bytes::from_static(b"ok")))) })
+        });
         let (_stop_tx, stop) = watch::channel(false);
         let _server = tokio::spawn(serve(server, LIMITS, service, stop));
         let mut buf = vec![0u8; 4096];

@@ -6,6 +6,7 @@
 
 mod h1;
 mod silent;
+pub use h1::Answer;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -419,12 +420,8 @@ impl AcceptLoop {
             // Boxed: the connection keeps room for each stream's future.
             let answer: std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> =
                 Box::pin(async move {
-                    let (mut resp, lines) = handle(rt, info, req).await;
                     // HTTP/2 carries every field in the map, in lower case.
-                    if let Some(lines) = lines {
-                        lines.into_map(resp.headers_mut());
-                    }
-                    Ok::<_, Infallible>(resp)
+                    Ok::<_, Infallible>(handle(rt, info, req).await.into_response())
                 });
             answer
         });

@@ -379,6 +379,7 @@ async fn jira(
         h.insert("x-secret-internal", "1".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("x-ordinary", "kept".parse().unwrap());
+        h.insert("x-request-id", "jira-side".parse().unwrap());
         return Ok(r);
     }
     if path == "/rest/api/2/myself" && user.is_none() {
