@@ -37,9 +37,35 @@ const B64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// A decoded Basic credential: `user:password` as sent, held once.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    text: String,
+    colon: usize,
+}
+
+impl Credential {
+    pub fn user(&self) -> &str {
+        self.text.get(..self.colon).unwrap_or_default()
+    }
+
+    pub fn password(&self) -> &str {
+        self.text.get(self.colon + 1..).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password never reaches a log, even through a debug print.
+        f.debug_struct("Credential")
+            .field("user", &self.user())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Parses an `Authorization` value. `None`: not Basic (another member's business).
 /// `Some(Err(code))`: Basic, but malformed.
-pub fn parse(value: &HeaderValue) -> Option<Result<(String, String), &'static str>> {
+pub fn parse(value: &HeaderValue) -> Option<Result<Credential, &'static str>> {
     let bytes = value.as_bytes();
     let (scheme, rest) = match bytes.iter().position(|b| *b == b' ') {
         Some(i) => (&bytes[..i], &bytes[i..]),
@@ -55,15 +81,14 @@ pub fn parse(value: &HeaderValue) -> Option<Result<(String, String), &'static st
     let Ok(decoded) = B64.decode(token) else {
         return Some(Err("malformed_basic"));
     };
-    let Ok(mut user) = String::from_utf8(decoded) else {
+    let Ok(text) = String::from_utf8(decoded) else {
         return Some(Err("malformed_basic"));
     };
-    let Some(colon) = user.bytes().position(|b| b == b':') else {
+    let Some(colon) = text.bytes().position(|b| b == b':') else {
         return Some(Err("malformed_basic"));
     };
-    // The decoded text becomes the user name: only the password is copied out.
-    let password = user.get(colon + 1..).unwrap_or_default().to_owned();
-    user.truncate(colon);
+    // The decoded text is kept whole: user and password are its two parts, not copies.
+    let user = &text[..colon];
     let control = if user.is_ascii() {
         user.bytes().any(|b| b.is_ascii_control())
     } else {
@@ -72,7 +97,7 @@ pub fn parse(value: &HeaderValue) -> Option<Result<(String, String), &'static st
     if user.is_empty() || user.len() > MAX_USER_BYTES || control {
         return Some(Err("malformed_basic"));
     }
-    Some(Ok((user, password)))
+    Some(Ok(Credential { text, colon }))
 }
 
 /// `prefix` and the user name in lower case (as `str::to_lowercase` has it).
@@ -522,22 +547,34 @@ mod tests {
         assert_eq!(BasicAuth::addr_key(v6), "lockout:basic-addr:2001:db8::1");
     }
 
+    /// `parse`'s answer as user and password.
+    fn pair(v: &HeaderValue) -> Option<Result<(String, String), &'static str>> {
+        parse(v).map(|r| r.map(|c| (c.user().to_owned(), c.password().to_owned())))
+    }
+
+    #[test]
+    fn a_credential_prints_without_its_password() {
+        let v = hv(&format!("Basic {}", b64(b"alice:s3cret-pw")));
+        let printed = format!("{:?}", parse(&v));
+        assert!(printed.contains("alice") && !printed.contains("s3cret"), "{printed}");
+    }
+
     #[test]
     fn basic_password_with_colons_splits_at_first() {
         let v = hv(&format!("Basic {}", b64(b"alice:pa:ss:word")));
-        assert_eq!(parse(&v), Some(Ok(("alice".into(), "pa:ss:word".into()))));
+        assert_eq!(pair(&v), Some(Ok(("alice".into(), "pa:ss:word".into()))));
     }
 
     #[test]
     fn basic_scheme_is_case_insensitive_and_padding_optional() {
         let v = hv(&format!("bAsIc   {}", b64(b"bob:x").trim_end_matches('=')));
-        assert_eq!(parse(&v), Some(Ok(("bob".into(), "x".into()))));
+        assert_eq!(pair(&v), Some(Ok(("bob".into(), "x".into()))));
     }
 
     #[test]
     fn basic_utf8_user_and_password() {
         let v = hv(&format!("Basic {}", b64("jürgen:pässwörd".as_bytes())));
-        assert_eq!(parse(&v), Some(Ok(("jürgen".into(), "pässwörd".into()))));
+        assert_eq!(pair(&v), Some(Ok(("jürgen".into(), "pässwörd".into()))));
     }
 
     #[test]

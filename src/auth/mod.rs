@@ -230,7 +230,7 @@ pub struct DigestOnce(std::sync::OnceLock<Option<cache::Digest>>);
 
 /// A request's Basic credential, parsed at most once however many members read it.
 #[derive(Default)]
-pub struct BasicOnce(std::sync::OnceLock<Option<Result<(String, String), &'static str>>>);
+pub struct BasicOnce(std::sync::OnceLock<Option<Result<basic::Credential, &'static str>>>);
 
 impl AuthRequest<'_> {
     /// The request's bearer token (see [`bearer_of`]), if it has one.
@@ -252,7 +252,7 @@ impl AuthRequest<'_> {
         let parsed = self.basic.0.get_or_init(|| self.authorization.and_then(basic::parse));
         parsed
             .as_ref()
-            .map(|r| r.as_ref().map(|(u, p)| (u.as_str(), p.as_str())).map_err(|code| *code))
+            .map(|r| r.as_ref().map(|c| (c.user(), c.password())).map_err(|code| *code))
     }
 }
 
