@@ -122,16 +122,14 @@ impl Principal {
     /// Adds groups learnt about the authenticated user elsewhere (Jira's own groups), to
     /// this request's principal only.
     pub(crate) fn add_groups(&mut self, groups: Vec<String>) {
-        let fresh: Vec<String> = groups
-            .into_iter()
-            .filter(|g| !self.0.groups.iter().any(|h| h.eq_ignore_ascii_case(g)))
-            .collect();
-        if fresh.is_empty() {
+        let known = |mine: &[String], g: &str| mine.iter().any(|h| h.eq_ignore_ascii_case(g));
+        // A shared principal is copied only when there is something to add.
+        if groups.iter().all(|g| known(&self.0.groups, g)) {
             return;
         }
         let mine = &mut Arc::make_mut(&mut self.0).groups;
-        for g in fresh {
-            if !mine.iter().any(|h| h.eq_ignore_ascii_case(&g)) {
+        for g in groups {
+            if !known(mine, &g) {
                 mine.push(g);
             }
         }

@@ -104,6 +104,8 @@ fn is_invisible(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::AuthKind;
+    use std::collections::HashMap;
 
     #[test]
     fn ascii_names_are_judged_as_every_other_name() {
@@ -116,8 +118,6 @@ mod tests {
             assert_eq!(validate(name), by_chars(name), "{name:?}");
         }
     }
-    use crate::auth::AuthKind;
-    use std::collections::HashMap;
 
     fn map(lowercase: bool) -> IdentityMap {
         IdentityMap::new(IdentityRules {

@@ -248,10 +248,13 @@ impl Failure {
     pub fn message(self) -> String {
         match self {
             Failure::ClosedEarly(m) | Failure::Broken(m) => m,
-            Failure::TimedOut => "no answer from Jira in time".into(),
+            Failure::TimedOut => NO_ANSWER_IN_TIME.into(),
         }
     }
 }
+
+/// The message of a request that got no answer's head by its deadline.
+pub const NO_ANSWER_IN_TIME: &str = "no answer from Jira in time";
 
 /// [`exchange`], given up at `deadline` ([`Failure::TimedOut`]).
 ///
@@ -552,7 +555,7 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
         let by_name = only_length.is_none().then(|| {
             lines.iter().filter_map(|s| {
                 let (name, value) = field(head, s);
-                name.eq_ignore_ascii_case(b"content-length").then_some(value)
+                eq_lower(name, b"content-length").then_some(value)
             })
         });
         let only = only_length.and_then(|i| lines.get(i)).map(|s| field(head, s).1);
@@ -573,7 +576,7 @@ fn parse_head(buf: &mut BytesMut, to_head_request: bool) -> Result<Parsed, Strin
             }
             _ => {
                 let head = &buf[..];
-                lines.retain(|s| !field(head, s).0.eq_ignore_ascii_case(b"content-length"));
+                lines.retain(|s| !eq_lower(field(head, s).0, b"content-length"));
             }
         }
     }

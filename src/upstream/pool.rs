@@ -101,7 +101,7 @@ pub enum SendError {
 impl SendError {
     pub fn message(self) -> String {
         match self {
-            SendError::Timeout => "no answer from Jira in time".into(),
+            SendError::Timeout => h1::NO_ANSWER_IN_TIME.into(),
             SendError::Failed(m) => m,
         }
     }
