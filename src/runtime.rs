@@ -222,6 +222,10 @@ impl Runtime {
         if !self.jwt.is_empty() {
             out.push(("jwt", h, m));
         }
+        if let Some(s) = &self.session {
+            let (h, m) = s.cache_stats();
+            out.push(("session", h, m));
+        }
         out
     }
 }

@@ -69,6 +69,8 @@ async fn a_session_from_one_replica_works_on_the_other_and_a_logout_ends_it_ever
         async move { get(&url, &[("cookie", &cookie)]).await }
     };
     assert_eq!(who(&b).await.json()["name"], "alice");
+    // Both replicas have now read (and keep decoded) the session.
+    assert_eq!(who(&a).await.json()["name"], "alice");
     let r = send(
         "DELETE",
         &b.url("/rest/auth/1/session"),
@@ -78,6 +80,70 @@ async fn a_session_from_one_replica_works_on_the_other_and_a_logout_ends_it_ever
     .await;
     assert_eq!(r.status, 204);
     assert_eq!(who(&a).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_record_changed_in_the_store_is_read_again_on_its_next_use() {
+    use jira_auth_proxy::config::Secret;
+    use jira_auth_proxy::store::{RedisSettings, RedisStore, StateStore};
+
+    let prefix = prefix();
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let text = format!("{}\n[admin]\nlisten = \"127.0.0.1:0\"\n", config(&prefix));
+    let a = Proxy::start(&text, jira.addr).await;
+    let r = send(
+        "POST",
+        &a.url("/rest/auth/1/session"),
+        &[("content-type", "application/json")],
+        Bytes::from(r#"{"username":"alice","password":"alice-pw"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let id = r.json()["session"]["value"].as_str().unwrap().to_owned();
+    let cookie = format!("JAPSESSION={id}");
+    let url = a.url("/rest/auth/1/session");
+    let headers = [("cookie", cookie.as_str())];
+    let who = || get(&url, &headers);
+    for _ in 0..2 {
+        assert_eq!(get(&a.url("/rest/api/2/myself"), &headers).await.status, 200);
+    }
+    assert_eq!(jira.last().user.as_deref(), Some("alice"));
+    // The same record read twice was decoded once.
+    let (_, metrics) = a.admin("/metrics").await;
+    assert!(
+        metrics.contains("jap_cache_hits_total{cache=\"session\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("jap_cache_misses_total{cache=\"session\"} 1"),
+        "{metrics}"
+    );
+
+    // Someone else (another replica, an admin) rewrites the record: the next request
+    // uses what the store now holds, not the decoding kept from before.
+    let store = RedisStore::new(RedisSettings {
+        url: Secret::from_bytes(b"redis://127.0.0.1:6379".to_vec()),
+        key_prefix: prefix,
+        connect_timeout: std::time::Duration::from_secs(2),
+        response_timeout: std::time::Duration::from_secs(2),
+        ca_file: None,
+    })
+    .unwrap();
+    let key = format!("session:{}", jira_auth_proxy::auth::cache::id_of(&id));
+    let mut record: serde_json::Value = serde_json::from_slice(&store.get(&key).await.unwrap().unwrap()).unwrap();
+    record["user"] = "bob".into();
+    let bytes = Bytes::from(serde_json::to_vec(&record).unwrap());
+    store
+        .put(&key, bytes, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(who().await.json()["name"], "bob");
+    // An unreadable record is no session, decoded copy or not.
+    store
+        .put(&key, Bytes::from_static(b"{"), std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(who().await.status, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

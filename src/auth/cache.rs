@@ -24,13 +24,20 @@ pub fn id_of(secret: &str) -> String {
 
 /// `bytes` in lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    // Hex digits are ASCII: never the empty default.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Writes `bytes` in lower-case hex into the front of `out` (two bytes per byte; what does
+/// not fit is left out).
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
-    out
 }
 
 /// SHA-256 of `bytes` (for random tokens and keys, where a fast hash is right).

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::basic::BasicAuth;
+use super::cache::{Digest, TtlMap};
 use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason};
 use crate::config::{LocalUser, SessionConfig};
 use crate::error::{Body, full};
@@ -39,7 +40,7 @@ pub fn is_endpoint(path: &str) -> bool {
 /// Largest login body read.
 const LOGIN_BODY_LIMIT: usize = 16 * 1024;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Record {
     user: String,
     groups: Vec<String>,
@@ -50,9 +51,51 @@ struct Record {
     xsrf: String,
 }
 
+/// At most this many sessions are kept decoded (see [`Decoded`]).
+const DECODED_MAX: usize = 10_000;
+
+/// A session record as the store last gave it, decoded once: the bytes it was decoded
+/// from, and the principal a request on it is authenticated as. The store stays the
+/// authority: every request reads the record there, and this decoding is used only while
+/// those bytes are unchanged.
+struct Decoded {
+    raw: Bytes,
+    record: Record,
+    principal: Principal,
+}
+
+/// A session's store key, `session:` and the hex of its id's hash ([`super::cache::id_of`];
+/// the id itself is never stored), held inline.
+struct StoreKey([u8; 40]);
+
+impl StoreKey {
+    /// The key of the session whose id's SHA-256 is `digest`.
+    fn new(digest: &Digest) -> StoreKey {
+        let mut key = [0u8; 40];
+        key[..8].copy_from_slice(b"session:");
+        super::cache::hex_into(&digest[..16], &mut key[8..]);
+        StoreKey(key)
+    }
+
+    fn of(id: &str) -> StoreKey {
+        StoreKey::new(&super::cache::sha256(id.as_bytes()))
+    }
+
+    fn as_str(&self) -> &str {
+        // ASCII throughout: never the fallback.
+        std::str::from_utf8(&self.0).unwrap_or("session:")
+    }
+
+    /// The session's id hash, as [`super::cache::id_of`] gives it.
+    fn id_hash(&self) -> &str {
+        &self.as_str()[8..]
+    }
+}
+
 pub struct SessionAuth {
     cfg: SessionConfig,
     store: Arc<dyn StateStore>,
+    decoded: TtlMap<Arc<Decoded>>,
     basic: Arc<BasicAuth>,
     /// TOTP secrets and configured groups, by lowercase user name.
     totp: HashMap<String, crate::config::Secret>,
@@ -106,6 +149,7 @@ impl SessionAuth {
             xsrf_cookie: format!("{}-XSRF", cfg.cookie),
             cfg: cfg.clone(),
             store,
+            decoded: TtlMap::new(DECODED_MAX),
             basic,
             totp: users
                 .iter()
@@ -128,15 +172,6 @@ impl SessionAuth {
         &self.cfg.cookie
     }
 
-    fn key(id: &str) -> String {
-        Self::key_for(&super::cache::id_of(id))
-    }
-
-    /// The store key of the session whose id is `id_hash` (`cache::id_of`).
-    fn key_for(id_hash: &str) -> String {
-        format!("session:{id_hash}")
-    }
-
     /// How long a session's record should live from `now`: its idle time, capped by what
     /// is left of its absolute lifetime.
     fn ttl(&self, created: u64, now: u64) -> Duration {
@@ -147,35 +182,58 @@ impl SessionAuth {
             .max(Duration::from_millis(1))
     }
 
-    async fn load(&self, id: &str, now: u64) -> Result<Option<Record>, StoreError> {
-        self.load_at(&Self::key(id), now).await
-    }
-
-    /// [`SessionAuth::load`] by the session's store key.
-    async fn load_at(&self, key: &str, now: u64) -> Result<Option<Record>, StoreError> {
-        let found = match self.store.get_now(key) {
+    /// The live session whose id's SHA-256 is `digest`, read from the store at `at` (`now`
+    /// in Unix milliseconds); an expired one is deleted.
+    async fn load(&self, digest: &Digest, now: u64, at: Instant) -> Result<Option<Arc<Decoded>>, StoreError> {
+        let key = StoreKey::new(digest);
+        let found = match self.store.get_now(key.as_str()) {
             Some(found) => found?,
-            None => self.store.get(key).await?,
+            None => self.store.get(key.as_str()).await?,
         };
-        let Some(bytes) = found else {
+        let Some(raw) = found else {
             return Ok(None);
         };
-        let Ok(r) = serde_json::from_slice::<Record>(&bytes) else {
+        let Some(d) = self.decode(digest, &key, raw, at) else {
             return Ok(None);
         };
+        let r = &d.record;
         let idle_over = r.last_seen + self.cfg.idle_timeout.as_millis() as u64 <= now;
         let absolute_over = r.created + self.cfg.absolute_timeout.as_millis() as u64 <= now;
         if idle_over || absolute_over {
-            self.store.delete(key).await?;
+            self.store.delete(key.as_str()).await?;
             return Ok(None);
         }
-        Ok(Some(r))
+        Ok(Some(d))
     }
 
-    async fn save(&self, id: &str, r: &Record, now: u64) -> Result<(), StoreError> {
+    /// The stored bytes `raw` of the session at `key` decoded: the decoding kept from an
+    /// earlier request if it was made from these same bytes, else a new one (kept in its
+    /// place). None for a record that does not decode.
+    fn decode(&self, digest: &Digest, key: &StoreKey, raw: Bytes, at: Instant) -> Option<Arc<Decoded>> {
+        if let Some(d) = self.decoded.peek(digest, at)
+            && d.raw == raw
+        {
+            self.decoded.hit();
+            return Some(d);
+        }
+        self.decoded.miss();
+        let record = serde_json::from_slice::<Record>(&raw).ok()?;
+        let principal = Principal::new(AuthKind::Session, record.user.clone(), record.groups.clone())
+            .with_credential_id(key.id_hash()[..12].to_owned());
+        let d = Arc::new(Decoded { raw, record, principal });
+        self.decoded.insert(*digest, Arc::clone(&d), self.cfg.idle_timeout);
+        Some(d)
+    }
+
+    /// Hits and misses of the decoded-session cache.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.decoded.stats()
+    }
+
+    async fn save(&self, key: &StoreKey, r: &Record, now: u64) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(r).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         self.store
-            .put(&Self::key(id), Bytes::from(bytes), self.ttl(r.created, now))
+            .put(key.as_str(), Bytes::from(bytes), self.ttl(r.created, now))
             .await
     }
 
@@ -343,7 +401,7 @@ impl SessionAuth {
             return Ok((login_failed(), Some("bad_otp")));
         }
         if let Some(old) = old {
-            self.store.delete(&Self::key(old)).await?;
+            self.store.delete(StoreKey::of(old).as_str()).await?;
         }
         let (id, xsrf) = (
             super::oauth1::tokens::random_token()?,
@@ -367,7 +425,7 @@ impl SessionAuth {
             last_seen: ms,
             xsrf: xsrf.clone(),
         };
-        self.save(&id, &record, ms).await?;
+        self.save(&StoreKey::of(&id), &record, ms).await?;
         let info = self.login_info(&record.user, ms / 1000).await?;
         let mut resp = json(
             StatusCode::OK,
@@ -426,7 +484,9 @@ impl SessionAuth {
         now: std::time::SystemTime,
     ) -> Result<Option<(String, String)>, AuthError> {
         let [id] = ids else { return Ok(None) };
-        Ok(self.load(id, now_ms(now)).await?.map(|r| (id.clone(), r.xsrf)))
+        let digest = super::cache::sha256(id.as_bytes());
+        let found = self.load(&digest, now_ms(now), Instant::now()).await?;
+        Ok(found.map(|d| (id.clone(), d.record.xsrf.clone())))
     }
 
     /// `DELETE /rest/auth/1/session`: ends the session server-side and clears the cookies.
@@ -434,7 +494,7 @@ impl SessionAuth {
         let Some((id, _)) = self.live(ids, now).await? else {
             return Ok(not_authenticated());
         };
-        self.store.delete(&Self::key(&id)).await?;
+        self.store.delete(StoreKey::of(&id).as_str()).await?;
         let mut r = Response::new(full(Bytes::new()));
         *r.status_mut() = StatusCode::NO_CONTENT;
         for name in self.cookie_names() {
@@ -476,12 +536,12 @@ impl Authenticator for SessionAuth {
         };
         let now = now_ms(req.now);
         // The id's hash is both the store key and the credential id the audit names.
-        let id_hash = super::cache::id_of(id);
-        let Some(mut record) = self.load_at(&Self::key_for(&id_hash), now).await? else {
+        let digest = super::cache::sha256(id.as_bytes());
+        let Some(session) = self.load(&digest, now, req.at).await? else {
             return Ok(Outcome::NotPresent);
         };
         let logout = is_endpoint(req.parts.uri.path()) && req.parts.method == Method::DELETE;
-        if !logout && !self.xsrf_ok(req, &record) {
+        if !logout && !self.xsrf_ok(req, &session.record) {
             let mut r = RejectReason::new("xsrf_check_failed");
             r.forbidden = Some("XSRF check failed");
             return Ok(Outcome::Rejected(r));
@@ -489,12 +549,13 @@ impl Authenticator for SessionAuth {
         // Last-seen is written at most every tenth of the idle time (between a second and
         // a minute), not on every request.
         let every = (self.cfg.idle_timeout.as_millis() as u64 / 10).clamp(1_000, 60_000);
-        if now.saturating_sub(record.last_seen) >= every {
-            record.last_seen = now;
-            self.save(id, &record, now).await?;
+        if now.saturating_sub(session.record.last_seen) >= every {
+            let record = Record {
+                last_seen: now,
+                ..session.record.clone()
+            };
+            self.save(&StoreKey::new(&digest), &record, now).await?;
         }
-        Ok(Outcome::Authenticated(
-            Principal::new(AuthKind::Session, record.user, record.groups).with_credential_id(id_hash[..12].to_owned()),
-        ))
+        Ok(Outcome::Authenticated(session.principal.clone()))
     }
 }

@@ -231,7 +231,7 @@ impl Metrics {
             "jap_proxy_overhead_seconds",
             "Time the proxy adds to a request (total minus Jira's part).",
         );
-        out.push_str("# HELP jap_cache_hits_total Cache hits (verified credentials and tokens).\n# TYPE jap_cache_hits_total counter\n");
+        out.push_str("# HELP jap_cache_hits_total Cache hits (verified credentials and tokens, decoded sessions).\n# TYPE jap_cache_hits_total counter\n");
         for (name, hits, _) in caches {
             let _ = writeln!(out, "jap_cache_hits_total{{cache=\"{name}\"}} {hits}");
         }

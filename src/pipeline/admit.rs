@@ -202,14 +202,13 @@ fn filter_query(q: &str) -> Option<String> {
 /// Takes Jira's session cookies and the proxy's own (`ours`: the session cookie first)
 /// out of the request; returns the values of the proxy's session cookie, in order.
 pub fn strip_cookies(headers: &mut HeaderMap, ours: &[&str]) -> Vec<String> {
-    let values: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
     let mut session = Vec::new();
-    if values.is_empty() {
+    let http::header::Entry::Occupied(cookies) = headers.entry(COOKIE) else {
         return session;
-    }
-    headers.remove(COOKIE);
-    let mut kept: Vec<String> = Vec::new();
-    for v in values {
+    };
+    // The cookies that stay, joined again with "; ".
+    let mut kept = String::new();
+    for v in cookies.remove_entry_mult().1 {
         // A cookie header we cannot read is dropped whole rather than passed blind.
         let Ok(s) = v.to_str() else { continue };
         for pair in s.split(';') {
@@ -221,12 +220,15 @@ pub fn strip_cookies(headers: &mut HeaderMap, ours: &[&str]) -> Vec<String> {
             }
             let strip = JIRA_COOKIES.iter().chain(ours).any(|c| name.eq_ignore_ascii_case(c));
             if !pair.is_empty() && !strip {
-                kept.push(pair.to_owned());
+                if !kept.is_empty() {
+                    kept.push_str("; ");
+                }
+                kept.push_str(pair);
             }
         }
     }
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        && let Ok(v) = HeaderValue::from_str(&kept)
     {
         headers.insert(COOKIE, v);
     }
