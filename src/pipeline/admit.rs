@@ -203,12 +203,20 @@ fn filter_query(q: &str) -> Option<String> {
 /// out of the request; returns the values of the proxy's session cookie, in order.
 pub fn strip_cookies(headers: &mut HeaderMap, ours: &[&str]) -> Vec<String> {
     let mut session = Vec::new();
-    let http::header::Entry::Occupied(cookies) = headers.entry(COOKIE) else {
-        return session;
+    // One Cookie header (the usual case) is taken as it is; several are collected first.
+    // (`HeaderMap::entry` would do it in one lookup, but may grow the map to do so.)
+    let (one, several): (Option<HeaderValue>, Vec<HeaderValue>) = match headers.get_all(COOKIE).iter().count() {
+        0 => return session,
+        1 => (headers.remove(COOKIE), Vec::new()),
+        _ => {
+            let all = headers.get_all(COOKIE).iter().cloned().collect();
+            headers.remove(COOKIE);
+            (None, all)
+        }
     };
     // The cookies that stay, joined again with "; ".
     let mut kept = String::new();
-    for v in cookies.remove_entry_mult().1 {
+    for v in one.into_iter().chain(several) {
         // A cookie header we cannot read is dropped whole rather than passed blind.
         let Ok(s) = v.to_str() else { continue };
         for pair in s.split(';') {
