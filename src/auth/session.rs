@@ -193,13 +193,11 @@ impl SessionAuth {
         let Some(raw) = found else {
             return Ok(None);
         };
-        let Some(d) = self.decode(digest, &key, raw, at) else {
+        let Some((d, kept)) = self.decode(digest, &key, raw, at) else {
             return Ok(None);
         };
-        let r = &d.record;
-        let idle_over = r.last_seen + self.cfg.idle_timeout.as_millis() as u64 <= now;
-        let absolute_over = r.created + self.cfg.absolute_timeout.as_millis() as u64 <= now;
-        if idle_over || absolute_over {
+        self.count(kept);
+        if self.expired(&d.record, now) {
             self.store.delete(key.as_str()).await?;
             return Ok(None);
         }
@@ -207,22 +205,76 @@ impl SessionAuth {
     }
 
     /// The stored bytes `raw` of the session at `key` decoded: the decoding kept from an
-    /// earlier request if it was made from these same bytes, else a new one (kept in its
-    /// place). None for a record that does not decode.
-    fn decode(&self, digest: &Digest, key: &StoreKey, raw: Bytes, at: Instant) -> Option<Arc<Decoded>> {
+    /// earlier request if it was made from these same bytes (then true), else a new one
+    /// (kept in its place). None for a record that does not decode.
+    fn decode(&self, digest: &Digest, key: &StoreKey, raw: Bytes, at: Instant) -> Option<(Arc<Decoded>, bool)> {
         if let Some(d) = self.decoded.peek(digest, at)
             && d.raw == raw
         {
-            self.decoded.hit();
-            return Some(d);
+            return Some((d, true));
         }
-        self.decoded.miss();
         let record = serde_json::from_slice::<Record>(&raw).ok()?;
         let principal = Principal::new(AuthKind::Session, record.user.clone(), record.groups.clone())
             .with_credential_id(key.id_hash()[..12].to_owned());
         let d = Arc::new(Decoded { raw, record, principal });
         self.decoded.insert(*digest, Arc::clone(&d), self.cfg.idle_timeout);
-        Some(d)
+        Some((d, false))
+    }
+
+    /// Counts a decoding kept (`true`) or made.
+    fn count(&self, kept: bool) {
+        if kept { self.decoded.hit() } else { self.decoded.miss() }
+    }
+
+    /// Whether the session has ended at `now` (idle too long, or past its absolute lifetime).
+    fn expired(&self, r: &Record, now: u64) -> bool {
+        let idle_over = r.last_seen + self.cfg.idle_timeout.as_millis() as u64 <= now;
+        let absolute_over = r.created + self.cfg.absolute_timeout.as_millis() as u64 <= now;
+        idle_over || absolute_over
+    }
+
+    /// Whether the session's last-seen time is due to be written at `now`: at most every
+    /// tenth of the idle time (between a second and a minute), not on every request.
+    fn seen_due(&self, r: &Record, now: u64) -> bool {
+        let every = (self.cfg.idle_timeout.as_millis() as u64 / 10).clamp(1_000, 60_000);
+        now.saturating_sub(r.last_seen) >= every
+    }
+
+    /// The outcome of a request on the live session `session`: its principal, unless the
+    /// request changes state without proof it is not cross-site.
+    fn outcome(&self, req: &AuthRequest<'_>, session: &Decoded) -> Outcome {
+        let logout = is_endpoint(req.parts.uri.path()) && req.parts.method == Method::DELETE;
+        if !logout && !self.xsrf_ok(req, &session.record) {
+            let mut r = RejectReason::new("xsrf_check_failed");
+            r.forbidden = Some("XSRF check failed");
+            return Outcome::Rejected(r);
+        }
+        Outcome::Authenticated(session.principal.clone())
+    }
+
+    /// The outcome for the session `id` when the store answers without waiting and nothing
+    /// must be written (no expiry to delete, no last-seen due); None otherwise.
+    fn at_hand(&self, req: &AuthRequest<'_>, id: &str) -> Option<Result<Outcome, AuthError>> {
+        if !self.store.answers_now() {
+            return None;
+        }
+        let digest = super::cache::sha256(id.as_bytes());
+        let key = StoreKey::new(&digest);
+        let raw = match self.store.get_now(key.as_str())? {
+            Ok(Some(raw)) => raw,
+            Ok(None) => return Some(Ok(Outcome::NotPresent)),
+            Err(e) => return Some(Err(e.into())),
+        };
+        let Some((session, kept)) = self.decode(&digest, &key, raw, req.at) else {
+            return Some(Ok(Outcome::NotPresent));
+        };
+        let now = now_ms(req.now);
+        if self.expired(&session.record, now) || self.seen_due(&session.record, now) {
+            // `authenticate` reads it again (a decoding kept, counted there) and writes.
+            return None;
+        }
+        self.count(kept);
+        Some(Ok(self.outcome(req, &session)))
     }
 
     /// Hits and misses of the decoded-session cache.
@@ -516,23 +568,23 @@ impl Authenticator for SessionAuth {
         None
     }
 
-    /// No session cookie, or two of them.
+    /// No session cookie, or two of them; or one whose session the store has at hand.
     fn at_once(&self, req: &AuthRequest<'_>) -> Option<Result<Outcome, AuthError>> {
         match req.session_ids {
             [] => Some(Ok(Outcome::NotPresent)),
-            [_] => None,
+            [id] => self.at_hand(req, id),
             // Two cookies of our name (cookie tossing from a sibling domain or path):
             // which one the browser meant cannot be told.
             _ => Some(Ok(Outcome::Rejected(RejectReason::new("ambiguous_session")))),
         }
     }
 
+    /// For one cookie, the answer [`Authenticator::at_once`] gives when it has one, by
+    /// the path that may wait for the store and write to it (not starting from `at_once`,
+    /// which the chain has just asked: that would read the session twice).
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
-        if let Some(r) = self.at_once(req) {
-            return r;
-        }
         let [id] = req.session_ids else {
-            return Ok(Outcome::NotPresent);
+            return self.at_once(req).unwrap_or(Ok(Outcome::NotPresent));
         };
         let now = now_ms(req.now);
         // The id's hash is both the store key and the credential id the audit names.
@@ -540,22 +592,14 @@ impl Authenticator for SessionAuth {
         let Some(session) = self.load(&digest, now, req.at).await? else {
             return Ok(Outcome::NotPresent);
         };
-        let logout = is_endpoint(req.parts.uri.path()) && req.parts.method == Method::DELETE;
-        if !logout && !self.xsrf_ok(req, &session.record) {
-            let mut r = RejectReason::new("xsrf_check_failed");
-            r.forbidden = Some("XSRF check failed");
-            return Ok(Outcome::Rejected(r));
-        }
-        // Last-seen is written at most every tenth of the idle time (between a second and
-        // a minute), not on every request.
-        let every = (self.cfg.idle_timeout.as_millis() as u64 / 10).clamp(1_000, 60_000);
-        if now.saturating_sub(session.record.last_seen) >= every {
+        let outcome = self.outcome(req, &session);
+        if matches!(outcome, Outcome::Authenticated(_)) && self.seen_due(&session.record, now) {
             let record = Record {
                 last_seen: now,
                 ..session.record.clone()
             };
             self.save(&StoreKey::new(&digest), &record, now).await?;
         }
-        Ok(Outcome::Authenticated(session.principal.clone()))
+        Ok(outcome)
     }
 }

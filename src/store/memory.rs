@@ -160,6 +160,10 @@ impl StateStore for MemoryStore {
         Some(Ok(self.read(key)))
     }
 
+    fn answers_now(&self) -> bool {
+        true
+    }
+
     fn get_many_now(&self, keys: &[&str]) -> Option<Result<Vec<Option<Bytes>>, StoreError>> {
         Some(Ok(self.read_many(keys)))
     }

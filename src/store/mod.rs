@@ -45,6 +45,10 @@ pub trait StateStore: Send + Sync {
     fn get_now(&self, _key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
         None
     }
+    /// Whether [`StateStore::get_now`] answers (the store is in this process).
+    fn answers_now(&self) -> bool {
+        false
+    }
     /// [`StateStore::get_many`]'s answer when the store has it without waiting.
     fn get_many_now(&self, _keys: &[&str]) -> Option<Result<Vec<Option<Bytes>>, StoreError>> {
         None
@@ -136,6 +140,9 @@ impl StateStore for Counted {
     }
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
         self.inner.get_now(key).map(|r| self.count(r))
+    }
+    fn answers_now(&self) -> bool {
+        self.inner.answers_now()
     }
     fn get_many_now(&self, keys: &[&str]) -> Option<Result<Vec<Option<Bytes>>, StoreError>> {
         self.inner.get_many_now(keys).map(|r| self.count(r))
