@@ -224,11 +224,10 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
         busy: tokio::sync::Mutex::new(()),
         workers: cfg.server.workers,
     });
-    let listener = TcpListener::bind(cfg.server.listen)
-        .await
+    let listeners = listening_sockets(cfg.server.listen, cfg.server.workers)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.server.max_connections));
-    let addr = listener.local_addr()?;
+    let addr = listeners.first().map_or(Ok(cfg.server.listen), |l| l.local_addr())?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut admin_addr = None;
@@ -241,11 +240,13 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
     }
     // One listener thread per core, each with its own single-threaded event loop and its
     // own pool of Jira connections: a request is read, decided, forwarded and answered on
-    // one thread, with no hand-off between threads (the way nginx's workers run). They
-    // share one listening socket, so an idle thread takes the next connection.
-    let shared = listener.into_std()?;
-    for worker in 0..cfg.server.workers {
-        let socket = shared.try_clone()?;
+    // one thread, with no hand-off between threads (the way nginx's workers run). Each
+    // has its own listening socket on the one address (SO_REUSEPORT), and the kernel
+    // deals new connections out among them: with one shared socket, the thread that woke
+    // first took a whole burst of connections (a client's pool opening 32 at once) and
+    // served them alone while the others idled.
+    for (worker, listener) in listeners.into_iter().enumerate() {
+        let socket = listener.into_std()?;
         let accept = AcceptLoop {
             slots: slots.clone(),
             http2: http2(&cfg),
@@ -294,6 +295,30 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
     })
 }
 
+/// `n` listening sockets on `addr` (port 0: one port picked for all), sharing it
+/// (SO_REUSEPORT: the kernel spreads new connections over them by their addresses). An
+/// address something else already listens on is refused, as a plain bind refuses it:
+/// sockets of another process that shares its port would otherwise be joined, and the
+/// connections split with it (an old instance left running, say).
+fn listening_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
+    let addr = std::net::TcpListener::bind(addr)?.local_addr()?;
+    (0..n.max(1)).map(|_| listening_socket(addr)).collect()
+}
+
+/// One of [`listening_sockets`].
+fn listening_socket(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    // The backlog `TcpListener::bind` uses.
+    socket.listen(1024)
+}
+
 thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
@@ -327,14 +352,6 @@ impl AcceptLoop {
         let (drain, _) = watch::channel(false);
         let this = Arc::new(self);
         loop {
-            // At the limit, new connections wait in the kernel's backlog until one closes.
-            let slot = tokio::select! {
-                _ = stop.changed() => break,
-                p = this.slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
             let (stream, peer) = tokio::select! {
                 _ = stop.changed() => break,
                 r = listener.accept() => match r {
@@ -345,6 +362,18 @@ impl AcceptLoop {
                         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                         continue;
                     }
+                },
+            };
+            // At the limit, this connection waits for one to close (the first of the
+            // listener threads' waiting connections to get a slot is the first that
+            // waited), and the next ones wait in the kernel's backlog. The slot is taken
+            // after the accept: taken before, it would be held for this thread's socket
+            // while connections the kernel dealt to another thread's socket waited.
+            let slot = tokio::select! {
+                _ = stop.changed() => break,
+                p = this.slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
                 },
             };
             let _ = stream.set_nodelay(true);
@@ -539,5 +568,51 @@ impl ShutdownSignal {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn listener_threads_share_one_port_and_the_kernel_deals_connections_to_each() {
+        let sockets = listening_sockets("127.0.0.1:0".parse().expect("address"), 2).expect("listen");
+        let port = sockets[0].local_addr().expect("address").port();
+        assert!(sockets.iter().all(|s| s.local_addr().expect("address").port() == port));
+        // A burst of connections from distinct source ports: each socket gets its share
+        // (all 64 on one of two would be a 1 in 2^63 chance with an even deal).
+        let mut clients = Vec::new();
+        for _ in 0..64 {
+            clients.push(
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("connect"),
+            );
+        }
+        let mut accepted = [0usize; 2];
+        for (i, s) in sockets.iter().enumerate() {
+            while let Ok(Ok(_)) = tokio::time::timeout(std::time::Duration::from_millis(50), s.accept()).await {
+                accepted[i] += 1;
+            }
+        }
+        assert_eq!(accepted.iter().sum::<usize>(), 64);
+        assert!(accepted.iter().all(|&n| n > 0), "{accepted:?}");
+    }
+
+    #[tokio::test]
+    async fn an_address_already_listened_on_is_refused() {
+        let first = listening_sockets("127.0.0.1:0".parse().expect("address"), 2).expect("listen");
+        let taken = first[0].local_addr().expect("address");
+        let again = listening_sockets(taken, 2)
+            .map(|_| ())
+            .expect_err("a second group on a taken port");
+        assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
+        // And by a plain listener (another program) as well.
+        let other = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let err = listening_sockets(other.local_addr().expect("address"), 1)
+            .map(|_| ())
+            .expect_err("taken");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     }
 }
