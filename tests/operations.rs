@@ -381,3 +381,34 @@ async fn no_secret_a_caller_sent_reaches_the_audit_log_or_the_metrics() {
         assert!(!metrics.contains(s), "{s} in the metrics");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_reuse_port_every_listener_thread_serves_and_a_taken_address_is_refused() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let text = with_rules(
+        &basic_config("").replacen(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nworkers = 2\nreuse_port = true",
+            1,
+        ),
+        ALLOW_ALL,
+    );
+    let proxy = Proxy::start(&text, jira.addr).await;
+    // A burst of kept-alive connections, as a client pool opens them: every one is served.
+    let mut pool = Vec::new();
+    for _ in 0..32 {
+        pool.push(connection(&proxy).await);
+    }
+    for send in &mut pool {
+        assert_eq!(on(send, "/rest/api/2/myself").await, 200);
+    }
+    // A second instance on the same address does not join the first one's sockets.
+    let taken = text.replacen("127.0.0.1:0", &proxy.addr.to_string(), 1);
+    let dir = temp_dir();
+    let cfg = jira_auth_proxy::config::Config::parse(&taken.replace("{jira}", &jira.addr.to_string()), &dir).unwrap();
+    let err = jira_auth_proxy::server::start_from(cfg, None)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("Address already in use"), "{err}");
+}

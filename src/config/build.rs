@@ -424,6 +424,7 @@ fn server(cx: &mut Ctx, r: raw::Server) -> ServerConfig {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
+        reuse_port: r.reuse_port.unwrap_or(false),
         max_concurrent_streams: match r.max_concurrent_streams {
             Some(0) => {
                 cx.err("server.max_concurrent_streams", "must be at least 1");

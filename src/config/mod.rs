@@ -105,6 +105,11 @@ pub struct ServerConfig {
     /// Listener threads, each with its own event loop (default: one per core). Fixed at
     /// start: a reload does not change it.
     pub workers: usize,
+    /// One listening socket per listener thread (SO_REUSEPORT: the kernel deals new
+    /// connections out among them) instead of one shared socket (a thread free to accept
+    /// takes the next connection, so a burst may all go to one thread, as with nginx's
+    /// default). Fixed at start.
+    pub reuse_port: bool,
     /// HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
     /// Largest body the proxy reads itself (OAuth forms, form tokens, its pages' forms).

@@ -23,6 +23,7 @@ pub struct Server {
     pub shutdown_grace: Option<String>,
     pub max_connections: Option<usize>,
     pub workers: Option<usize>,
+    pub reuse_port: Option<bool>,
     pub max_concurrent_streams: Option<u32>,
     pub max_read_body_bytes: Option<usize>,
     pub idle_timeout: Option<String>,

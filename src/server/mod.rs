@@ -224,7 +224,7 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
         busy: tokio::sync::Mutex::new(()),
         workers: cfg.server.workers,
     });
-    let listeners = listening_sockets(cfg.server.listen, cfg.server.workers)
+    let listeners = listening_sockets(cfg.server.listen, cfg.server.workers, cfg.server.reuse_port)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.server.max_connections));
     let addr = listeners.first().map_or(Ok(cfg.server.listen), |l| l.local_addr())?;
@@ -240,11 +240,10 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
     }
     // One listener thread per core, each with its own single-threaded event loop and its
     // own pool of Jira connections: a request is read, decided, forwarded and answered on
-    // one thread, with no hand-off between threads (the way nginx's workers run). Each
-    // has its own listening socket on the one address (SO_REUSEPORT), and the kernel
-    // deals new connections out among them: with one shared socket, the thread that woke
-    // first took a whole burst of connections (a client's pool opening 32 at once) and
-    // served them alone while the others idled.
+    // one thread, with no hand-off between threads (the way nginx's workers run). They
+    // share one listening socket, so a thread free to accept takes the next connection
+    // (a burst of them may all go to one thread, as with nginx), or with
+    // `server.reuse_port` each has its own and the kernel deals connections out.
     for (worker, listener) in listeners.into_iter().enumerate() {
         let socket = listener.into_std()?;
         let accept = AcceptLoop {
@@ -295,25 +294,37 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
     })
 }
 
-/// `n` listening sockets on `addr` (port 0: one port picked for all), sharing it
-/// (SO_REUSEPORT: the kernel spreads new connections over them by their addresses). An
-/// address something else already listens on is refused, as a plain bind refuses it:
-/// sockets of another process that shares its port would otherwise be joined, and the
-/// connections split with it (an old instance left running, say).
-fn listening_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
-    let addr = std::net::TcpListener::bind(addr)?.local_addr()?;
-    (0..n.max(1)).map(|_| listening_socket(addr)).collect()
+/// The listening sockets of `n` listener threads on `addr`: one shared by all (each
+/// thread's its own handle on it), or with `reuse_port` one each on the same port (port 0:
+/// one port picked for all), among which the kernel deals new connections by their
+/// addresses (SO_REUSEPORT). Either way an address something else already listens on is
+/// refused, as a plain bind refuses it: the sockets of another process sharing its port
+/// would otherwise be joined, and the connections split with it (an old instance left
+/// running, say).
+fn listening_sockets(addr: SocketAddr, n: usize, reuse_port: bool) -> std::io::Result<Vec<TcpListener>> {
+    let first = listening_socket(addr, false)?;
+    let n = n.max(1);
+    if !reuse_port {
+        let shared = first.into_std()?;
+        return (0..n)
+            .map(|_| shared.try_clone().and_then(TcpListener::from_std))
+            .collect();
+    }
+    let addr = first.local_addr()?;
+    drop(first);
+    (0..n).map(|_| listening_socket(addr, true)).collect()
 }
 
 /// One of [`listening_sockets`].
-fn listening_socket(addr: SocketAddr) -> std::io::Result<TcpListener> {
+fn listening_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
+    // As `TcpListener::bind`: a restart may listen again while old connections linger.
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
+    socket.set_reuseport(reuse_port)?;
     socket.bind(addr)?;
     // The backlog `TcpListener::bind` uses.
     socket.listen(1024)
@@ -575,44 +586,60 @@ impl ShutdownSignal {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn listener_threads_share_one_port_and_the_kernel_deals_connections_to_each() {
-        let sockets = listening_sockets("127.0.0.1:0".parse().expect("address"), 2).expect("listen");
+    /// Connections accepted by each of `sockets` when `n` arrive at once.
+    async fn dealt(sockets: &[TcpListener], n: usize) -> Vec<usize> {
         let port = sockets[0].local_addr().expect("address").port();
-        assert!(sockets.iter().all(|s| s.local_addr().expect("address").port() == port));
-        // A burst of connections from distinct source ports: each socket gets its share
-        // (all 64 on one of two would be a 1 in 2^63 chance with an even deal).
         let mut clients = Vec::new();
-        for _ in 0..64 {
+        for _ in 0..n {
             clients.push(
                 tokio::net::TcpStream::connect(("127.0.0.1", port))
                     .await
                     .expect("connect"),
             );
         }
-        let mut accepted = [0usize; 2];
+        let mut accepted = vec![0usize; sockets.len()];
         for (i, s) in sockets.iter().enumerate() {
             while let Ok(Ok(_)) = tokio::time::timeout(std::time::Duration::from_millis(50), s.accept()).await {
                 accepted[i] += 1;
             }
         }
+        accepted
+    }
+
+    #[tokio::test]
+    async fn with_reuse_port_each_thread_has_a_socket_and_the_kernel_deals_connections_to_each() {
+        let sockets = listening_sockets("127.0.0.1:0".parse().expect("address"), 2, true).expect("listen");
+        let port = sockets[0].local_addr().expect("address").port();
+        assert!(sockets.iter().all(|s| s.local_addr().expect("address").port() == port));
+        // 64 connections from distinct source ports: all on one of two sockets would be a
+        // 1 in 2^63 chance with an even deal.
+        let accepted = dealt(&sockets, 64).await;
         assert_eq!(accepted.iter().sum::<usize>(), 64);
         assert!(accepted.iter().all(|&n| n > 0), "{accepted:?}");
     }
 
     #[tokio::test]
+    async fn without_it_the_threads_share_one_socket_and_whoever_accepts_takes_the_next() {
+        let sockets = listening_sockets("127.0.0.1:0".parse().expect("address"), 2, false).expect("listen");
+        // One socket: the first handle to accept drains what is waiting.
+        assert_eq!(dealt(&sockets, 16).await, [16, 0]);
+    }
+
+    #[tokio::test]
     async fn an_address_already_listened_on_is_refused() {
-        let first = listening_sockets("127.0.0.1:0".parse().expect("address"), 2).expect("listen");
-        let taken = first[0].local_addr().expect("address");
-        let again = listening_sockets(taken, 2)
-            .map(|_| ())
-            .expect_err("a second group on a taken port");
-        assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
-        // And by a plain listener (another program) as well.
-        let other = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-        let err = listening_sockets(other.local_addr().expect("address"), 1)
-            .map(|_| ())
-            .expect_err("taken");
-        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        for reuse_port in [true, false] {
+            let first = listening_sockets("127.0.0.1:0".parse().expect("address"), 2, true).expect("listen");
+            let taken = first[0].local_addr().expect("address");
+            let again = listening_sockets(taken, 2, reuse_port)
+                .map(|_| ())
+                .expect_err("a second group on a taken port");
+            assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
+            // And by a plain listener (another program) as well.
+            let other = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+            let err = listening_sockets(other.local_addr().expect("address"), 1, reuse_port)
+                .map(|_| ())
+                .expect_err("taken");
+            assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        }
     }
 }
