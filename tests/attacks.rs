@@ -504,14 +504,7 @@ async fn bodies_the_proxy_reads_itself_are_capped_by_max_read_body_bytes() {
             "[[auth.chain]]\ntype = \"session\"\n[[auth.chain]]\ntype = \"basic\"",
         );
     let proxy = Proxy::start(&text, jira.addr).await;
-    let login = send(
-        "POST",
-        &proxy.url("/rest/auth/1/session"),
-        &[("content-type", "application/json")],
-        Bytes::from(r#"{"username":"alice","password":"alice-pw"}"#),
-    )
-    .await;
-    let cookie = format!("JAPSESSION={}", login.json()["session"]["value"].as_str().unwrap());
+    let cookie = format!("JAPSESSION={}", alice_session(&proxy).await);
     // A cookie call's form is read for its form token, under the cap.
     let r = send(
         "POST",

@@ -131,14 +131,7 @@ async fn sessions_in_the_memory_store_survive_a_reload() {
         "[[auth.chain]]\ntype = \"session\"\n[[auth.chain]]\ntype = \"basic\"",
     );
     let proxy = Proxy::start(&text, jira.addr).await;
-    let r = send(
-        "POST",
-        &proxy.url("/rest/auth/1/session"),
-        &[("content-type", "application/json")],
-        Bytes::from(r#"{"username":"alice","password":"alice-pw"}"#),
-    )
-    .await;
-    let cookie = format!("JAPSESSION={}", r.json()["session"]["value"].as_str().unwrap());
+    let cookie = format!("JAPSESSION={}", alice_session(&proxy).await);
     proxy
         .reload_with(
             &text.replace("name = \"authenticated\"", "name = \"anyone signed in\""),

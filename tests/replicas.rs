@@ -55,15 +55,7 @@ async fn two_replicas() -> (FakeJira, Proxy, Proxy) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_from_one_replica_works_on_the_other_and_a_logout_ends_it_everywhere() {
     let (_jira, a, b) = two_replicas().await;
-    let r = send(
-        "POST",
-        &a.url("/rest/auth/1/session"),
-        &[("content-type", "application/json")],
-        Bytes::from(r#"{"username":"alice","password":"alice-pw"}"#),
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    let cookie = format!("JAPSESSION={}", r.json()["session"]["value"].as_str().unwrap());
+    let cookie = format!("JAPSESSION={}", alice_session(&a).await);
     let who = |p: &Proxy| {
         let (url, cookie) = (p.url("/rest/auth/1/session"), cookie.clone());
         async move { get(&url, &[("cookie", &cookie)]).await }
@@ -91,15 +83,7 @@ async fn a_session_record_changed_in_the_store_is_read_again_on_its_next_use() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let text = format!("{}\n[admin]\nlisten = \"127.0.0.1:0\"\n", config(&prefix));
     let a = Proxy::start(&text, jira.addr).await;
-    let r = send(
-        "POST",
-        &a.url("/rest/auth/1/session"),
-        &[("content-type", "application/json")],
-        Bytes::from(r#"{"username":"alice","password":"alice-pw"}"#),
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    let id = r.json()["session"]["value"].as_str().unwrap().to_owned();
+    let id = alice_session(&a).await;
     let cookie = format!("JAPSESSION={id}");
     let url = a.url("/rest/auth/1/session");
     let headers = [("cookie", cookie.as_str())];

@@ -651,6 +651,19 @@ impl Proxy {
 /// A config with one Basic member, users alice (password "alice-pw") and bob
 /// ("bob-pw", group jira-administrators), header identity mode, default deny, and
 /// authenticated callers allowed.
+/// The session id from alice's login (`alice-pw`) at `proxy`'s session endpoint.
+pub async fn alice_session(proxy: &Proxy) -> String {
+    let r = send(
+        "POST",
+        &proxy.url("/rest/auth/1/session"),
+        &[("content-type", "application/json")],
+        Bytes::from(r#"{"username":"alice","password":"alice-pw"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "alice's login");
+    r.json()["session"]["value"].as_str().unwrap().to_owned()
+}
+
 pub fn basic_config(extra: &str) -> String {
     format!(
         r#"version = 1
