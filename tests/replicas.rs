@@ -95,11 +95,11 @@ async fn a_session_record_changed_in_the_store_is_read_again_on_its_next_use() {
     // The same record read twice was decoded once.
     let (_, metrics) = a.admin("/metrics").await;
     assert!(
-        metrics.contains("jap_cache_hits_total{cache=\"session\"} 1"),
+        metrics.contains("jap_cache_hits_total{cache=\"session\"} 1\n"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("jap_cache_misses_total{cache=\"session\"} 1"),
+        metrics.contains("jap_cache_misses_total{cache=\"session\"} 1\n"),
         "{metrics}"
     );
 

@@ -160,6 +160,30 @@ async fn set_if_absent_admits_exactly_one_of_many_racing_tasks(f: &Fixture) {
     );
 }
 
+async fn replace_updates_a_live_key_and_never_brings_one_back(f: &Fixture) {
+    assert!(
+        !f.store.replace("s", Bytes::from_static(b"new"), TTL).await.unwrap(),
+        "absent: not stored"
+    );
+    assert_eq!(f.store.get("s").await.unwrap(), None);
+    f.store.put("s", Bytes::from_static(b"old"), TTL).await.unwrap();
+    assert!(f.store.replace("s", Bytes::from_static(b"new"), TTL).await.unwrap());
+    assert_eq!(f.store.get("s").await.unwrap().as_deref(), Some(&b"new"[..]));
+    f.store.delete("s").await.unwrap();
+    assert!(
+        !f.store.replace("s", Bytes::from_static(b"again"), TTL).await.unwrap(),
+        "deleted: stays deleted"
+    );
+    assert_eq!(f.store.get("s").await.unwrap(), None);
+    f.store.put("s", Bytes::from_static(b"old"), TTL).await.unwrap();
+    f.pass(TTL + MARGIN).await;
+    assert!(
+        !f.store.replace("s", Bytes::from_static(b"late"), TTL).await.unwrap(),
+        "expired: stays gone"
+    );
+    assert_eq!(f.store.get("s").await.unwrap(), None);
+}
+
 async fn counters_count_in_a_fixed_window_even_when_raced(f: &Fixture) {
     let mut tasks = Vec::new();
     for _ in 0..20 {
@@ -282,6 +306,7 @@ both_backends!(
     several_keys_are_read_at_once_in_their_order,
     reads_answered_at_once_agree_with_awaited_reads,
     set_if_absent_admits_exactly_one_of_many_racing_tasks,
+    replace_updates_a_live_key_and_never_brings_one_back,
     counters_count_in_a_fixed_window_even_when_raced,
     deletes_remove_and_deleting_nothing_is_fine,
     large_and_binary_values_round_trip,

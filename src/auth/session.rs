@@ -64,6 +64,14 @@ struct Decoded {
     principal: Principal,
 }
 
+/// How [`SessionAuth::save`] writes a record.
+enum Write {
+    /// A new session.
+    New,
+    /// Over the session's record, only while it is still there.
+    Replace,
+}
+
 /// A session's store key, `session:` and the hex of its id's hash ([`super::cache::id_of`];
 /// the id itself is never stored), held inline.
 struct StoreKey([u8; 40]);
@@ -196,7 +204,7 @@ impl SessionAuth {
         let Some((d, kept)) = self.decode(digest, &key, raw, at) else {
             return Ok(None);
         };
-        self.count(kept);
+        self.keep(digest, &d, kept);
         if self.expired(&d.record, now) {
             self.store.delete(key.as_str()).await?;
             return Ok(None);
@@ -206,7 +214,7 @@ impl SessionAuth {
 
     /// The stored bytes `raw` of the session at `key` decoded: the decoding kept from an
     /// earlier request if it was made from these same bytes (then true), else a new one
-    /// (kept in its place). None for a record that does not decode.
+    /// (see [`SessionAuth::keep`]). None for a record that does not decode.
     fn decode(&self, digest: &Digest, key: &StoreKey, raw: Bytes, at: Instant) -> Option<(Arc<Decoded>, bool)> {
         if let Some(d) = self.decoded.peek(digest, at)
             && d.raw == raw
@@ -216,14 +224,18 @@ impl SessionAuth {
         let record = serde_json::from_slice::<Record>(&raw).ok()?;
         let principal = Principal::new(AuthKind::Session, record.user.clone(), record.groups.clone())
             .with_credential_id(key.id_hash()[..12].to_owned());
-        let d = Arc::new(Decoded { raw, record, principal });
-        self.decoded.insert(*digest, Arc::clone(&d), self.cfg.idle_timeout);
-        Some((d, false))
+        Some((Arc::new(Decoded { raw, record, principal }), false))
     }
 
-    /// Counts a decoding kept (`true`) or made.
-    fn count(&self, kept: bool) {
-        if kept { self.decoded.hit() } else { self.decoded.miss() }
+    /// Keeps a decoding just made for the requests that follow, and counts whether the
+    /// one used was kept (a hit) or made (a miss).
+    fn keep(&self, digest: &Digest, d: &Arc<Decoded>, kept: bool) {
+        if kept {
+            self.decoded.hit();
+        } else {
+            self.decoded.miss();
+            self.decoded.insert(*digest, Arc::clone(d), self.cfg.idle_timeout);
+        }
     }
 
     /// Whether the session has ended at `now` (idle too long, or past its absolute lifetime).
@@ -270,10 +282,10 @@ impl SessionAuth {
         };
         let now = now_ms(req.now);
         if self.expired(&session.record, now) || self.seen_due(&session.record, now) {
-            // `authenticate` reads it again (a decoding kept, counted there) and writes.
+            // `authenticate` reads it again, decodes (and keeps, and counts) and writes.
             return None;
         }
-        self.count(kept);
+        self.keep(&digest, &session, kept);
         Some(Ok(self.outcome(req, &session)))
     }
 
@@ -282,11 +294,15 @@ impl SessionAuth {
         self.decoded.stats()
     }
 
-    async fn save(&self, key: &StoreKey, r: &Record, now: u64) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(r).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        self.store
-            .put(key.as_str(), Bytes::from(bytes), self.ttl(r.created, now))
-            .await
+    /// Writes the record `r` at `key`: a new one, or over the one there (`Replace`, which
+    /// writes nothing when it is gone). True when written.
+    async fn save(&self, key: &StoreKey, r: &Record, now: u64, how: Write) -> Result<bool, StoreError> {
+        let bytes = Bytes::from(serde_json::to_vec(r).map_err(|e| StoreError::Unavailable(e.to_string()))?);
+        let ttl = self.ttl(r.created, now);
+        match how {
+            Write::New => self.store.put(key.as_str(), bytes, ttl).await.map(|()| true),
+            Write::Replace => self.store.replace(key.as_str(), bytes, ttl).await,
+        }
     }
 
     fn set_cookie(&self, name: &str, value: &str, http_only: bool, max_age: Option<u64>) -> Option<HeaderValue> {
@@ -477,7 +493,7 @@ impl SessionAuth {
             last_seen: ms,
             xsrf: xsrf.clone(),
         };
-        self.save(&StoreKey::of(&id), &record, ms).await?;
+        self.save(&StoreKey::of(&id), &record, ms, Write::New).await?;
         let info = self.login_info(&record.user, ms / 1000).await?;
         let mut resp = json(
             StatusCode::OK,
@@ -598,7 +614,11 @@ impl Authenticator for SessionAuth {
                 last_seen: now,
                 ..session.record.clone()
             };
-            self.save(&StoreKey::new(&digest), &record, now).await?;
+            // Only over a record still there: a logout (on any replica) between the read
+            // and this write must not bring the session back.
+            if !self.save(&StoreKey::new(&digest), &record, now, Write::Replace).await? {
+                return Ok(Outcome::NotPresent);
+            }
         }
         Ok(outcome)
     }

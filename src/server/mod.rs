@@ -302,31 +302,50 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
 /// would otherwise be joined, and the connections split with it (an old instance left
 /// running, say).
 fn listening_sockets(addr: SocketAddr, n: usize, reuse_port: bool) -> std::io::Result<Vec<TcpListener>> {
-    let first = listening_socket(addr, false)?;
     let n = n.max(1);
     if !reuse_port {
-        let shared = first.into_std()?;
+        let shared = listening_socket(addr, false)?.into_std()?;
         return (0..n)
             .map(|_| shared.try_clone().and_then(TcpListener::from_std))
             .collect();
     }
-    let addr = first.local_addr()?;
-    drop(first);
+    // The check is a bind without listening (nothing queues on it), which also picks the
+    // port when `addr` has none; the group binds once it is gone.
+    let check = socket_for(addr)?;
+    check.bind(addr)?;
+    let addr = check.local_addr()?;
+    drop(check);
     (0..n).map(|_| listening_socket(addr, true)).collect()
 }
 
-/// One of [`listening_sockets`].
-fn listening_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+/// An unbound TCP socket for `addr`'s family, with SO_REUSEADDR where the platform's
+/// plain bind sets it (Unix: a restart may listen again while old connections linger).
+fn socket_for(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
-    // As `TcpListener::bind`: a restart may listen again while old connections linger.
+    #[cfg(unix)]
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(reuse_port)?;
+    Ok(socket)
+}
+
+/// One of [`listening_sockets`].
+fn listening_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = socket_for(addr)?;
+    if reuse_port {
+        #[cfg(unix)]
+        socket.set_reuseport(true)?;
+        #[cfg(not(unix))]
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "server.reuse_port needs SO_REUSEPORT (Unix)",
+        ));
+    }
     socket.bind(addr)?;
-    // The backlog `TcpListener::bind` uses.
+    // Longer than `TcpListener::bind`'s 128 (nginx's default is 511): a burst of new
+    // connections waits here rather than being refused.
     socket.listen(1024)
 }
 

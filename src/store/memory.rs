@@ -201,6 +201,22 @@ impl StateStore for MemoryStore {
         Ok(true)
     }
 
+    async fn replace(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let mut map = self.lock();
+        if Self::live(&map, key, now).is_none() {
+            return Ok(false);
+        }
+        map.insert(
+            key.to_owned(),
+            Entry {
+                value: Value::Bytes(value),
+                expires: now + ttl,
+            },
+        );
+        Ok(true)
+    }
+
     async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
         let now = self.clock.now();
         let mut map = self.lock();

@@ -56,6 +56,9 @@ pub trait StateStore: Send + Sync {
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError>;
     /// Stores only if the key is absent (or expired); true when stored.
     async fn put_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError>;
+    /// Stores only if the key is present (and not expired); true when stored. For updates
+    /// that must not bring back what was deleted meanwhile (a session ended elsewhere).
+    async fn replace(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError>;
     /// Adds `by` to a counter; a new counter starts at 0 and gets `ttl`, an existing one
     /// keeps its expiry (a fixed window). Returns the new value.
     async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError>;
@@ -152,6 +155,9 @@ impl StateStore for Counted {
     }
     async fn put_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
         self.count(self.inner.put_if_absent(key, value, ttl).await)
+    }
+    async fn replace(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
+        self.count(self.inner.replace(key, value, ttl).await)
     }
     async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
         self.count(self.inner.incr(key, by, ttl).await)

@@ -148,6 +148,21 @@ impl RedisStore {
         self.bounded(cmd.query_async::<T>(&mut c)).await
     }
 
+    /// `SET` with a condition (`NX`: only if absent, `XX`: only if present); true when set.
+    async fn set_if(&self, key: &str, value: Bytes, ttl: Duration, condition: &str) -> Result<bool, StoreError> {
+        let set: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.key(key))
+                    .arg(value.as_ref())
+                    .arg(condition)
+                    .arg("PX")
+                    .arg(millis(ttl)),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
     /// One script call.
     async fn invoke<T: redis::FromRedisValue>(&self, inv: redis::ScriptInvocation<'_>) -> Result<T, StoreError> {
         let mut c = self.conn().await?;
@@ -186,17 +201,11 @@ impl StateStore for RedisStore {
     }
 
     async fn put_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
-        let set: Option<String> = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.key(key))
-                    .arg(value.as_ref())
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(ttl)),
-            )
-            .await?;
-        Ok(set.is_some())
+        self.set_if(key, value, ttl, "NX").await
+    }
+
+    async fn replace(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
+        self.set_if(key, value, ttl, "XX").await
     }
 
     async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {

@@ -648,9 +648,6 @@ impl Proxy {
     }
 }
 
-/// A config with one Basic member, users alice (password "alice-pw") and bob
-/// ("bob-pw", group jira-administrators), header identity mode, default deny, and
-/// authenticated callers allowed.
 /// The session id from alice's login (`alice-pw`) at `proxy`'s session endpoint.
 pub async fn alice_session(proxy: &Proxy) -> String {
     let r = send(
@@ -664,6 +661,9 @@ pub async fn alice_session(proxy: &Proxy) -> String {
     r.json()["session"]["value"].as_str().unwrap().to_owned()
 }
 
+/// A config with one Basic member, users alice (password "alice-pw") and bob
+/// ("bob-pw", group jira-administrators), header identity mode, default deny, and
+/// authenticated callers allowed.
 pub fn basic_config(extra: &str) -> String {
     format!(
         r#"version = 1
