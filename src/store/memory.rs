@@ -79,6 +79,16 @@ fn counter_text(n: i64) -> Bytes {
     }
 }
 
+/// Which writes [`MemoryStore::write`] makes.
+#[derive(Clone, Copy)]
+enum When {
+    Always,
+    /// Only when the key is absent or expired.
+    Absent,
+    /// Only when the key is live.
+    Present,
+}
+
 pub struct MemoryStore {
     map: Mutex<HashMap<String, Entry>>,
     clock: std::sync::Arc<dyn Clock>,
@@ -128,6 +138,30 @@ impl MemoryStore {
         map.retain(|_, e| e.expires > threshold);
     }
 
+    /// Stores `value` at `key` for `ttl` when the key's state allows (`when`); true when
+    /// stored.
+    fn write(&self, key: &str, value: Bytes, ttl: Duration, when: When) -> bool {
+        let now = self.clock.now();
+        let mut map = self.lock();
+        let live = Self::live(&map, key, now).is_some();
+        match when {
+            When::Absent if live => return false,
+            When::Present if !live => return false,
+            _ => {}
+        }
+        if !map.contains_key(key) {
+            Self::make_room(&mut map, now, self.max_entries);
+        }
+        map.insert(
+            key.to_owned(),
+            Entry {
+                value: Value::Bytes(value),
+                expires: now + ttl,
+            },
+        );
+        true
+    }
+
     fn live<'a>(map: &'a HashMap<String, Entry>, key: &str, now: Duration) -> Option<&'a Entry> {
         map.get(key).filter(|e| e.expires > now)
     }
@@ -169,52 +203,16 @@ impl StateStore for MemoryStore {
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        let mut map = self.lock();
-        if !map.contains_key(key) {
-            Self::make_room(&mut map, now, self.max_entries);
-        }
-        map.insert(
-            key.to_owned(),
-            Entry {
-                value: Value::Bytes(value),
-                expires: now + ttl,
-            },
-        );
+        self.write(key, value, ttl, When::Always);
         Ok(())
     }
 
     async fn put_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
-        let now = self.clock.now();
-        let mut map = self.lock();
-        if Self::live(&map, key, now).is_some() {
-            return Ok(false);
-        }
-        Self::make_room(&mut map, now, self.max_entries);
-        map.insert(
-            key.to_owned(),
-            Entry {
-                value: Value::Bytes(value),
-                expires: now + ttl,
-            },
-        );
-        Ok(true)
+        Ok(self.write(key, value, ttl, When::Absent))
     }
 
     async fn replace(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
-        let now = self.clock.now();
-        let mut map = self.lock();
-        if Self::live(&map, key, now).is_none() {
-            return Ok(false);
-        }
-        map.insert(
-            key.to_owned(),
-            Entry {
-                value: Value::Bytes(value),
-                expires: now + ttl,
-            },
-        );
-        Ok(true)
+        Ok(self.write(key, value, ttl, When::Present))
     }
 
     async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
