@@ -71,7 +71,10 @@ impl Runtime {
     pub fn build_with(cfg: &Config, previous: Option<&Runtime>) -> Result<Runtime, ConfigErrors> {
         let mut errors = Vec::new();
         let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
-        let metrics = previous.map_or_else(|| Arc::new(Metrics::default()), |p| p.metrics.clone());
+        let metrics = previous.map_or_else(
+            || Arc::new(Metrics::with_listeners(cfg.server.workers)),
+            |p| p.metrics.clone(),
+        );
         let kept = previous
             .filter(|p| p.state.same_as(&cfg.state))
             .map(|p| p.store.clone());

@@ -378,16 +378,10 @@ async fn no_secret_a_caller_sent_reaches_the_audit_log_or_the_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_reuse_port_every_listener_thread_serves_and_a_taken_address_is_refused() {
     let jira = FakeJira::start(JiraTrust::Header).await;
-    let text = with_rules(
-        &basic_config("").replacen(
-            "listen = \"127.0.0.1:0\"",
-            "listen = \"127.0.0.1:0\"\nworkers = 2\nreuse_port = true",
-            1,
-        ),
-        ALLOW_ALL,
-    );
+    let text = config(ALLOW_ALL).replacen("[server]", "[server]\nworkers = 2\nreuse_port = true", 1);
     let proxy = Proxy::start(&text, jira.addr).await;
-    // A burst of kept-alive connections, as a client pool opens them: every one is served.
+    // A burst of kept-alive connections, as a client pool opens them: every one is served,
+    // and the kernel has dealt them to both listener threads.
     let mut pool = Vec::new();
     for _ in 0..32 {
         pool.push(connection(&proxy).await);
@@ -395,6 +389,17 @@ async fn with_reuse_port_every_listener_thread_serves_and_a_taken_address_is_ref
     for send in &mut pool {
         assert_eq!(on(send, "/rest/api/2/myself").await, 200);
     }
+    let (_, metrics) = proxy.admin("/metrics").await;
+    let open = |listener: &str| -> i64 {
+        let series = format!("jap_listener_connections{{listener=\"{listener}\"}} ");
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&series))
+            .unwrap_or_else(|| panic!("{metrics}"));
+        line[series.len()..].parse().unwrap()
+    };
+    assert_eq!(open("0") + open("1"), 32, "{metrics}");
+    assert!(open("0") > 0 && open("1") > 0, "{metrics}");
     // A second instance on the same address does not join the first one's sockets.
     let taken = text.replacen("127.0.0.1:0", &proxy.addr.to_string(), 1);
     let dir = temp_dir();

@@ -105,14 +105,19 @@ pub struct Metrics {
     store_errors: AtomicU64,
     audit_failures: AtomicU64,
     open_connections: AtomicI64,
+    /// Open connections by listener thread (`server.workers`; none when built without).
+    listeners: Box<[AtomicI64]>,
 }
 
-/// Counts an open connection while it lives.
-pub struct ConnectionGuard<'a>(&'a Metrics);
+/// Counts an open connection (and its listener thread's) while it lives.
+pub struct ConnectionGuard<'a>(&'a Metrics, Option<&'a AtomicI64>);
 
 impl Drop for ConnectionGuard<'_> {
     fn drop(&mut self) {
         self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(on_thread) = self.1 {
+            on_thread.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -127,6 +132,14 @@ fn label(v: &str) -> String {
 }
 
 impl Metrics {
+    /// Metrics for a server with `workers` listener threads.
+    pub fn with_listeners(workers: usize) -> Metrics {
+        Metrics {
+            listeners: (0..workers).map(|_| AtomicI64::new(0)).collect(),
+            ..Metrics::default()
+        }
+    }
+
     pub fn record(&self, s: &Sample<'_>) {
         let class = s.status / 100 * 100;
         let mut shard = lock(&self.shards[crate::server::worker_index() % SHARDS]);
@@ -168,9 +181,14 @@ impl Metrics {
         self.audit_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a connection served by the calling listener thread while the guard lives.
     pub fn connection(&self) -> ConnectionGuard<'_> {
         self.open_connections.fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard(self)
+        let on_thread = self.listeners.get(crate::server::worker_index());
+        if let Some(c) = on_thread {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        ConnectionGuard(self, on_thread)
     }
 
     /// The text exposition; `caches` are (name, hits, misses) of the current runtime.
@@ -282,6 +300,19 @@ impl Metrics {
             }
             let _ = writeln!(out, "{series} {v}");
         }
+        if !self.listeners.is_empty() {
+            out.push_str(
+                "# HELP jap_listener_connections Client connections open now, by listener thread (server.workers).\n\
+                 # TYPE jap_listener_connections gauge\n",
+            );
+            for (i, c) in self.listeners.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "jap_listener_connections{{listener=\"{i}\"}} {}",
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
         out
     }
 }
@@ -364,5 +395,21 @@ mod tests {
         assert!(m.render(&[]).contains("jap_open_connections 1"));
         drop(guard);
         assert!(m.render(&[]).contains("jap_open_connections 0"));
+    }
+
+    #[test]
+    fn open_connections_are_counted_by_listener_thread() {
+        let m = Metrics::with_listeners(2);
+        crate::server::set_worker_index(1);
+        let guard = m.connection();
+        crate::server::set_worker_index(0);
+        let text = m.render(&[]);
+        assert!(text.contains("jap_listener_connections{listener=\"0\"} 0\n"), "{text}");
+        assert!(text.contains("jap_listener_connections{listener=\"1\"} 1\n"), "{text}");
+        assert!(text.contains("jap_open_connections 1\n"), "{text}");
+        drop(guard);
+        assert!(m.render(&[]).contains("jap_listener_connections{listener=\"1\"} 0\n"));
+        // Without listener threads (tests, tools): only the total.
+        assert!(!Metrics::default().render(&[]).contains("jap_listener_connections"));
     }
 }
