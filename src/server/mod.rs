@@ -227,7 +227,9 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
     let listeners = listening_sockets(cfg.server.listen, cfg.server.workers, cfg.server.reuse_port)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.server.max_connections));
-    let addr = listeners.first().map_or(Ok(cfg.server.listen), |l| l.local_addr())?;
+    let addr = listeners
+        .first()
+        .map_or(Ok(cfg.server.listen), std::net::TcpListener::local_addr)?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut admin_addr = None;
@@ -244,8 +246,7 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
     // share one listening socket, so a thread free to accept takes the next connection
     // (a burst of them may all go to one thread, as with nginx), or with
     // `server.reuse_port` each has its own and the kernel deals connections out.
-    for (worker, listener) in listeners.into_iter().enumerate() {
-        let socket = listener.into_std()?;
+    for (worker, socket) in listeners.into_iter().enumerate() {
         let accept = AcceptLoop {
             slots: slots.clone(),
             http2: http2(&cfg),
@@ -301,13 +302,12 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
 /// refused, as a plain bind refuses it: the sockets of another process sharing its port
 /// would otherwise be joined, and the connections split with it (an old instance left
 /// running, say).
-fn listening_sockets(addr: SocketAddr, n: usize, reuse_port: bool) -> std::io::Result<Vec<TcpListener>> {
+/// They are handed over unregistered, each to be taken up by its thread's event loop.
+fn listening_sockets(addr: SocketAddr, n: usize, reuse_port: bool) -> std::io::Result<Vec<std::net::TcpListener>> {
     let n = n.max(1);
     if !reuse_port {
-        let shared = listening_socket(addr, false)?.into_std()?;
-        return (0..n)
-            .map(|_| shared.try_clone().and_then(TcpListener::from_std))
-            .collect();
+        let shared = listening_socket(addr, false)?;
+        return (0..n).map(|_| shared.try_clone()).collect();
     }
     // The check is a bind without listening (nothing queues on it), which also picks the
     // port when `addr` has none; the group binds once it is gone.
@@ -332,7 +332,7 @@ fn socket_for(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
 }
 
 /// One of [`listening_sockets`].
-fn listening_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+fn listening_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = socket_for(addr)?;
     if reuse_port {
         #[cfg(unix)]
@@ -346,7 +346,7 @@ fn listening_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpLi
     socket.bind(addr)?;
     // Longer than `TcpListener::bind`'s 128 (nginx's default is 511): a burst of new
     // connections waits here rather than being refused.
-    socket.listen(1024)
+    socket.listen(1024)?.into_std()
 }
 
 thread_local! {
@@ -606,8 +606,12 @@ mod tests {
     use super::*;
 
     /// Connections accepted by each of `sockets` when `n` arrive at once.
-    async fn dealt(sockets: &[TcpListener], n: usize) -> Vec<usize> {
+    async fn dealt(sockets: Vec<std::net::TcpListener>, n: usize) -> Vec<usize> {
         let port = sockets[0].local_addr().expect("address").port();
+        let sockets: Vec<TcpListener> = sockets
+            .into_iter()
+            .map(|s| TcpListener::from_std(s).expect("register"))
+            .collect();
         let mut clients = Vec::new();
         for _ in 0..n {
             clients.push(
@@ -632,7 +636,7 @@ mod tests {
         assert!(sockets.iter().all(|s| s.local_addr().expect("address").port() == port));
         // 64 connections from distinct source ports: all on one of two sockets would be a
         // 1 in 2^63 chance with an even deal.
-        let accepted = dealt(&sockets, 64).await;
+        let accepted = dealt(sockets, 64).await;
         assert_eq!(accepted.iter().sum::<usize>(), 64);
         assert!(accepted.iter().all(|&n| n > 0), "{accepted:?}");
     }
@@ -641,7 +645,7 @@ mod tests {
     async fn without_it_the_threads_share_one_socket_and_whoever_accepts_takes_the_next() {
         let sockets = listening_sockets("127.0.0.1:0".parse().expect("address"), 2, false).expect("listen");
         // One socket: the first handle to accept drains what is waiting.
-        assert_eq!(dealt(&sockets, 16).await, [16, 0]);
+        assert_eq!(dealt(sockets, 16).await, [16, 0]);
     }
 
     #[tokio::test]

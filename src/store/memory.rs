@@ -143,13 +143,14 @@ impl MemoryStore {
     fn write(&self, key: &str, value: Bytes, ttl: Duration, when: When) -> bool {
         let now = self.clock.now();
         let mut map = self.lock();
-        let live = Self::live(&map, key, now).is_some();
+        // One lookup: whether the key is there at all, and whether it is live.
+        let (present, live) = map.get(key).map_or((false, false), |e| (true, e.expires > now));
         match when {
             When::Absent if live => return false,
             When::Present if !live => return false,
             _ => {}
         }
-        if !map.contains_key(key) {
+        if !present {
             Self::make_room(&mut map, now, self.max_entries);
         }
         map.insert(
