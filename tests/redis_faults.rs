@@ -256,3 +256,90 @@ async fn rediss_urls_speak_tls_and_trust_only_the_configured_ca() {
     assert_eq!(login(&untrusted).await.status, 503);
     assert_eq!(readyz(&untrusted).await, 503);
 }
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--no-auth-warning"])
+        .args(args)
+        .output()
+        .expect("redis-cli runs (bash .ci/run installs it)");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_user_password_and_database_from_the_url_are_used_and_a_wrong_password_fails_closed() {
+    let port = free_port();
+    let _redis = PrivateRedis::start_with(
+        port,
+        &[
+            "--port",
+            &port.to_string(),
+            "--requirepass",
+            "default-pw",
+            "--user",
+            "jap",
+            "on",
+            ">jap-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ],
+    );
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let p = proxy_on(&format!("url = \"redis://jap:jap-pw@127.0.0.1:{port}/2\""), &jira).await;
+    assert_eq!(login(&p).await.status, 200);
+    assert_eq!(readyz(&p).await, 200);
+    let as_jap = ["--user", "jap", "--pass", "jap-pw"];
+    let keys = |db: &str| redis_cli(port, &[&as_jap[..], &["-n", db, "DBSIZE"]].concat());
+    assert_ne!(keys("2").trim(), "0", "the session is in database 2");
+    assert_eq!(keys("0").trim(), "0");
+
+    // The default user, by password alone (`redis://:password@`).
+    let p = proxy_on(&format!("url = \"redis://:default-pw@127.0.0.1:{port}\""), &jira).await;
+    assert_eq!(login(&p).await.status, 200);
+
+    let p = proxy_on(&format!("url = \"redis://jap:wrong-pw@127.0.0.1:{port}/2\""), &jira).await;
+    let r = login(&p).await;
+    assert_eq!(r.status, 503);
+    assert!(!String::from_utf8_lossy(&r.body).contains("wrong-pw"));
+    assert_eq!(readyz(&p).await, 503);
+    // No password at all: Redis refuses every command.
+    let p = proxy_on(&format!("url = \"redis://127.0.0.1:{port}\""), &jira).await;
+    assert_eq!(login(&p).await.status, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_listener_thread_keeps_one_redis_connection_and_a_dropped_one_is_replaced() {
+    let port = free_port();
+    let _redis = PrivateRedis::start(port);
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let p = proxy_on(&format!("url = \"redis://127.0.0.1:{port}\"\n"), &jira).await;
+    let r = login(&p).await;
+    assert_eq!(r.status, 200);
+    let cookie = format!("JAPSESSION={}", r.json()["session"]["value"].as_str().unwrap());
+    let calls: Vec<_> = (0..64)
+        .map(|_| {
+            let (url, cookie) = (p.url("/x"), cookie.clone());
+            tokio::spawn(async move { get(&url, &[("cookie", &cookie)]).await.status })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    assert_eq!(readyz(&p).await, 200);
+    // One per listener thread (the default: one per core) and one for the rest
+    // (the readiness check), whatever the number of requests.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let clients = redis_cli(port, &["CLIENT", "LIST"]).lines().count() - 1;
+    assert!(clients >= 1 && clients <= workers + 1, "{clients} connections");
+
+    redis_cli(port, &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        redis_cli(port, &["CLIENT", "LIST"]).lines().count(),
+        1,
+        "only redis-cli"
+    );
+    assert_eq!(get(&p.url("/x"), &[("cookie", &cookie)]).await.status, 200);
+    assert_eq!(readyz(&p).await, 200);
+}

@@ -268,7 +268,7 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
         std::thread::Builder::new()
             .name(format!("jap-listener-{worker}"))
             .spawn(move || {
-                WORKER.with(|w| w.set(worker));
+                WORKER.with(|w| w.set(worker + 1));
                 events.block_on(async move {
                     match TcpListener::from_std(socket) {
                         Ok(listener) => accept.run(listener, stop_rx).await,
@@ -350,19 +350,25 @@ fn listening_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::
 }
 
 thread_local! {
+    /// The listener thread's index plus one; 0 on any other thread.
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// The listener thread running the caller (0 on any other thread): it picks that
 /// thread's own pool of Jira connections.
 pub fn worker_index() -> usize {
-    WORKER.with(|w| w.get())
+    listener_thread().unwrap_or(0)
+}
+
+/// The listener thread running the caller, `None` on any other thread.
+pub fn listener_thread() -> Option<usize> {
+    WORKER.with(|w| w.get()).checked_sub(1)
 }
 
 /// Makes the calling thread count as listener thread `i` (tests of per-thread state).
 #[cfg(test)]
 pub(crate) fn set_worker_index(i: usize) {
-    WORKER.with(|w| w.set(i));
+    WORKER.with(|w| w.set(i + 1));
 }
 
 struct AcceptLoop {
