@@ -343,3 +343,40 @@ async fn each_listener_thread_keeps_one_redis_connection_and_a_dropped_one_is_re
     assert_eq!(get(&p.url("/x"), &[("cookie", &cookie)]).await.status, 200);
     assert_eq!(readyz(&p).await, 200);
 }
+
+#[tokio::test]
+async fn calls_arriving_while_a_connection_opens_wait_for_it_instead_of_opening_their_own() {
+    use jira_auth_proxy::config::Secret;
+    use jira_auth_proxy::store::{RedisSettings, RedisStore, StateStore};
+    let port = free_port();
+    let _redis = PrivateRedis::start(port);
+    let accepted = || {
+        redis_cli(port, &["INFO", "stats"])
+            .lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .map(|n| n.trim().parse::<u64>().unwrap())
+            .unwrap()
+    };
+    let before = accepted();
+    let store = std::sync::Arc::new(
+        RedisStore::new(RedisSettings {
+            url: Secret::from_bytes(format!("redis://127.0.0.1:{port}").into_bytes()),
+            key_prefix: "t:".into(),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+            ca_file: None,
+        })
+        .unwrap(),
+    );
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.get(&format!("k{i}")).await })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap(), None);
+    }
+    // redis-cli's own INFO connection is the other one.
+    assert_eq!(accepted() - before, 2, "one connection for all fifty calls");
+}

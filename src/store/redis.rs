@@ -42,7 +42,7 @@ pub struct RedisStore {
     settings: RedisSettings,
     target: Arc<Target>,
     /// Connections: one per listener thread (slot 0 for every other thread).
-    slots: Box<[Mutex<Slot>]>,
+    slots: Box<[SlotCell]>,
     incr: Script,
     throttle: Script,
 }
@@ -160,10 +160,11 @@ fn parse_url(url: &str) -> Result<Url, String> {
                 .ok_or("a user in the Redis URL needs a password (user:password@)")?;
             let user = decode(user, "user")?;
             let password = decode(password, "password")?;
-            Some((
-                (!user.is_empty()).then_some(user),
-                Secret::from_bytes(password.into_bytes()),
-            ))
+            match (user.is_empty(), password.is_empty()) {
+                // `redis://:@host`: nothing to log in with.
+                (true, true) => None,
+                (empty, _) => Some(((!empty).then_some(user), Secret::from_bytes(password.into_bytes()))),
+            }
         }
     };
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
@@ -186,7 +187,7 @@ fn parse_url(url: &str) -> Result<Url, String> {
             .filter(|p| *p != 0)
             .ok_or("the Redis URL's port is not a number from 1 to 65535")?,
     };
-    let db = match path {
+    let db = match path.strip_suffix('/').unwrap_or(path) {
         "" => 0,
         p => p
             .parse::<u32>()
@@ -344,6 +345,13 @@ struct Link {
 }
 
 #[derive(Default)]
+struct SlotCell {
+    state: Mutex<Slot>,
+    /// Held while a connection is being opened.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
 struct Slot {
     link: Option<Link>,
     /// The last failed connect: when, and why.
@@ -436,13 +444,13 @@ impl RedisStore {
         Ok(RedisStore {
             settings,
             target: Arc::new(Target { url, tls }),
-            slots: (0..SLOTS).map(|_| Mutex::default()).collect(),
+            slots: (0..SLOTS).map(|_| SlotCell::default()).collect(),
             incr: Script::new(INCR_SCRIPT),
             throttle: Script::new(THROTTLE_SCRIPT),
         })
     }
 
-    fn slot(&self) -> &Mutex<Slot> {
+    fn slot(&self) -> &SlotCell {
         let i = crate::server::listener_thread().map_or(0, |t| t % (SLOTS - 1) + 1);
         &self.slots[i]
     }
@@ -470,9 +478,11 @@ impl RedisStore {
                 None => Frame::new(2, 0).arg(&[b"AUTH"]),
             }
             .arg(&[password.expose()]);
-            // The server's message names the failure (WRONGPASS, ...), never the password.
+            // Only the error's code (WRONGPASS, NOAUTH, ERR): a server that does not know
+            // AUTH would quote its arguments, the password among them.
             if let Reply::Error(e) = reply_to(&mut stream, &mut input, frame).await? {
-                return Err(format!("redis: login refused: {e}"));
+                let code = e.split(' ').next().unwrap_or_default();
+                return Err(format!("redis: login refused ({code})"));
             }
         }
         let db = target.url.db;
@@ -485,73 +495,78 @@ impl RedisStore {
         Ok((stream, input))
     }
 
-    /// A new connection for `slot`, with its task; or why there is none.
-    async fn connect(&self) -> Result<Link, StoreError> {
+    /// A new connection, with its task; or why there is none.
+    async fn connect(&self) -> Result<Link, String> {
         let limit = self.settings.connect_timeout;
-        let opened = match tokio::time::timeout(limit, Self::open(&self.target)).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("redis: no connection within {limit:?}")),
+        let (stream, input) = match tokio::time::timeout(limit, Self::open(&self.target)).await {
+            Ok(opened) => opened?,
+            Err(_) => return Err(format!("redis: no connection within {limit:?}")),
         };
-        match opened {
-            Ok((stream, input)) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(drive(stream, rx, input));
-                Ok(Link {
-                    id: LINK_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                    jobs: tx,
-                })
-            }
-            Err(why) => {
-                lock(self.slot()).failed = Some((Instant::now(), why.clone()));
-                Err(unavailable(why))
-            }
-        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(drive(stream, rx, input));
+        Ok(Link {
+            id: LINK_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            jobs: tx,
+        })
+    }
+
+    /// Hands `job` to the slot's live connection; without one, gives it back, with the
+    /// reason of a connect that failed a moment ago.
+    fn hand_over(&self, cell: &SlotCell, job: Job) -> Result<u64, (Job, Option<String>)> {
+        let mut slot = lock(&cell.state);
+        let back = match &slot.link {
+            Some(link) => match link.jobs.send(job) {
+                Ok(()) => return Ok(link.id),
+                Err(mpsc::error::SendError(back)) => back,
+            },
+            None => job,
+        };
+        slot.link = None;
+        let recent = slot
+            .failed
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < RETRY_AFTER.min(self.settings.connect_timeout))
+            .map(|(_, why)| why.clone());
+        Err((back, recent))
     }
 
     /// Sends one command and waits for its reply (an error reply included).
     async fn call(&self, frame: Frame) -> Result<Reply, StoreError> {
+        let cell = self.slot();
         let (tx, rx) = oneshot::channel();
         let job = Job {
             frame: frame.0,
             reply: tx,
         };
-        let unsent = {
-            let mut slot = lock(self.slot());
-            let unsent = match &slot.link {
-                Some(link) => match link.jobs.send(job) {
-                    Ok(()) => Ok(link.id),
-                    Err(mpsc::error::SendError(back)) => Err(back),
-                },
-                None => Err(job),
-            };
-            if unsent.is_err() {
-                slot.link = None;
-                if let Some((at, why)) = &slot.failed
-                    && at.elapsed() < RETRY_AFTER.min(self.settings.connect_timeout)
-                {
-                    return Err(unavailable(why.clone()));
-                }
-            }
-            unsent
-        };
-        let id = match unsent {
+        let id = match self.hand_over(cell, job) {
             Ok(id) => id,
-            Err(job) => {
-                let link = self.connect().await?;
-                let mut slot = lock(self.slot());
-                slot.failed = None;
-                // Another call may have connected meanwhile: one connection is kept.
-                let link = match slot.link.take() {
-                    Some(other) if !other.jobs.is_closed() => other,
-                    _ => link,
-                };
-                let id = link.id;
-                let sent = link.jobs.send(job).is_ok();
-                slot.link = Some(link);
-                if !sent {
-                    return Err(unavailable("redis: connection lost"));
+            Err((_, Some(why))) => return Err(unavailable(why)),
+            Err((job, None)) => {
+                // One connect at a time per slot: the calls arriving meanwhile wait for
+                // it, then use its connection or fail with its reason.
+                let _connecting = cell.connecting.lock().await;
+                match self.hand_over(cell, job) {
+                    Ok(id) => id,
+                    Err((_, Some(why))) => return Err(unavailable(why)),
+                    Err((job, None)) => {
+                        let link = match self.connect().await {
+                            Ok(link) => link,
+                            Err(why) => {
+                                lock(&cell.state).failed = Some((Instant::now(), why.clone()));
+                                return Err(unavailable(why));
+                            }
+                        };
+                        let id = link.id;
+                        let sent = link.jobs.send(job).is_ok();
+                        let mut slot = lock(&cell.state);
+                        slot.failed = None;
+                        slot.link = Some(link);
+                        if !sent {
+                            return Err(unavailable("redis: connection lost"));
+                        }
+                        id
+                    }
                 }
-                id
             }
         };
         match tokio::time::timeout(self.settings.response_timeout, rx).await {
@@ -560,7 +575,7 @@ impl RedisStore {
             Err(_) => {
                 // Overdue: the connection may be dead without knowing it (or Redis hung):
                 // let it go, and the next call opens a new one.
-                let mut slot = lock(self.slot());
+                let mut slot = lock(&cell.state);
                 if slot.link.as_ref().is_some_and(|l| l.id == id) {
                     slot.link = None;
                 }
@@ -835,6 +850,7 @@ mod tests {
                 0
             ))
         );
+        assert_eq!(url("redis://:@host/4/"), Ok((false, "host".into(), 6379, None, 4)));
         assert_eq!(
             url("redis://jap:a@b@host/"),
             Ok((false, "host".into(), 6379, Some((Some("jap".into()), "a@b".into())), 0))
