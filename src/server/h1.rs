@@ -105,17 +105,43 @@ thread_local! {
     static DATE_NOW: RefCell<(u64, Option<HeaderValue>)> = const { RefCell::new((u64::MAX, None)) };
 }
 
+/// A connection the server runs on: what it needs beyond reading and writing.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Sends small writes at once (`TCP_NODELAY`). Called before a write that more
+    /// writes follow on the connection; the default does nothing (already so, or no
+    /// socket).
+    fn no_delay(&mut self) {}
+    /// Whether closing must first shut the write side down: a TLS connection says so with
+    /// its `close_notify`, while a TCP socket's close sends the same FIN by itself.
+    fn shutdown_on_close(&self) -> bool {
+        true
+    }
+}
+
+impl Transport for tokio::net::TcpStream {
+    fn no_delay(&mut self) {
+        let _ = self.set_nodelay(true);
+    }
+
+    fn shutdown_on_close(&self) -> bool {
+        false
+    }
+}
+
+/// Set to send at once when accepted: its handshake takes several flights.
+impl Transport for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {}
+
+impl Transport for tokio::io::DuplexStream {}
+
 /// Serves HTTP/1.1 requests on `io` until the caller or `stop` ends it.
-pub async fn serve<S>(io: S, limits: Limits, service: Service, stop: watch::Receiver<bool>) -> Ended<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+pub async fn serve<S: Transport>(io: S, limits: Limits, service: Service, stop: watch::Receiver<bool>) -> Ended<S> {
     let mut conn = Connection {
         io,
         buf: BytesMut::new(),
         limits,
         deadline: Box::pin(tokio::time::sleep(limits.header_read_timeout)),
         rearm: false,
+        no_delay: false,
     };
     let mut first = true;
     // One wait for the shutdown for the connection's life, not one per request: each
@@ -133,6 +159,8 @@ where
             Next::Head(head) => head,
             Next::Closed => return Ended::Closed,
             Next::Http2 => {
+                // HTTP/2 writes many frames on one connection.
+                conn.no_delay();
                 let rest = std::mem::take(&mut conn.buf).freeze();
                 return Ended::Http2(conn.io, rest);
             }
@@ -224,6 +252,11 @@ struct Connection<S> {
     deadline: Pin<Box<Sleep>>,
     /// A wait for a new head began since the deadline was set.
     rearm: bool,
+    /// `Transport::no_delay` was called. Not before a write that more writes follow (an
+    /// answer on a kept connection, a body sent in parts, a `100 Continue`): a one-answer
+    /// connection's single write goes out at once anyway (nothing of it waits for an
+    /// acknowledgement, and closing pushes out what is left), so it is spared the call.
+    no_delay: bool,
 }
 
 // Moved once per request: boxing the head would cost an allocation each time.
@@ -243,7 +276,14 @@ struct Head {
     expect_continue: bool,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<S: Transport> Connection<S> {
+    fn no_delay(&mut self) {
+        if !self.no_delay {
+            self.io.no_delay();
+            self.no_delay = true;
+        }
+    }
+
     /// Reads onto the buffer (borrowing the thread's spare one when empty); `Ok(0)` is
     /// the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -334,6 +374,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         framing: &mut Framing,
         expect_continue: bool,
     ) -> Option<Answer> {
+        if expect_continue {
+            // The answer follows it.
+            self.no_delay();
+        }
         let mut continue_left: &[u8] = if expect_continue {
             b"HTTP/1.1 100 Continue\r\n\r\n"
         } else {
@@ -505,6 +549,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             out.extend_from_slice(b"connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
+        if keep_alive {
+            self.no_delay();
+        }
         let result = if bodiless {
             drop(body);
             self.io.write_all(&out).await.map(|()| keep_alive)
@@ -542,6 +589,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
                 Poll::Ready(f) => f,
                 Poll::Pending => {
+                    self.no_delay();
                     self.io.write_all(out).await?;
                     out.clear();
                     poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
@@ -576,6 +624,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 out.extend_from_slice(hex_line(data.len(), &mut [0u8; 18]));
             }
             if data.len() >= WRITE_DIRECT {
+                self.no_delay();
                 self.io.write_all(out).await?;
                 out.clear();
                 self.io.write_all(&data).await?;
@@ -586,6 +635,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 out.extend_from_slice(b"\r\n");
             }
             if out.len() >= WRITE_GATHER {
+                self.no_delay();
                 self.io.write_all(out).await?;
                 out.clear();
             }
@@ -602,6 +652,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// reads the answer rather than a reset.
     async fn close(&mut self, linger: bool) {
         let timeout = self.limits.header_read_timeout;
+        if !linger && !self.io.shutdown_on_close() {
+            return;
+        }
         if tokio::time::timeout(timeout, self.io.shutdown()).await.is_err() || !linger {
             return;
         }
@@ -995,6 +1048,128 @@ mod tests {
         let mut part = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a\r\n"[..]);
         assert!(matches!(parse_head(&mut part, &LIMITS), Ok(None)));
         assert_eq!(part.len(), 25, "a partial head stays on the buffer");
+    }
+
+    /// A loopback TCP connection that counts `no_delay` calls and write shutdowns.
+    struct Counted {
+        tcp: tokio::net::TcpStream,
+        no_delays: Arc<std::sync::atomic::AtomicUsize>,
+        shutdowns: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.tcp).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.tcp).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.tcp).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.shutdowns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Pin::new(&mut self.tcp).poll_shutdown(cx)
+        }
+    }
+
+    impl Transport for Counted {
+        fn no_delay(&mut self) {
+            self.no_delays.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.tcp.no_delay();
+        }
+        fn shutdown_on_close(&self) -> bool {
+            self.tcp.shutdown_on_close()
+        }
+    }
+
+    /// A body whose second half comes a moment after its first.
+    struct Halves(u8);
+
+    impl hyper::body::Body for Halves {
+        type Data = Bytes;
+        type Error = BodyError;
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+            self.0 += 1;
+            match self.0 {
+                1 => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first "))))),
+                2 => {
+                    let waker = cx.waker().clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        waker.wake();
+                    });
+                    Poll::Pending
+                }
+                3 => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"second"))))),
+                _ => Poll::Ready(None),
+            }
+        }
+    }
+
+    /// Serves `requests` (written at once) on a loopback connection; the bytes the caller
+    /// read to the connection's end, and the `no_delay` and shutdown calls.
+    async fn over_tcp(requests: &str, streamed: bool) -> (String, usize, usize) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let no_delays = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let shutdowns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let io = Counted {
+            tcp,
+            no_delays: no_delays.clone(),
+            shutdowns: shutdowns.clone(),
+        };
+        let service: Service = Box::new(move |_req| {
+            Box::pin(async move {
+                let body = if streamed {
+                    http_body_util::BodyExt::boxed(Halves(0))
+                } else {
+                    crate::error::full(Bytes::from_static(b"ok"))
+                };
+                Answer::new(Response::new(body))
+            })
+        });
+        let (_stop_tx, stop) = watch::channel(false);
+        let server = tokio::spawn(serve(io, LIMITS, service, stop));
+        client.write_all(requests.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("read");
+        let _ = server.await;
+        let count = |c: &Arc<std::sync::atomic::AtomicUsize>| c.load(std::sync::atomic::Ordering::SeqCst);
+        (
+            String::from_utf8_lossy(&got).into_owned(),
+            count(&no_delays),
+            count(&shutdowns),
+        )
+    }
+
+    #[tokio::test]
+    async fn small_writes_go_at_once_where_more_writes_follow_and_a_tcp_close_is_one_call() {
+        // One answer, then the close: one write, no option set, no shutdown call (the
+        // close sends the FIN), and every byte arrives.
+        let (got, no_delays, shutdowns) =
+            over_tcp("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false).await;
+        assert!(got.starts_with("HTTP/1.1 200") && got.ends_with("\r\n\r\nok"), "{got}");
+        assert_eq!((no_delays, shutdowns), (0, 0));
+        // A kept connection: set once, before the first answer.
+        let two = "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        let (got, no_delays, _) = over_tcp(two, false).await;
+        assert_eq!(got.matches("HTTP/1.1 200").count(), 2, "{got}");
+        assert_eq!(no_delays, 1);
+        // A body sent in parts, even on a closing connection.
+        let (got, no_delays, _) = over_tcp("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", true).await;
+        assert!(
+            got.contains("first ") && got.contains("second") && got.ends_with("0\r\n\r\n"),
+            "{got}"
+        );
+        assert_eq!(no_delays, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -412,7 +412,6 @@ impl AcceptLoop {
                     Err(_) => break,
                 },
             };
-            let _ = stream.set_nodelay(true);
             let stopping = drain.subscribe();
             let this = this.clone();
             tokio::spawn(async move {
@@ -424,7 +423,13 @@ impl AcceptLoop {
                     None => this.serve(stream, ConnInfo { peer, tls: false }, stopping).await,
                     // Boxed: a TLS connection's state is large, and a plain connection's
                     // task would otherwise keep room for it.
-                    Some(acceptor) => Box::pin(this.serve_tls(acceptor, stream, peer, stopping)).await,
+                    Some(acceptor) => {
+                        // A plain connection's server turns Nagle's algorithm off when it
+                        // first writes what more writes follow (`h1::Transport`); a TLS
+                        // handshake takes several flights at once.
+                        let _ = stream.set_nodelay(true);
+                        Box::pin(this.serve_tls(acceptor, stream, peer, stopping)).await
+                    }
                 }
             });
         }
@@ -459,7 +464,7 @@ impl AcceptLoop {
     /// HTTP/1.1, or HTTP/2 when the caller opens with its preface.
     async fn serve<S>(&self, io: S, info: ConnInfo, stopping: watch::Receiver<bool>)
     where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: h1::Transport + 'static,
     {
         let reloader = self.reloader.clone();
         let service: h1::Service = Box::new(move |req| {
