@@ -195,3 +195,26 @@ async fn an_answer_ready_at_once_is_taken_without_calling_authenticate() {
     assert!(matches!(verdict, Verdict::Authenticated(p) if p.subject() == "waited"));
     assert_eq!(waited.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn bearer_tokens_are_visible_ascii_after_a_case_insensitive_scheme() {
+    let of = |v: &[u8]| {
+        HeaderValue::from_bytes(v)
+            .ok()
+            .and_then(|v| bearer_of(&v).map(str::to_owned))
+    };
+    assert_eq!(of(b"Bearer abc.def-_~+/="), Some("abc.def-_~+/=".into()));
+    assert_eq!(of(b"bEaReR   tok \t"), Some("tok".into()));
+    let long = format!("Bearer {}", "x".repeat(600));
+    assert_eq!(of(long.as_bytes()).map(|t| t.len()), Some(600));
+    for refused in [
+        &b"Bearer "[..],
+        b"Bearer \t ",
+        b"Basic abc",
+        b"Bearerabc",
+        b"Bearer t\xc3\xa9st",
+        b"Bearer \x80",
+    ] {
+        assert_eq!(of(refused), None, "{refused:?}");
+    }
+}
