@@ -380,3 +380,45 @@ async fn calls_arriving_while_a_connection_opens_wait_for_it_instead_of_opening_
     // redis-cli's own INFO connection is the other one.
     assert_eq!(accepted() - before, 2, "one connection for all fifty calls");
 }
+
+#[tokio::test]
+async fn a_connection_redis_stops_reading_is_given_up_not_kept_writing_forever() {
+    use jira_auth_proxy::config::Secret;
+    use jira_auth_proxy::store::{RedisSettings, RedisStore, StateStore};
+    use tokio::io::AsyncReadExt;
+    // A "Redis" that accepts and then never reads.
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let store = RedisStore::new(RedisSettings {
+        url: Secret::from_bytes(format!("redis://{addr}").into_bytes()),
+        key_prefix: "t:".into(),
+        connect_timeout: Duration::from_millis(500),
+        response_timeout: Duration::from_millis(300),
+        ca_file: None,
+    })
+    .unwrap();
+    let accepted = tokio::spawn(async move { server.accept().await.unwrap().0 });
+    // More than the socket buffers hold: the write has to wait.
+    let big = Bytes::from(vec![b'x'; 64 << 20]);
+    let started = Instant::now();
+    assert!(store.put("big", big, Duration::from_secs(60)).await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // The proxy's side gives the connection up once the write has waited its limit:
+    // read now, it ends before the whole command (what was still to be written is gone),
+    // where a connection kept writing would deliver all of it once read.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut peer = accepted.await.unwrap();
+    let mut sink = vec![0u8; 1 << 20];
+    let mut got = 0usize;
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match peer.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stuck connection was never closed");
+    assert!(got < 64 << 20, "{got} bytes: the write went on");
+}

@@ -12,7 +12,9 @@
 //! connect timeout.
 
 use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -364,7 +366,12 @@ static LINK_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 /// write) and hands each reply to the oldest caller waiting. Ends, dropping every waiting
 /// caller, when the connection fails, Redis sends something unreadable or unasked, or its
 /// slot lets go of it.
-async fn drive(stream: Box<dyn Io>, mut jobs: mpsc::UnboundedReceiver<Job>, mut input: BytesMut) {
+async fn drive(
+    stream: Box<dyn Io>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    mut input: BytesMut,
+    write_limit: Duration,
+) {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut waiting: VecDeque<oneshot::Sender<Reply>> = VecDeque::new();
     let mut out: Vec<u8> = Vec::new();
@@ -398,7 +405,15 @@ async fn drive(stream: Box<dyn Io>, mut jobs: mpsc::UnboundedReceiver<Job>, mut 
                     out.extend_from_slice(&job.frame);
                     waiting.push_back(job.reply);
                 }
-                if wr.write_all(&out).await.is_err() {
+                // Nearly always written at once; a write that has to wait (Redis is not
+                // reading) may take `write_limit`, after which the connection is given
+                // up (its callers have timed out by then and its slot has let go of it).
+                let mut write = std::pin::pin!(wr.write_all(&out));
+                let written = match poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+                    Poll::Ready(r) => r.is_ok(),
+                    Poll::Pending => matches!(tokio::time::timeout(write_limit, write).await, Ok(Ok(()))),
+                };
+                if !written {
                     return;
                 }
                 out.clear();
@@ -503,7 +518,7 @@ impl RedisStore {
             Err(_) => return Err(format!("redis: no connection within {limit:?}")),
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(drive(stream, rx, input));
+        tokio::spawn(drive(stream, rx, input, self.settings.response_timeout));
         Ok(Link {
             id: LINK_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             jobs: tx,
