@@ -88,15 +88,33 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
     };
     ctx.path = Some(path);
     ctx.query = parts.uri.query().and_then(filter_query);
-    if parts.headers.get_all(AUTHORIZATION).iter().count() > 1 {
+    // One pass over the fields counts what is looked up below (a lookup by name hashes
+    // the name; most requests have none of `Connection` and `Cookie`).
+    let (mut authorizations, mut hosts, mut connection, mut cookies) = (0, 0, false, false);
+    for name in parts.headers.iter().map(|(name, _)| name) {
+        if name == AUTHORIZATION {
+            authorizations += 1;
+        } else if name == HOST {
+            hosts += 1;
+        } else if name == http::header::CONNECTION {
+            connection = true;
+        } else if name == http::header::COOKIE {
+            cookies = true;
+        }
+    }
+    if authorizations > 1 {
         return Err(ProxyError::BadRequest("More than one Authorization header."));
     }
-    if parts.headers.get_all(HOST).iter().count() > 1 {
+    if hosts > 1 {
         return Err(ProxyError::BadRequest("More than one Host header."));
     }
     // One pass over the names: hop-by-hop headers and those `Connection` lists, `Expect`,
     // and every spelling of an identity header (ours and the common ones).
-    let named = connection_named(&parts.headers);
+    let named = if connection {
+        connection_named(&parts.headers)
+    } else {
+        Vec::new()
+    };
     let asserted = rt.upstream.asserted_headers();
     remove_where(&mut parts.headers, |k| {
         is_hop_by_hop(k)
@@ -106,7 +124,9 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
             || asserted.iter().any(|t| same_header(k, t))
     });
     let ours = rt.session.as_ref().map(|s| s.cookie_names());
-    ctx.session_ids = strip_cookies(&mut parts.headers, ours.as_ref().map_or(&[][..], |n| &n[..]));
+    if cookies {
+        ctx.session_ids = strip_cookies(&mut parts.headers, ours.as_ref().map_or(&[][..], |n| &n[..]));
+    }
     forwarding(rt, ctx, parts);
     Ok(())
 }
@@ -248,6 +268,24 @@ pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     out.extend_from_slice(IpText::new(ip).as_ref());
 }
 
+/// The decimal digits of every octet value, and how many of them there are.
+static OCTETS: [([u8; 3], u8); 256] = {
+    let mut table = [([0u8; 3], 0u8); 256];
+    let mut i = 0;
+    while i < 256 {
+        let v = i as u8;
+        table[i] = if v >= 100 {
+            ([b'0' + v / 100, b'0' + v / 10 % 10, b'0' + v % 10], 3)
+        } else if v >= 10 {
+            ([b'0' + v / 10, b'0' + v % 10, 0], 2)
+        } else {
+            ([b'0' + v, 0, 0], 1)
+        };
+        i += 1;
+    }
+    table
+};
+
 /// An address as text (`Display`'s form), held inline: an IPv4 address is written
 /// without formatting machinery, and the text can back a header value with no copy.
 pub struct IpText {
@@ -261,21 +299,14 @@ impl IpText {
         let mut n = 0;
         match ip {
             IpAddr::V4(v4) => {
+                // Each octet's digits from a table (written for every request, two or
+                // three times: the forwarded address, the audit line, a lockout key).
                 for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        text[n] = b'.';
-                        n += 1;
-                    }
-                    if octet >= 100 {
-                        text[n] = b'0' + octet / 100;
-                        n += 1;
-                    }
-                    if octet >= 10 {
-                        text[n] = b'0' + (octet / 10) % 10;
-                        n += 1;
-                    }
-                    text[n] = b'0' + octet % 10;
-                    n += 1;
+                    let (digits, len) = OCTETS[usize::from(octet)];
+                    let at = n + usize::from(i > 0);
+                    text[n] = b'.';
+                    text[at..at + 3].copy_from_slice(&digits);
+                    n = at + usize::from(len);
                 }
             }
             IpAddr::V6(v6) => {
@@ -407,6 +438,13 @@ mod tests {
             let mut out = Vec::new();
             write_ip(&mut out, ip);
             assert_eq!(String::from_utf8(out).expect("utf-8"), ip.to_string());
+        }
+        // Every octet value, in every position.
+        for v in 0..=255u8 {
+            for ip in [[v, 0, 0, 0], [1, v, 2, 3], [10, 200, v, 9], [255, 9, 99, v], [v; 4]] {
+                let ip = IpAddr::from(ip);
+                assert_eq!(IpText::new(ip).as_ref(), ip.to_string().as_bytes());
+            }
         }
     }
 
