@@ -1163,6 +1163,12 @@ mod tests {
         let (got, no_delays, _) = over_tcp(two, false).await;
         assert_eq!(got.matches("HTTP/1.1 200").count(), 2, "{got}");
         assert_eq!(no_delays, 1);
+        // A refused request: one write, then the write side shut down before the server
+        // reads on a while (so the caller reads the refusal rather than a reset).
+        let (got, no_delays, shutdowns) =
+            over_tcp("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n", false).await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+        assert_eq!((no_delays, shutdowns), (0, 1));
         // A body sent in parts, even on a closing connection.
         let (got, no_delays, _) = over_tcp("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", true).await;
         assert!(
