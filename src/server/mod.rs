@@ -414,7 +414,10 @@ impl AcceptLoop {
             };
             let stopping = drain.subscribe();
             let this = this.clone();
-            tokio::spawn(async move {
+            // Boxed: the task moves what it runs each time its stage changes (started,
+            // finished, cleared); a box moves as a pointer, the connection's state as
+            // itself (several hundred bytes).
+            tokio::spawn(Box::pin(async move {
                 let _slot = slot;
                 let metrics = this.reloader.runtime().metrics.clone();
                 let _open = metrics.connection();
@@ -431,7 +434,7 @@ impl AcceptLoop {
                         Box::pin(this.serve_tls(acceptor, stream, peer, stopping)).await
                     }
                 }
-            });
+            }));
         }
         drop(listener);
         tracing::info!("shutting down: draining in-flight requests");
