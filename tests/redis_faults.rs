@@ -346,8 +346,7 @@ async fn each_listener_thread_keeps_one_redis_connection_and_a_dropped_one_is_re
 
 #[tokio::test]
 async fn calls_arriving_while_a_connection_opens_wait_for_it_instead_of_opening_their_own() {
-    use jira_auth_proxy::config::Secret;
-    use jira_auth_proxy::store::{RedisSettings, RedisStore, StateStore};
+    use jira_auth_proxy::store::StateStore;
     let port = free_port();
     let _redis = PrivateRedis::start(port);
     let accepted = || {
@@ -358,16 +357,12 @@ async fn calls_arriving_while_a_connection_opens_wait_for_it_instead_of_opening_
             .unwrap()
     };
     let before = accepted();
-    let store = std::sync::Arc::new(
-        RedisStore::new(RedisSettings {
-            url: Secret::from_bytes(format!("redis://127.0.0.1:{port}").into_bytes()),
-            key_prefix: "t:".into(),
-            connect_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(2),
-            ca_file: None,
-        })
-        .unwrap(),
-    );
+    let store = std::sync::Arc::new(redis_store(
+        &format!("redis://127.0.0.1:{port}"),
+        "t:",
+        Duration::from_secs(2),
+        Duration::from_secs(2),
+    ));
     let calls: Vec<_> = (0..50)
         .map(|i| {
             let store = store.clone();
@@ -383,20 +378,17 @@ async fn calls_arriving_while_a_connection_opens_wait_for_it_instead_of_opening_
 
 #[tokio::test]
 async fn a_connection_redis_stops_reading_is_given_up_not_kept_writing_forever() {
-    use jira_auth_proxy::config::Secret;
-    use jira_auth_proxy::store::{RedisSettings, RedisStore, StateStore};
+    use jira_auth_proxy::store::StateStore;
     use tokio::io::AsyncReadExt;
     // A "Redis" that accepts and then never reads.
     let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr().unwrap();
-    let store = RedisStore::new(RedisSettings {
-        url: Secret::from_bytes(format!("redis://{addr}").into_bytes()),
-        key_prefix: "t:".into(),
-        connect_timeout: Duration::from_millis(500),
-        response_timeout: Duration::from_millis(300),
-        ca_file: None,
-    })
-    .unwrap();
+    let store = redis_store(
+        &format!("redis://{addr}"),
+        "t:",
+        Duration::from_millis(500),
+        Duration::from_millis(300),
+    );
     let accepted = tokio::spawn(async move { server.accept().await.unwrap().0 });
     // More than the socket buffers hold: the write has to wait.
     let big = Bytes::from(vec![b'x'; 64 << 20]);

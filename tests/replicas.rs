@@ -76,8 +76,7 @@ async fn a_session_from_one_replica_works_on_the_other_and_a_logout_ends_it_ever
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_record_changed_in_the_store_is_read_again_on_its_next_use() {
-    use jira_auth_proxy::config::Secret;
-    use jira_auth_proxy::store::{RedisSettings, RedisStore, StateStore};
+    use jira_auth_proxy::store::StateStore;
 
     let prefix = prefix();
     let jira = FakeJira::start(JiraTrust::Header).await;
@@ -105,14 +104,12 @@ async fn a_session_record_changed_in_the_store_is_read_again_on_its_next_use() {
 
     // Someone else (another replica, an admin) rewrites the record: the next request
     // uses what the store now holds, not the decoding kept from before.
-    let store = RedisStore::new(RedisSettings {
-        url: Secret::from_bytes(b"redis://127.0.0.1:6379".to_vec()),
-        key_prefix: prefix,
-        connect_timeout: std::time::Duration::from_secs(2),
-        response_timeout: std::time::Duration::from_secs(2),
-        ca_file: None,
-    })
-    .unwrap();
+    let store = redis_store(
+        "redis://127.0.0.1:6379",
+        &prefix,
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_secs(2),
+    );
     let key = format!("session:{}", jira_auth_proxy::auth::cache::id_of(&id));
     let mut record: serde_json::Value = serde_json::from_slice(&store.get(&key).await.unwrap().unwrap()).unwrap();
     record["user"] = "bob".into();

@@ -184,7 +184,7 @@ impl Metrics {
     /// Counts a connection served by the calling listener thread while the guard lives.
     pub fn connection(&self) -> ConnectionGuard<'_> {
         self.open_connections.fetch_add(1, Ordering::Relaxed);
-        let on_thread = self.listeners.get(crate::server::worker_index());
+        let on_thread = crate::server::listener_thread().and_then(|i| self.listeners.get(i));
         if let Some(c) = on_thread {
             c.fetch_add(1, Ordering::Relaxed);
         }

@@ -42,7 +42,7 @@ pub struct RedisSettings {
 
 pub struct RedisStore {
     settings: RedisSettings,
-    target: Arc<Target>,
+    target: Target,
     /// Connections: one per listener thread (slot 0 for every other thread).
     slots: Box<[SlotCell]>,
     incr: Script,
@@ -326,8 +326,7 @@ struct Script {
 impl Script {
     fn new(body: &'static str) -> Script {
         use sha1::Digest;
-        let digest = sha1::Sha1::digest(body.as_bytes());
-        let sha = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let sha = crate::auth::cache::hex(&sha1::Sha1::digest(body.as_bytes()));
         Script { body, sha }
     }
 }
@@ -458,7 +457,7 @@ impl RedisStore {
         };
         Ok(RedisStore {
             settings,
-            target: Arc::new(Target { url, tls }),
+            target: Target { url, tls },
             slots: (0..SLOTS).map(|_| SlotCell::default()).collect(),
             incr: Script::new(INCR_SCRIPT),
             throttle: Script::new(THROTTLE_SCRIPT),

@@ -819,3 +819,20 @@ pub fn tls_client(pki: &TestPki, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(cfg)
 }
+
+/// A Redis store at `url` (plain, no CA file) with its keys under `prefix`.
+pub fn redis_store(
+    url: &str,
+    prefix: &str,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> jira_auth_proxy::store::RedisStore {
+    jira_auth_proxy::store::RedisStore::new(jira_auth_proxy::store::RedisSettings {
+        url: jira_auth_proxy::config::Secret::from_bytes(url.as_bytes().to_vec()),
+        key_prefix: prefix.into(),
+        connect_timeout,
+        response_timeout,
+        ca_file: None,
+    })
+    .expect("a usable Redis URL")
+}
