@@ -14,7 +14,7 @@ cp -r "$src"/. "$work"/
 if [[ ! -x $work/.venv/bin/python ]] || ! command -v wrk >/dev/null; then
   (cd "$work" && bash setup.sh)
 fi
-export PROXY_BIN=$root/target/release/jira-auth-proxy
+export PROXY_BIN=${CARGO_TARGET_DIR:-$root/target}/release/jira-auth-proxy
 # The harness's awk programs use a variable named `load`, a builtin in gawk 5: prefer mawk.
 if awk --version 2>/dev/null | grep -q "GNU Awk" && command -v mawk >/dev/null; then
   mkdir -p "$work/.awk-shim" && ln -sf "$(command -v mawk)" "$work/.awk-shim/awk"

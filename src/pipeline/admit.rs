@@ -78,7 +78,29 @@ pub fn as_sent(path: &str) -> String {
 }
 
 pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<(), ProxyError> {
-    ctx.id = request_id(&parts.headers);
+    // One pass over the fields counts and takes what is used below (a lookup by name
+    // hashes the name; most requests have none of `Connection`, `Cookie` and
+    // `X-Request-Id`): the first of each field is the one a lookup would give.
+    let (mut authorizations, mut hosts, mut connection, mut cookies) = (0, 0, false, false);
+    let (mut authorization, mut host, mut sent_id) = (None, None, None);
+    for (name, value) in parts.headers.iter() {
+        if name == AUTHORIZATION {
+            authorizations += 1;
+            authorization.get_or_insert(value);
+        } else if name == HOST {
+            hosts += 1;
+            host.get_or_insert(value);
+        } else if name == http::header::CONNECTION {
+            connection = true;
+        } else if name == http::header::COOKIE {
+            cookies = true;
+        } else if name == X_REQUEST_ID {
+            sent_id.get_or_insert(value);
+        }
+    }
+    ctx.id = request_id(sent_id);
+    ctx.authorization = authorization.cloned();
+    let host = host.cloned();
     let path = match normalize(parts.uri.path()) {
         Ok(path) => path,
         Err(e) => {
@@ -88,20 +110,6 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
     };
     ctx.path = Some(path);
     ctx.query = parts.uri.query().and_then(filter_query);
-    // One pass over the fields counts what is looked up below (a lookup by name hashes
-    // the name; most requests have none of `Connection` and `Cookie`).
-    let (mut authorizations, mut hosts, mut connection, mut cookies) = (0, 0, false, false);
-    for name in parts.headers.iter().map(|(name, _)| name) {
-        if name == AUTHORIZATION {
-            authorizations += 1;
-        } else if name == HOST {
-            hosts += 1;
-        } else if name == http::header::CONNECTION {
-            connection = true;
-        } else if name == http::header::COOKIE {
-            cookies = true;
-        }
-    }
     if authorizations > 1 {
         return Err(ProxyError::BadRequest("More than one Authorization header."));
     }
@@ -127,13 +135,13 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
     if cookies {
         ctx.session_ids = strip_cookies(&mut parts.headers, ours.as_ref().map_or(&[][..], |n| &n[..]));
     }
-    forwarding(rt, ctx, parts);
+    forwarding(rt, ctx, parts, host);
     Ok(())
 }
 
 /// Accepts a sane client `X-Request-Id` (so ids join across systems), else makes one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(X_REQUEST_ID) {
+fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(v) = sent {
         let b = v.as_bytes();
         let sane = !b.is_empty()
             && b.len() <= 128
@@ -328,13 +336,13 @@ impl AsRef<[u8]> for IpText {
 
 /// Decides the client address and the forwarding headers to send. A client's own
 /// `X-Forwarded-*` is believed only when the peer is a configured trusted proxy.
-fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) {
+fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts, host: Option<HeaderValue>) {
     let peer = ctx.conn.peer.ip().to_canonical();
     let trusted = |ip: &IpAddr| rt.trusted_proxies.iter().any(|n| n.contains(ip));
     ctx.client_ip = peer;
     // Its own memory, shared by the value sent on and not copied again.
     ctx.forwarded_for = HeaderValue::from_maybe_shared(Bytes::from_owner(IpText::new(peer))).ok();
-    ctx.host = parts.headers.get(HOST).cloned().or_else(|| {
+    ctx.host = host.or_else(|| {
         parts
             .uri
             .authority()
@@ -450,13 +458,13 @@ mod tests {
 
     #[test]
     fn request_id_accepts_sane_and_replaces_hostile() {
-        let mut h = HeaderMap::new();
-        h.insert("x-request-id", HeaderValue::from_static("abc-123.x:y"));
-        assert_eq!(request_id(&h), "abc-123.x:y");
-        h.insert("x-request-id", HeaderValue::from_static("<script>"));
-        let generated = request_id(&h);
+        assert_eq!(
+            request_id(Some(&HeaderValue::from_static("abc-123.x:y"))),
+            "abc-123.x:y"
+        );
+        let generated = request_id(Some(&HeaderValue::from_static("<script>")));
         assert_eq!(generated.len(), 32);
-        assert_ne!(generated, request_id(&HeaderMap::new()), "ids are random");
+        assert_ne!(generated, request_id(None), "ids are random");
     }
 
     #[test]

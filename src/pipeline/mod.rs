@@ -32,6 +32,8 @@ pub struct ConnInfo {
 /// client could have set.
 pub struct RequestCtx {
     pub id: HeaderValue,
+    /// The caller's `Authorization` (the only one: `admit` refuses two), taken by `admit`.
+    pub authorization: Option<HeaderValue>,
     pub started: Instant,
     pub time: SystemTime,
     pub conn: ConnInfo,
@@ -80,7 +82,7 @@ impl RequestCtx {
     ) -> AuthRequest<'a> {
         AuthRequest {
             parts,
-            authorization: parts.headers.get(http::header::AUTHORIZATION),
+            authorization: self.authorization.as_ref(),
             client_ip: self.client_ip,
             now: self.time,
             at: self.started,
@@ -97,6 +99,7 @@ impl RequestCtx {
         let started = Instant::now();
         RequestCtx {
             id: HeaderValue::from_static("-"),
+            authorization: None,
             started,
             time: crate::time::wall_at(started),
             conn,

@@ -687,13 +687,21 @@ struct Flags {
 }
 
 impl Flags {
-    /// Notes one field; `codings` gathers every transfer coding, in order.
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue, codings: &mut Vec<bool>) {
+    /// Notes one field; `codings` gathers every transfer coding, in order. True when the
+    /// field is the listener's alone: a `Connection` that only says `close` or
+    /// `keep-alive` (what nearly every client that sends one says) names no other field
+    /// and is read here, so it never reaches the request's map.
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue, codings: &mut Vec<bool>) -> bool {
         if name == CONNECTION {
+            let mut only_options = true;
             for t in list_items(value.as_bytes()) {
-                self.close |= crate::wire::eq_lower(t, b"close");
-                self.keep_alive_asked |= crate::wire::eq_lower(t, b"keep-alive");
+                let close = crate::wire::eq_lower(t, b"close");
+                let keep_alive = crate::wire::eq_lower(t, b"keep-alive");
+                self.close |= close;
+                self.keep_alive_asked |= keep_alive;
+                only_options &= close || keep_alive;
             }
+            return only_options;
         } else if name == CONTENT_LENGTH {
             self.lengths += 1;
         } else if name == TRANSFER_ENCODING {
@@ -708,6 +716,7 @@ impl Flags {
         } else if name == HOST {
             self.hosts += 1;
         }
+        false
     }
 }
 
@@ -757,8 +766,9 @@ fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, (Stat
         for h in r.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| MALFORMED)?;
             let value = HeaderValue::from_maybe_shared(cut(h.value)).map_err(|_| MALFORMED)?;
-            flags.note(&name, &value, &mut codings);
-            headers.append(name, value);
+            if !flags.note(&name, &value, &mut codings) {
+                headers.append(name, value);
+            }
         }
         Ok((uri, headers))
     })();
@@ -992,6 +1002,38 @@ mod tests {
                 Ok(Some(h)) => assert_eq!((h.framing, h.keep_alive), (framing, keep_alive), "{raw:?}"),
                 _ => panic!("{raw:?} not parsed"),
             }
+        }
+    }
+
+    #[test]
+    fn a_connection_field_of_options_only_is_the_listeners_and_one_naming_fields_stays() {
+        let cases = [
+            ("Connection: keep-alive\r\n", None, true),
+            ("Connection: Keep-Alive, close\r\n", None, false),
+            ("Connection: close\r\nConnection: keep-alive\r\n", None, false),
+            ("Connection: close, X-Secret\r\n", Some("close, X-Secret"), false),
+            ("Connection: Upgrade\r\n", Some("Upgrade"), true),
+        ];
+        for (fields, kept, keep_alive) in cases {
+            let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{fields}X-Secret: s\r\n\r\n");
+            let Ok(Some(h)) = parse(&raw) else {
+                panic!("{raw:?} not parsed")
+            };
+            let seen: Vec<&str> = h
+                .request
+                .headers()
+                .get_all(CONNECTION)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("?"))
+                .collect();
+            assert_eq!(seen, kept.into_iter().collect::<Vec<_>>(), "{raw:?}");
+            assert_eq!(h.keep_alive, keep_alive, "{raw:?}");
+            // Every other field stays for the pipeline (which strips what a kept
+            // `Connection` names).
+            assert_eq!(
+                h.request.headers().get("x-secret").map(|v| v.as_bytes()),
+                Some(&b"s"[..])
+            );
         }
     }
 

@@ -387,9 +387,13 @@ impl AcceptLoop {
         // the last has gone.
         let (drain, _) = watch::channel(false);
         let this = Arc::new(self);
+        // One wait for the stop, made once and polled again by every select below (a new
+        // one per connection would join and leave the channel's waiters each time).
+        let mut stopped = std::pin::pin!(stop.changed());
         loop {
             let (stream, peer) = tokio::select! {
-                _ = stop.changed() => break,
+                biased;
+                _ = &mut stopped => break,
                 r = listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
@@ -405,11 +409,17 @@ impl AcceptLoop {
             // waited), and the next ones wait in the kernel's backlog. The slot is taken
             // after the accept: taken before, it would be held for this thread's socket
             // while connections the kernel dealt to another thread's socket waited.
-            let slot = tokio::select! {
-                _ = stop.changed() => break,
-                p = this.slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
+            // Below the limit (nearly always) the slot is taken at once.
+            let slot = match this.slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(tokio::sync::TryAcquireError::Closed) => break,
+                Err(tokio::sync::TryAcquireError::NoPermits) => tokio::select! {
+                    biased;
+                    _ = &mut stopped => break,
+                    p = this.slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
                 },
             };
             let stopping = drain.subscribe();
@@ -419,10 +429,13 @@ impl AcceptLoop {
             // itself (several hundred bytes).
             tokio::spawn(Box::pin(async move {
                 let _slot = slot;
-                let metrics = this.reloader.runtime().metrics.clone();
-                let _open = metrics.connection();
                 // The certificate in force when the connection arrives serves it to the end.
-                match this.reloader.runtime().tls.clone() {
+                let (metrics, tls) = {
+                    let rt = this.reloader.runtime();
+                    (rt.metrics.clone(), rt.tls.clone())
+                };
+                let _open = metrics.connection();
+                match tls {
                     None => this.serve(stream, ConnInfo { peer, tls: false }, stopping).await,
                     // Boxed: a TLS connection's state is large, and a plain connection's
                     // task would otherwise keep room for it.

@@ -76,8 +76,10 @@ const SLOTS: usize = 64;
 const RETRY_AFTER: Duration = Duration::from_millis(250);
 /// Nesting of arrays in a reply (the proxy's deepest is SCAN's, two).
 const MAX_DEPTH: u8 = 4;
-/// A bulk string larger than Redis allows is a broken stream.
-const MAX_BULK: usize = 512 * 1024 * 1024;
+/// The longest bulk string read: the proxy's largest value (a user's Jira groups) is
+/// kilobytes, so a longer length is a broken (or hostile) stream, refused before anything
+/// is buffered for it, not up to the 512 MiB Redis itself allows.
+const MAX_BULK: usize = 16 * 1024 * 1024;
 
 fn unavailable(why: impl Into<String>) -> StoreError {
     StoreError::Unavailable(why.into())
@@ -942,9 +944,13 @@ mod tests {
             b"*-5\r\n",
             b"+OK\n",
             b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",
+            // Longer than any value the proxy stores: refused at its length line.
+            b"$16777217\r\n",
         ] {
             assert!(parse(bad, MAX_DEPTH).is_err(), "{bad:?}");
         }
+        // The longest allowed is waited for.
+        assert_eq!(parse(b"$16777216\r\n", MAX_DEPTH), Ok(None));
     }
 
     #[test]
