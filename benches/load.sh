@@ -8,13 +8,17 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=${BENCH_HARNESS:-$root/../shared/bench}
 work=$root/target/bench-harness
-cargo build --release --manifest-path "$root/Cargo.toml"
+# PROXY_BIN set: that binary (benches/pgo.sh's, say) is measured as it is, nothing built.
+if [[ -z ${PROXY_BIN:-} ]]; then
+  cargo build --release --manifest-path "$root/Cargo.toml"
+  PROXY_BIN=${CARGO_TARGET_DIR:-$root/target}/release/jira-auth-proxy
+fi
 mkdir -p "$work"
 cp -r "$src"/. "$work"/
 if [[ ! -x $work/.venv/bin/python ]] || ! command -v wrk >/dev/null; then
   (cd "$work" && bash setup.sh)
 fi
-export PROXY_BIN=${CARGO_TARGET_DIR:-$root/target}/release/jira-auth-proxy
+export PROXY_BIN
 # The harness's awk programs use a variable named `load`, a builtin in gawk 5: prefer mawk.
 if awk --version 2>/dev/null | grep -q "GNU Awk" && command -v mawk >/dev/null; then
   mkdir -p "$work/.awk-shim" && ln -sf "$(command -v mawk)" "$work/.awk-shim/awk"
