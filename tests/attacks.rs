@@ -160,6 +160,7 @@ async fn identity_spoofing_never_reaches_jira() {
         case("identity header, underscores", as_alice("/rest/api/2/myself", "X_Forwarded_User: admin\r\n"), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
         case("identity header, twice", as_alice("/rest/api/2/myself", "X-Forwarded-User: admin\r\nX-Forwarded-User: admin2\r\n"), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
         case("identity header named in Connection", format!("GET /rest/api/2/myself HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close, X-Forwarded-User\r\nX-Forwarded-User: admin\r\n\r\n", alice()), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
+        case("credential named in Connection", format!("GET /rest/api/2/myself HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close, Authorization\r\n\r\n", alice()), Safe::Refused(401)),
         case("other identity headers", as_alice("/rest/api/2/myself", "X-Remote-User: admin\r\nRemote-User: admin\r\nX-Authenticated-User: admin\r\nX-Auth-User: admin\r\n"), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
         case("identity header, anonymous on a public path", anonymous("/status", "X-Forwarded-User: admin\r\n"), Safe::Reached(None, "/status")),
         case("Jira's session cookie", as_alice("/rest/api/2/myself", "Cookie: JSESSIONID=stolen\r\n"), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
@@ -174,7 +175,7 @@ async fn identity_spoofing_never_reaches_jira() {
         case("spoofed Forwarded and X-Real-IP", as_alice("/rest/api/2/myself", "Forwarded: for=10.0.0.1;by=admin\r\nX-Real-IP: 10.0.0.1\r\n"), me),
     ])
     .await;
-    assert_eq!(n, 17);
+    assert_eq!(n, 18);
 }
 
 #[tokio::test]

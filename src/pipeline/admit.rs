@@ -99,8 +99,7 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
         }
     }
     ctx.id = request_id(sent_id);
-    ctx.authorization = authorization.cloned();
-    let host = host.cloned();
+    let (mut authorization, mut host) = (authorization.cloned(), host.cloned());
     let path = match normalize(parts.uri.path()) {
         Ok(path) => path,
         Err(e) => {
@@ -123,6 +122,15 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
     } else {
         Vec::new()
     };
+    // A field `Connection` names is this hop's and goes below: what was taken of it above
+    // goes too, so the authenticators and Jira see the same request.
+    if named.contains(&AUTHORIZATION) {
+        authorization = None;
+    }
+    if named.contains(&HOST) {
+        host = None;
+    }
+    ctx.authorization = authorization;
     let asserted = rt.upstream.asserted_headers();
     remove_where(&mut parts.headers, |k| {
         is_hop_by_hop(k)

@@ -198,9 +198,7 @@ impl OAuth1Auth {
         expect: Expect,
     ) -> Result<Result<Verified, &'static str>, AuthError> {
         let header = match req
-            .parts
-            .headers
-            .get(AUTHORIZATION)
+            .authorization
             .and_then(|v| v.to_str().ok())
             .map(rfc5849::parse_header)
         {
