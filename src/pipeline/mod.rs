@@ -193,7 +193,7 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> Ans
 async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     admit::admit(rt, ctx, &mut parts)?;
-    let (form, body) = read_form(rt, &parts, &ctx.session_ids, body).await?;
+    let (form, body) = read_form(rt, &parts, ctx.authorization.as_ref(), &ctx.session_ids, body).await?;
     // Local endpoints: Jira's OAuth 1.0a token endpoints (checked by consumer signature)...
     if let Some(resp) = oauth1_token_endpoint(rt, ctx, &parts, form.as_deref()).await? {
         return Ok(resp);
@@ -330,13 +330,14 @@ async fn oauth1_authorize(
 async fn read_form(
     rt: &Runtime,
     parts: &http::request::Parts,
+    authorization: Option<&HeaderValue>,
     ctx_session_ids: &[String],
     body: Body,
 ) -> Result<(Option<Vec<(String, String)>>, Body), ProxyError> {
     // A cookie call's form may carry its form token (`atl_token`).
     let cookie_change =
         !ctx_session_ids.is_empty() && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let wanted = (rt.reads_oauth_forms && crate::auth::oauth1::inbound::carries_oauth(parts))
+    let wanted = (rt.reads_oauth_forms && crate::auth::oauth1::inbound::carries_oauth(authorization, &parts.uri))
         || rt.upstream.signs_forms()
         || cookie_change;
     if !wanted || !crate::upstream::headers::media_type_is(&parts.headers, "application/x-www-form-urlencoded") {

@@ -16,7 +16,6 @@ use async_trait::async_trait;
 use aws_lc_rs::signature::ParsedPublicKey;
 use bytes::Bytes;
 use http::HeaderValue;
-use http::header::AUTHORIZATION;
 
 use super::rfc5849;
 use super::tokens;
@@ -43,11 +42,12 @@ pub struct OAuth1Auth {
     challenge: HeaderValue,
 }
 
-/// The protocol parameters a request carries, and where from.
-pub fn carries_oauth(parts: &http::request::Parts) -> bool {
-    let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+/// Whether a request carries OAuth 1.0a protocol parameters: in its `Authorization`
+/// (the one `admit` took, as every authenticator reads it) or in its query.
+pub fn carries_oauth(authorization: Option<&HeaderValue>, uri: &http::Uri) -> bool {
+    let header = authorization.and_then(|v| v.to_str().ok());
     header.is_some_and(|h| h.len() > 6 && h[..6].eq_ignore_ascii_case("oauth "))
-        || parts.uri.query().is_some_and(|q| q.contains("oauth_consumer_key="))
+        || uri.query().is_some_and(|q| q.contains("oauth_consumer_key="))
 }
 
 impl OAuth1Auth {
@@ -136,7 +136,7 @@ impl Authenticator for OAuth1Auth {
 
     /// No OAuth 1.0a parameters.
     fn at_once(&self, req: &AuthRequest<'_>) -> Option<Result<Outcome, AuthError>> {
-        (!carries_oauth(req.parts)).then_some(Ok(Outcome::NotPresent))
+        (!carries_oauth(req.authorization, &req.parts.uri)).then_some(Ok(Outcome::NotPresent))
     }
 
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
