@@ -32,7 +32,7 @@ RUSTFLAGS="-Cprofile-generate=$out/profiles" \
   cargo build --release --manifest-path "$root/Cargo.toml" --target "$host" --target-dir "$out/gen" >&2
 # Each proxy process writes its counts when it exits (the harness stops it with SIGTERM).
 LLVM_PROFILE_FILE="$out/profiles/proxy-%p-%m.profraw" PROXY_BIN="$out/gen/$host/release/jira-auth-proxy" \
-  ONLY=${PGO_ONLY:-proxy} ROUNDS=1 DURATION=${PGO_DURATION:-3} WARMUP=1 CLOSE_ROUNDS=1 \
+  ONLY=${PGO_ONLY:-^proxy-} ROUNDS=1 DURATION=${PGO_DURATION:-3} WARMUP=1 CLOSE_ROUNDS=1 \
   "$root/benches/load.sh" >&2
 "$profdata" merge -o "$out/proxy.profdata" "$out/profiles"
 RUSTFLAGS="-Cprofile-use=$out/proxy.profdata" \
