@@ -17,7 +17,6 @@ use async_trait::async_trait;
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
-use subtle::ConstantTimeEq;
 
 use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason};
 use crate::config::{ApiKeyConfig, ApiKeyEntry, LocalUser};
@@ -143,10 +142,12 @@ impl ApiKeyAuth {
         match self.keys.get(&d) {
             // The map lookup is by a digest of a 256-bit secret; the constant-time
             // comparison makes the final decision independent of where bytes differ.
-            Some(key) if bool::from(key.digest.ct_eq(&d)) => match self.check(key, &source, req.client_ip, req.now) {
-                Ok(p) => Outcome::Authenticated(p),
-                Err(code) => Outcome::Rejected(RejectReason::new(code)),
-            },
+            Some(key) if super::cache::digests_equal(&key.digest, &d) => {
+                match self.check(key, &source, req.client_ip, req.now) {
+                    Ok(p) => Outcome::Authenticated(p),
+                    Err(code) => Outcome::Rejected(RejectReason::new(code)),
+                }
+            }
             _ => match source {
                 Source::Header => Outcome::Rejected(RejectReason::new("unknown_key")),
                 _ if value.starts_with(PREFIX) => Outcome::Rejected(RejectReason::new("unknown_key")),
