@@ -1,6 +1,7 @@
-//! One suite, two backends: every case runs on the memory store (time moved by hand) and
-//! on real Redis at 127.0.0.1:6379 (real, short waits), each Redis case under a key prefix
-//! of its own. Redis is required: a missing server fails these tests, it never skips them.
+//! One suite, two backends: every case runs on the memory store (time moved by hand), on
+//! real Redis at 127.0.0.1:6379 (real, short waits), each Redis case under a key prefix of
+//! its own, and on a private redis-server reached over a Unix socket (`unix://`). Redis is
+//! required: a missing server fails these tests, it never skips them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -16,6 +17,59 @@ struct Fixture {
     store: Arc<dyn StateStore>,
     clock: Option<Arc<ManualClock>>,
     prefix: String,
+    /// The private redis-server of a `unix://` case, stopped with the fixture.
+    _server: Option<UnixRedis>,
+}
+
+/// A redis-server listening on a Unix socket only (no TCP port), in a directory of its own.
+struct UnixRedis {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl UnixRedis {
+    fn start() -> UnixRedis {
+        let dir = std::env::temp_dir().join(format!("jap-unix-redis-{}", unique_prefix().trim_end_matches(':')));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("redis.sock");
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (bash .ci/run installs it)");
+        let server = UnixRedis { child, dir };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("unix://{}?db=1", self.dir.join("redis.sock").display())
+    }
+}
+
+impl Drop for UnixRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn unique_prefix() -> String {
@@ -32,8 +86,12 @@ fn unique_prefix() -> String {
 }
 
 fn redis_store(prefix: &str) -> RedisStore {
+    redis_store_at(REDIS_URL, prefix)
+}
+
+fn redis_store_at(url: &str, prefix: &str) -> RedisStore {
     RedisStore::new(RedisSettings {
-        url: Secret::from_bytes(REDIS_URL.as_bytes().to_vec()),
+        url: Secret::from_bytes(url.as_bytes().to_vec()),
         key_prefix: prefix.into(),
         connect_timeout: Duration::from_secs(2),
         response_timeout: Duration::from_secs(2),
@@ -49,6 +107,7 @@ impl Fixture {
             store: Arc::new(MemoryStore::with_clock(100_000, clock.clone())),
             clock: Some(clock),
             prefix: String::new(),
+            _server: None,
         }
     }
 
@@ -63,6 +122,24 @@ impl Fixture {
             store: Arc::new(store),
             clock: None,
             prefix,
+            _server: None,
+        }
+    }
+
+    /// A private redis-server over its Unix socket, database 1 (`unix://…?db=1`).
+    async fn redis_unix() -> Fixture {
+        let server = UnixRedis::start();
+        let prefix = unique_prefix();
+        let store = redis_store_at(&server.url(), &prefix);
+        store
+            .ping()
+            .await
+            .expect("the private redis-server answers on its socket");
+        Fixture {
+            store: Arc::new(store),
+            clock: None,
+            prefix,
+            _server: Some(server),
         }
     }
 
@@ -295,6 +372,14 @@ macro_rules! both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::$case(&super::Fixture::redis().await).await;
+                }
+            )*
+        }
+        mod redis_unix {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&super::Fixture::redis_unix().await).await;
                 }
             )*
         }

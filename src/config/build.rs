@@ -725,7 +725,10 @@ fn redis_settings(cx: &mut Ctx, r: &raw::State) -> Option<crate::store::RedisSet
         Duration::from_secs(1),
     );
     let Some(spec) = r.url.as_deref() else {
-        cx.err("state.url", "backend = \"redis\" needs a url (redis:// or rediss://)");
+        cx.err(
+            "state.url",
+            "backend = \"redis\" needs a url (redis://, rediss:// or unix://)",
+        );
         return None;
     };
     let url = match Secret::resolve(spec, cx.base) {
@@ -736,11 +739,14 @@ fn redis_settings(cx: &mut Ctx, r: &raw::State) -> Option<crate::store::RedisSet
         }
     };
     let text = String::from_utf8_lossy(url.expose()).into_owned();
-    if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
-        // Not echoed: the URL may carry a password.
-        cx.err("state.url", "expected a redis:// or rediss:// URL");
+    // Not echoed: the URL may carry a password.
+    let Some((scheme, _)) = crate::store::redis_url_scheme(&text) else {
+        cx.err(
+            "state.url",
+            "expected a redis://, rediss:// or unix:// URL (valkey://, valkeys://, redis+unix:// and valkey+unix:// too)",
+        );
         return None;
-    }
+    };
     let settings = crate::store::RedisSettings {
         url,
         key_prefix: r.key_prefix.clone().unwrap_or_else(|| "jap:".into()),
@@ -748,8 +754,8 @@ fn redis_settings(cx: &mut Ctx, r: &raw::State) -> Option<crate::store::RedisSet
         response_timeout,
         ca_file: r.ca_file.as_deref().map(|f| cx.path(f)),
     };
-    if settings.ca_file.is_some() && !text.starts_with("rediss://") {
-        cx.err("state.ca_file", "only for rediss:// URLs");
+    if settings.ca_file.is_some() && scheme != crate::store::RedisScheme::Tls {
+        cx.err("state.ca_file", "only for rediss:// (or valkeys://) URLs");
     }
     if let Err(e) = crate::store::RedisStore::new(settings.clone()) {
         cx.err("state.url", e);

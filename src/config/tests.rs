@@ -238,6 +238,30 @@ fn redis_state_needs_a_redis_url_and_memory_takes_no_redis_settings() {
     assert_eq!(r.key_prefix, "a:");
     assert_eq!(r.response_timeout, Duration::from_secs(1));
     assert!(!format!("{r:?}").contains("pw@"), "the URL is redacted in Debug");
+    // A Unix socket, with a database and a login in its query; a CA file is for TLS only.
+    let unix = "url = \"unix:///run/redis/redis.sock?db=2&user=jap&pass=s3cret\"";
+    Config::parse(
+        &format!("{BASE}\n[state]\nbackend = \"redis\"\n{unix}\n"),
+        Path::new("."),
+    )
+    .expect("valid");
+    let errs = errors(&format!(
+        "{BASE}\n[state]\nbackend = \"redis\"\n{unix}\nca_file = \"ca.pem\"\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("state.ca_file") && e.contains("only for rediss://")),
+        "{errs:?}"
+    );
+    assert!(!errs.iter().any(|e| e.contains("s3cret")), "{errs:?}");
+    let errs = errors(&format!(
+        "{BASE}\n[state]\nbackend = \"redis\"\nurl = \"unix://relative.sock?pass=s3cret\"\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("state.url") && e.contains("absolute socket path") && !e.contains("s3cret")),
+        "{errs:?}"
+    );
 }
 
 #[test]

@@ -30,8 +30,9 @@ use crate::config::Secret;
 /// Where and how to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://` or `rediss://` (TLS), with optional user, password and database; a
-    /// secret, since it may hold the password.
+    /// `redis://` or `rediss://` (TLS), with optional user, password and database, or
+    /// `unix:///path` for a Unix socket (see [`url_scheme`]); a secret, since it may hold
+    /// the password.
     pub url: crate::config::Secret,
     pub key_prefix: String,
     pub connect_timeout: Duration,
@@ -108,6 +109,8 @@ struct Url {
     tls: bool,
     host: String,
     port: u16,
+    /// A Unix socket's path (`unix://`), in place of the host and port.
+    socket: Option<std::path::PathBuf>,
     /// `AUTH [user] password`.
     login: Option<(Option<String>, Secret)>,
     db: u32,
@@ -124,6 +127,7 @@ impl std::fmt::Debug for Target {
         f.debug_struct("Target")
             .field("host", &u.host)
             .field("port", &u.port)
+            .field("socket", &u.socket)
             .field("tls", &u.tls)
             .field("user", &u.login.as_ref().map(|l| &l.0))
             .field("db", &u.db)
@@ -138,15 +142,43 @@ fn decode(part: &str, what: &str) -> Result<String, String> {
         .map_err(|_| format!("the {what} in the Redis URL is not UTF-8 once decoded"))
 }
 
-/// `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS. Errors never
+/// How a Redis URL reaches the server, by its scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Tcp,
+    Tls,
+    Unix,
+}
+
+/// The URL schemes understood, as other Redis clients write them (`valkey…` for Valkey,
+/// which speaks the same protocol).
+const SCHEMES: [(&str, Scheme); 7] = [
+    ("redis://", Scheme::Tcp),
+    ("rediss://", Scheme::Tls),
+    ("valkey://", Scheme::Tcp),
+    ("valkeys://", Scheme::Tls),
+    ("unix://", Scheme::Unix),
+    ("redis+unix://", Scheme::Unix),
+    ("valkey+unix://", Scheme::Unix),
+];
+
+const EXPECTED: &str =
+    "expected a redis://, rediss:// or unix:// URL (valkey://, valkeys://, redis+unix:// and valkey+unix:// too)";
+
+/// The scheme of a Redis URL and what follows it; `None` for any other URL.
+pub fn url_scheme(url: &str) -> Option<(Scheme, &str)> {
+    SCHEMES
+        .iter()
+        .find_map(|(prefix, scheme)| url.strip_prefix(prefix).map(|rest| (*scheme, rest)))
+}
+
+/// `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS, or
+/// `unix:///path/to/redis.sock[?db=N][&user=U][&pass=P]` for a Unix socket. Errors never
 /// quote the URL (it may hold the password).
 fn parse_url(url: &str) -> Result<Url, String> {
-    let (tls, rest) = if let Some(r) = url.strip_prefix("rediss://") {
-        (true, r)
-    } else if let Some(r) = url.strip_prefix("redis://") {
-        (false, r)
-    } else {
-        return Err("expected a redis:// or rediss:// URL".into());
+    let (tls, rest) = match url_scheme(url).ok_or(EXPECTED)? {
+        (Scheme::Unix, rest) => return parse_unix(rest),
+        (scheme, rest) => (scheme == Scheme::Tls, rest),
     };
     if rest.contains(['?', '#']) {
         return Err("the Redis URL takes no query or fragment (user, password, host, port and database only)".into());
@@ -201,6 +233,47 @@ fn parse_url(url: &str) -> Result<Url, String> {
         tls,
         host: host.to_owned(),
         port,
+        socket: None,
+        login,
+        db,
+    })
+}
+
+/// After `unix://`: an absolute path, then `db`, `user` and `pass` as query parameters
+/// (the form redis-rs and others read).
+fn parse_unix(rest: &str) -> Result<Url, String> {
+    if rest.contains('#') {
+        return Err("the Redis URL takes no fragment".into());
+    }
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if !path.starts_with('/') {
+        return Err("a unix:// Redis URL needs an absolute socket path (unix:///run/redis/redis.sock)".into());
+    }
+    let path = decode(path, "socket path")?;
+    let (mut db, mut user, mut password) = (0, None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "db" => {
+                db = value
+                    .parse::<u32>()
+                    .map_err(|_| "the Redis URL's db must be a database number")?;
+            }
+            "user" => user = Some(decode(value, "user")?),
+            "pass" | "password" => password = Some(decode(value, "password")?),
+            _ => return Err("a unix:// Redis URL takes db, user and pass as its query, nothing else".into()),
+        }
+    }
+    let login = match (user.filter(|u| !u.is_empty()), password.filter(|p| !p.is_empty())) {
+        (None, None) => None,
+        (Some(_), None) => return Err("a user in the Redis URL needs a password (&pass=)".into()),
+        (user, Some(p)) => Some((user, Secret::from_bytes(p.into_bytes()))),
+    };
+    Ok(Url {
+        tls: false,
+        host: String::new(),
+        port: 0,
+        socket: Some(path.into()),
         login,
         db,
     })
@@ -473,19 +546,9 @@ impl RedisStore {
 
     /// Opens a connection, logs in and picks the database.
     async fn open(target: &Target) -> Result<(Box<dyn Io>, BytesMut), String> {
-        let (host, port) = (target.url.host.as_str(), target.url.port);
-        let tcp = TcpStream::connect((host, port))
-            .await
-            .map_err(|e| format!("redis: cannot connect to {host}:{port}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let mut stream: Box<dyn Io> = match &target.tls {
-            None => Box::new(tcp),
-            Some((connector, name)) => Box::new(
-                connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|e| format!("redis: TLS with {host}:{port} failed: {e}"))?,
-            ),
+        let mut stream = match &target.url.socket {
+            Some(path) => Self::open_unix(path).await?,
+            None => Self::open_tcp(target).await?,
         };
         let mut input = BytesMut::with_capacity(4096);
         if let Some((user, password)) = &target.url.login {
@@ -509,6 +572,37 @@ impl RedisStore {
             }
         }
         Ok((stream, input))
+    }
+
+    /// A TCP connection to the URL's host and port, in TLS for `rediss://`.
+    async fn open_tcp(target: &Target) -> Result<Box<dyn Io>, String> {
+        let (host, port) = (target.url.host.as_str(), target.url.port);
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| format!("redis: cannot connect to {host}:{port}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        Ok(match &target.tls {
+            None => Box::new(tcp),
+            Some((connector, name)) => Box::new(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("redis: TLS with {host}:{port} failed: {e}"))?,
+            ),
+        })
+    }
+
+    #[cfg(unix)]
+    async fn open_unix(path: &std::path::Path) -> Result<Box<dyn Io>, String> {
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| format!("redis: cannot connect to {}: {e}", path.display()))?;
+        Ok(Box::new(stream))
+    }
+
+    #[cfg(not(unix))]
+    async fn open_unix(_: &std::path::Path) -> Result<Box<dyn Io>, String> {
+        Err("redis: unix:// URLs need a Unix system".into())
     }
 
     /// A new connection, with its task; or why there is none.
@@ -871,6 +965,40 @@ mod tests {
             url("redis://jap:a@b@host/"),
             Ok((false, "host".into(), 6379, Some((Some("jap".into()), "a@b".into())), 0))
         );
+    }
+
+    #[test]
+    fn valkey_schemes_and_unix_sockets_are_understood() {
+        assert_eq!(url("valkey://cache:6390/1"), Ok((false, "cache".into(), 6390, None, 1)));
+        assert_eq!(url("valkeys://cache"), Ok((true, "cache".into(), 6379, None, 0)));
+        for scheme in ["unix", "redis+unix", "valkey+unix"] {
+            let u = parse_url(&format!("{scheme}:///run/redis/redis.sock")).expect(scheme);
+            assert_eq!(u.socket.as_deref(), Some(std::path::Path::new("/run/redis/redis.sock")));
+            assert!(!u.tls && u.login.is_none() && u.db == 0);
+        }
+        let u = parse_url("unix:///var/run/r%20s.sock?db=3&user=jap&pass=p%26ss%3Dw").expect("with a query");
+        assert_eq!(u.socket.as_deref(), Some(std::path::Path::new("/var/run/r s.sock")));
+        assert_eq!(u.db, 3);
+        let (user, pw) = u.login.expect("a login");
+        assert_eq!((user.as_deref(), pw.expose()), (Some("jap"), &b"p&ss=w"[..]));
+        let u = parse_url("unix:///s.sock?password=pw").expect("password alone");
+        assert_eq!(
+            u.login.map(|(user, pw)| (user, pw.expose().to_vec())),
+            Some((None, b"pw".to_vec()))
+        );
+        for (u, why) in [
+            ("unix://s.sock", "absolute"),
+            ("unix://", "absolute"),
+            ("unix:///s.sock?db=x", "database number"),
+            ("unix:///s.sock?user=jap", "needs a password"),
+            ("unix:///s.sock?timeout=1&pass=s3cr", "nothing else"),
+            ("unix:///s.sock#pass=s3cr", "no fragment"),
+            ("unix:///s.sock?pass=s3cr%FF", "not UTF-8"),
+        ] {
+            let e = url(u).map(|_| ()).expect_err(u);
+            assert!(e.contains(why), "{u}: {e}");
+            assert!(!e.contains("s3cr"), "{e}");
+        }
     }
 
     #[test]
