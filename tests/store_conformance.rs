@@ -29,10 +29,20 @@ struct UnixRedis {
 
 impl UnixRedis {
     fn start() -> UnixRedis {
-        let dir = std::env::temp_dir().join(format!("jap-unix-redis-{}", unique_prefix().trim_end_matches(':')));
-        std::fs::create_dir_all(&dir).unwrap();
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        // Short: a Unix socket's path has room for about a hundred bytes.
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("jap-{}-{n}", std::process::id()));
         let socket = dir.join("redis.sock");
-        let child = std::process::Command::new("redis-server")
+        assert!(
+            socket.as_os_str().len() < 100,
+            "socket path too long: {}",
+            socket.display()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("redis.log");
+        let spawned = std::process::Command::new("redis-server")
             .args([
                 "--port",
                 "0",
@@ -47,13 +57,27 @@ impl UnixRedis {
             .arg(&socket)
             .arg("--dir")
             .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server runs (bash .ci/run installs it)");
-        let server = UnixRedis { child, dir };
+            .arg("--logfile")
+            .arg(&log)
+            .spawn();
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("redis-server runs (bash .ci/run installs it): {e}");
+            }
+        };
+        let mut server = UnixRedis { child, dir };
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            let exited = server.child.try_wait().unwrap();
+            if exited.is_some() || std::time::Instant::now() > deadline {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!(
+                    "redis-server did not start on {} ({exited:?}):\n{said}",
+                    socket.display()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         server

@@ -741,10 +741,7 @@ fn redis_settings(cx: &mut Ctx, r: &raw::State) -> Option<crate::store::RedisSet
     let text = String::from_utf8_lossy(url.expose()).into_owned();
     // Not echoed: the URL may carry a password.
     let Some((scheme, _)) = crate::store::redis_url_scheme(&text) else {
-        cx.err(
-            "state.url",
-            "expected a redis://, rediss:// or unix:// URL (valkey://, valkeys://, redis+unix:// and valkey+unix:// too)",
-        );
+        cx.err("state.url", crate::store::REDIS_URL_EXPECTED);
         return None;
     };
     let settings = crate::store::RedisSettings {

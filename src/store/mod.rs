@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use memory::{Clock, ManualClock, MemoryStore, SystemClock};
-pub use redis::{RedisSettings, RedisStore, Scheme as RedisScheme, url_scheme as redis_url_scheme};
+pub use redis::{
+    EXPECTED as REDIS_URL_EXPECTED, RedisSettings, RedisStore, Scheme as RedisScheme, url_scheme as redis_url_scheme,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -124,11 +124,12 @@ struct Target {
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let u = &self.url;
-        f.debug_struct("Target")
-            .field("host", &u.host)
-            .field("port", &u.port)
-            .field("socket", &u.socket)
-            .field("tls", &u.tls)
+        let mut d = f.debug_struct("Target");
+        match &u.socket {
+            Some(path) => d.field("socket", path),
+            None => d.field("host", &u.host).field("port", &u.port),
+        };
+        d.field("tls", &u.tls)
             .field("user", &u.login.as_ref().map(|l| &l.0))
             .field("db", &u.db)
             .finish()
@@ -162,7 +163,7 @@ const SCHEMES: [(&str, Scheme); 7] = [
     ("valkey+unix://", Scheme::Unix),
 ];
 
-const EXPECTED: &str =
+pub const EXPECTED: &str =
     "expected a redis://, rediss:// or unix:// URL (valkey://, valkeys://, redis+unix:// and valkey+unix:// too)";
 
 /// The scheme of a Redis URL and what follows it; `None` for any other URL.
@@ -240,34 +241,60 @@ fn parse_url(url: &str) -> Result<Url, String> {
 }
 
 /// After `unix://`: an absolute path, then `db`, `user` and `pass` as query parameters
-/// (the form redis-rs and others read).
+/// (the form redis-rs and others read). Values are percent-decoded (`+` stays a plus);
+/// each parameter may come once.
 fn parse_unix(rest: &str) -> Result<Url, String> {
     if rest.contains('#') {
         return Err("the Redis URL takes no fragment".into());
     }
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if !path.starts_with('/') {
-        return Err("a unix:// Redis URL needs an absolute socket path (unix:///run/redis/redis.sock)".into());
+        return Err(if path.contains('@') {
+            "a unix:// Redis URL takes its login in the query (unix:///path/redis.sock?user=U&pass=P)"
+        } else {
+            "a unix:// Redis URL needs an absolute socket path (unix:///run/redis/redis.sock)"
+        }
+        .into());
+    }
+    // A query written without its `?` would otherwise become part of the path, which
+    // connection errors quote.
+    if path.contains(['&', '=']) {
+        return Err(
+            "the socket path of a unix:// Redis URL holds & or =: percent-encode them, or start the query with ?"
+                .into(),
+        );
     }
     let path = decode(path, "socket path")?;
-    let (mut db, mut user, mut password) = (0, None, None);
+    let (mut db, mut user, mut password) = (None, None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match name {
-            "db" => {
-                db = value
-                    .parse::<u32>()
-                    .map_err(|_| "the Redis URL's db must be a database number")?;
-            }
-            "user" => user = Some(decode(value, "user")?),
-            "pass" | "password" => password = Some(decode(value, "password")?),
+        let slot = match name {
+            "db" => &mut db,
+            "user" | "username" => &mut user,
+            "pass" | "password" => &mut password,
             _ => return Err("a unix:// Redis URL takes db, user and pass as its query, nothing else".into()),
+        };
+        if slot.is_some() {
+            return Err("a parameter of the unix:// Redis URL's query comes twice".into());
         }
+        if value.is_empty() {
+            return Err("a parameter of the unix:// Redis URL's query has no value".into());
+        }
+        *slot = Some(value);
     }
-    let login = match (user.filter(|u| !u.is_empty()), password.filter(|p| !p.is_empty())) {
+    let db = match db {
+        None => 0,
+        Some(d) => d
+            .parse::<u32>()
+            .map_err(|_| "the Redis URL's db must be a database number")?,
+    };
+    let login = match (user, password) {
         (None, None) => None,
         (Some(_), None) => return Err("a user in the Redis URL needs a password (&pass=)".into()),
-        (user, Some(p)) => Some((user, Secret::from_bytes(p.into_bytes()))),
+        (user, Some(p)) => Some((
+            user.map(|u| decode(u, "user")).transpose()?,
+            Secret::from_bytes(decode(p, "password")?.into_bytes()),
+        )),
     };
     Ok(Url {
         tls: false,
@@ -981,6 +1008,9 @@ mod tests {
         assert_eq!(u.db, 3);
         let (user, pw) = u.login.expect("a login");
         assert_eq!((user.as_deref(), pw.expose()), (Some("jap"), &b"p&ss=w"[..]));
+        let u = parse_url("unix:///s.sock?username=jap&password=a+b").expect("the long names");
+        let (user, pw) = u.login.expect("a login");
+        assert_eq!((user.as_deref(), pw.expose()), (Some("jap"), &b"a+b"[..]));
         let u = parse_url("unix:///s.sock?password=pw").expect("password alone");
         assert_eq!(
             u.login.map(|(user, pw)| (user, pw.expose().to_vec())),
@@ -994,6 +1024,12 @@ mod tests {
             ("unix:///s.sock?timeout=1&pass=s3cr", "nothing else"),
             ("unix:///s.sock#pass=s3cr", "no fragment"),
             ("unix:///s.sock?pass=s3cr%FF", "not UTF-8"),
+            ("unix:///s.sock&pass=s3cr", "start the query with ?"),
+            ("unix://jap:s3cr@/s.sock", "login in the query"),
+            ("unix:///s.sock?pass=s3cr&pass=", "comes twice"),
+            ("unix:///s.sock?pass=s3cr&password=s3cr", "comes twice"),
+            ("unix:///s.sock?user=jap&pass", "no value"),
+            ("unix:///s.sock?db=", "no value"),
         ] {
             let e = url(u).map(|_| ()).expect_err(u);
             assert!(e.contains(why), "{u}: {e}");
