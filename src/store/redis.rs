@@ -104,13 +104,17 @@ fn match_prefix(prefix: &str) -> String {
     out
 }
 
+/// Where Redis listens.
+enum Address {
+    /// `redis://`, or TLS for `rediss://`.
+    Tcp { host: String, port: u16, tls: bool },
+    /// `unix://`: a Unix socket's path.
+    Unix(std::path::PathBuf),
+}
+
 /// Where Redis is and how to log in, from the URL.
 struct Url {
-    tls: bool,
-    host: String,
-    port: u16,
-    /// A Unix socket's path (`unix://`), in place of the host and port.
-    socket: Option<std::path::PathBuf>,
+    at: Address,
     /// `AUTH [user] password`.
     login: Option<(Option<String>, Secret)>,
     db: u32,
@@ -125,12 +129,11 @@ impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let u = &self.url;
         let mut d = f.debug_struct("Target");
-        match &u.socket {
-            Some(path) => d.field("socket", path),
-            None => d.field("host", &u.host).field("port", &u.port),
+        match &u.at {
+            Address::Tcp { host, port, tls } => d.field("host", host).field("port", port).field("tls", tls),
+            Address::Unix(path) => d.field("socket", path),
         };
-        d.field("tls", &u.tls)
-            .field("user", &u.login.as_ref().map(|l| &l.0))
+        d.field("user", &u.login.as_ref().map(|l| &l.0))
             .field("db", &u.db)
             .finish()
     }
@@ -231,10 +234,11 @@ fn parse_url(url: &str) -> Result<Url, String> {
             .map_err(|_| "the Redis URL's path must be a database number")?,
     };
     Ok(Url {
-        tls,
-        host: host.to_owned(),
-        port,
-        socket: None,
+        at: Address::Tcp {
+            host: host.to_owned(),
+            port,
+            tls,
+        },
         login,
         db,
     })
@@ -297,10 +301,7 @@ fn parse_unix(rest: &str) -> Result<Url, String> {
         )),
     };
     Ok(Url {
-        tls: false,
-        host: String::new(),
-        port: 0,
-        socket: Some(path.into()),
+        at: Address::Unix(path.into()),
         login,
         db,
     })
@@ -548,11 +549,11 @@ impl RedisStore {
     pub fn new(settings: RedisSettings) -> Result<Self, String> {
         let url = std::str::from_utf8(settings.url.expose()).map_err(|_| "the Redis URL is not UTF-8".to_string())?;
         let url = parse_url(url)?;
-        let tls = if url.tls {
+        let tls = if let Address::Tcp { host, tls: true, .. } = &url.at {
             let mut cfg = crate::upstream::client_tls(settings.ca_file.as_deref(), true)?;
             cfg.alpn_protocols.clear();
             let name =
-                ServerName::try_from(url.host.clone()).map_err(|_| "the Redis URL's host is not a valid TLS name")?;
+                ServerName::try_from(host.clone()).map_err(|_| "the Redis URL's host is not a valid TLS name")?;
             Some((tokio_rustls::TlsConnector::from(Arc::new(cfg)), name))
         } else {
             None
@@ -573,9 +574,9 @@ impl RedisStore {
 
     /// Opens a connection, logs in and picks the database.
     async fn open(target: &Target) -> Result<(Box<dyn Io>, BytesMut), String> {
-        let mut stream = match &target.url.socket {
-            Some(path) => Self::open_unix(path).await?,
-            None => Self::open_tcp(target).await?,
+        let mut stream = match &target.url.at {
+            Address::Tcp { host, port, .. } => Self::open_tcp(target, host, *port).await?,
+            Address::Unix(path) => Self::open_unix(path).await?,
         };
         let mut input = BytesMut::with_capacity(4096);
         if let Some((user, password)) = &target.url.login {
@@ -602,8 +603,7 @@ impl RedisStore {
     }
 
     /// A TCP connection to the URL's host and port, in TLS for `rediss://`.
-    async fn open_tcp(target: &Target) -> Result<Box<dyn Io>, String> {
-        let (host, port) = (target.url.host.as_str(), target.url.port);
+    async fn open_tcp(target: &Target, host: &str, port: u16) -> Result<Box<dyn Io>, String> {
         let tcp = TcpStream::connect((host, port))
             .await
             .map_err(|e| format!("redis: cannot connect to {host}:{port}: {e}"))?;
@@ -961,7 +961,10 @@ mod tests {
             let login = u
                 .login
                 .map(|(user, pw)| (user, String::from_utf8_lossy(pw.expose()).into_owned()));
-            (u.tls, u.host, u.port, login, u.db)
+            match u.at {
+                Address::Tcp { host, port, tls } => (tls, host, port, login, u.db),
+                Address::Unix(_) => panic!("a TCP URL expected"),
+            }
         })
     }
 
@@ -1000,11 +1003,11 @@ mod tests {
         assert_eq!(url("valkeys://cache"), Ok((true, "cache".into(), 6379, None, 0)));
         for scheme in ["unix", "redis+unix", "valkey+unix"] {
             let u = parse_url(&format!("{scheme}:///run/redis/redis.sock")).expect(scheme);
-            assert_eq!(u.socket.as_deref(), Some(std::path::Path::new("/run/redis/redis.sock")));
-            assert!(!u.tls && u.login.is_none() && u.db == 0);
+            assert!(matches!(&u.at, Address::Unix(p) if p == std::path::Path::new("/run/redis/redis.sock")));
+            assert!(u.login.is_none() && u.db == 0);
         }
         let u = parse_url("unix:///var/run/r%20s.sock?db=3&user=jap&pass=p%26ss%3Dw").expect("with a query");
-        assert_eq!(u.socket.as_deref(), Some(std::path::Path::new("/var/run/r s.sock")));
+        assert!(matches!(&u.at, Address::Unix(p) if p == std::path::Path::new("/var/run/r s.sock")));
         assert_eq!(u.db, 3);
         let (user, pw) = u.login.expect("a login");
         assert_eq!((user.as_deref(), pw.expose()), (Some("jap"), &b"p&ss=w"[..]));
