@@ -129,6 +129,48 @@ async fn brute_force_through_the_proxy_never_trips_jiras_captcha() {
     assert_eq!(jira.basic_checks(), 2);
 }
 
+/// Sends a Basic login over HTTP/2 and resets the stream while Jira is still checking it.
+async fn abandon_mid_check(proxy: &Proxy, password: &str) {
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get("http://proxy/rest/api/2/issue/X-1")
+        .header("authorization", basic("alice", password))
+        .body(())
+        .unwrap();
+    let (response, mut stream) = client.send_request(req, true).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    stream.send_reset(h2::Reason::CANCEL);
+    drop(response);
+    // Jira's check (300 ms) goes on without the client.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+}
+
+#[tokio::test]
+async fn a_login_abandoned_mid_check_counts_as_what_jira_decided() {
+    let lockout = "check_path = \"/test/slow-myself/300\"\nlockout = { max_failures = 2, window = \"10m\" }";
+    let (jira, proxy) = setup(lockout).await;
+    // The right password, abandoned four times: never a failure, so never a lock-out.
+    for _ in 0..4 {
+        abandon_mid_check(&proxy, "alice-jira-pw").await;
+    }
+    assert_eq!(jira.basic_checks(), 4, "each login reached Jira");
+    let r = get(
+        &proxy.url("/rest/api/2/issue/X-1"),
+        &[("authorization", &basic("alice", "alice-jira-pw"))],
+    )
+    .await;
+    assert_eq!(r.status, 200, "abandoned right logins left no failures behind");
+    // A wrong password abandoned after it reached Jira still counts: Jira counted it.
+    for i in 0..2 {
+        abandon_mid_check(&proxy, &format!("guess{i}")).await;
+    }
+    assert_eq!(jira.failures("alice"), 2);
+    let r = get(&proxy.url("/x"), &[("authorization", &basic("alice", "guess9"))]).await;
+    assert_eq!(r.status, 429, "two abandoned guesses are two failures");
+}
+
 #[tokio::test]
 async fn many_users_guessed_from_one_address_hit_the_address_limit() {
     let (jira, proxy) = setup("lockout = { max_failures = 2, max_failures_per_address = 4, window = \"10m\" }").await;

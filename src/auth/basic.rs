@@ -135,13 +135,22 @@ enum Backend {
 }
 
 pub struct BasicAuth {
-    backend: Backend,
+    /// The slow check, shared with the task that runs it.
+    checker: Arc<Checker>,
     /// Slow checks under way, by credential digest (see `authenticate`).
     inflight: Mutex<super::cache::DigestMap<Arc<OnceCell<Decided>>>>,
     cache: CredentialCache,
     lockout: Option<LockoutConfig>,
     store: Arc<dyn StateStore>,
     challenge: HeaderValue,
+}
+
+/// What a slow check needs: it runs as a task of its own, apart from the request (see
+/// [`BasicAuth::slow_path`]).
+struct Checker {
+    backend: Backend,
+    store: Arc<dyn StateStore>,
+    lockout: Option<LockoutConfig>,
 }
 
 /// What the slow check concluded.
@@ -188,7 +197,11 @@ impl BasicAuth {
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
             .map_err(|_| "realm is not a valid header value".to_string())?;
         Ok(BasicAuth {
-            backend,
+            checker: Arc::new(Checker {
+                backend,
+                store: store.clone(),
+                lockout: cfg.lockout,
+            }),
             inflight: Mutex::new(Default::default()),
             cache: CredentialCache::new(cfg.cache_ttl, cfg.cache_max_entries),
             lockout: cfg.lockout,
@@ -204,7 +217,7 @@ impl BasicAuth {
 
     /// Argon2 verifications run so far (local backend; tests and metrics).
     pub fn verifications(&self) -> u64 {
-        match &self.backend {
+        match &self.checker.backend {
             Backend::Local { verifier, .. } => verifier.verifications(),
             Backend::Jira { .. } => 0,
         }
@@ -235,8 +248,8 @@ impl BasicAuth {
             .unwrap_or(0)
     }
 
-    async fn locked_reason(&self, key: &str, window: Duration) -> Result<RejectReason, AuthError> {
-        let retry_after = self.store.ttl(key).await?.unwrap_or(window);
+    async fn locked_reason(store: &dyn StateStore, key: &str, window: Duration) -> Result<RejectReason, AuthError> {
+        let retry_after = store.ttl(key).await?.unwrap_or(window);
         Ok(RejectReason {
             code: "locked_out",
             retry_after: Some(retry_after),
@@ -286,7 +299,7 @@ impl BasicAuth {
             None => self.store.get_many(&list[..n]).await?,
         };
         match Self::over_limit(&l, &keys, &counts) {
-            Some(key) => Ok(Some(self.locked_reason(key, l.window).await?)),
+            Some(key) => Ok(Some(Self::locked_reason(&*self.store, key, l.window).await?)),
             None => Ok(None),
         }
     }
@@ -310,21 +323,50 @@ impl BasicAuth {
         self.cache
             .digest(&[crate::auth::lowercase(user).as_bytes(), password.as_bytes()])
     }
+}
+
+impl Checker {
+    /// One attempt: reserve, check, and on success take the reservation back.
+    async fn attempt(
+        self: Arc<Self>,
+        user: String,
+        password: String,
+        header: HeaderValue,
+        ip: IpAddr,
+    ) -> Result<Result<Principal, RejectReason>, AuthError> {
+        if let Some(r) = self.reserve(&user, ip).await? {
+            return Ok(Err(r));
+        }
+        Ok(match self.check(&user, &password, &header).await? {
+            Checked::Valid(p) => {
+                self.release(&user, ip).await?;
+                Ok(p)
+            }
+            Checked::Invalid(code) => Err(RejectReason::new(code)),
+            Checked::Captcha => Err(RejectReason {
+                code: "jira_captcha",
+                retry_after: None,
+                forbidden: Some(CAPTCHA_MESSAGE),
+                bearer_error: None,
+                oauth_problem: None,
+            }),
+        })
+    }
 
     /// Counts this attempt against the user and the address BEFORE the slow check, so
     /// parallel guesses cannot overrun the limit; the (max+1)th attempt is refused.
     async fn reserve(&self, user: &str, ip: IpAddr) -> Result<Option<RejectReason>, AuthError> {
         let Some(l) = self.lockout else { return Ok(None) };
-        let uk = Self::user_key(user);
-        let ak = Self::addr_key(ip);
+        let uk = BasicAuth::user_key(user);
+        let ak = BasicAuth::addr_key(ip);
         if self.store.incr(&uk, 1, l.window).await? > i64::from(l.max_failures) {
-            return Ok(Some(self.locked_reason(&uk, l.window).await?));
+            return Ok(Some(BasicAuth::locked_reason(&*self.store, &uk, l.window).await?));
         }
         if l.max_failures_per_address > 0
             && self.store.incr(&ak, 1, l.window).await? > i64::from(l.max_failures_per_address)
         {
             self.store.incr(&uk, -1, l.window).await?;
-            return Ok(Some(self.locked_reason(&ak, l.window).await?));
+            return Ok(Some(BasicAuth::locked_reason(&*self.store, &ak, l.window).await?));
         }
         Ok(None)
     }
@@ -332,9 +374,9 @@ impl BasicAuth {
     /// A success takes back this attempt's reservation and clears the user's failures.
     async fn release(&self, user: &str, ip: IpAddr) -> Result<(), AuthError> {
         let Some(l) = self.lockout else { return Ok(()) };
-        self.store.delete(&Self::user_key(user)).await?;
+        self.store.delete(&BasicAuth::user_key(user)).await?;
         if l.max_failures_per_address > 0 {
-            self.store.incr(&Self::addr_key(ip), -1, l.window).await?;
+            self.store.incr(&BasicAuth::addr_key(ip), -1, l.window).await?;
         }
         Ok(())
     }
@@ -357,7 +399,7 @@ impl BasicAuth {
                 check_path,
                 captcha_backoff,
             } => {
-                let ck = Self::captcha_key(user);
+                let ck = BasicAuth::captcha_key(user);
                 if self.store.get(&ck).await?.is_some() {
                     return Ok(Checked::Captcha);
                 }
@@ -492,6 +534,11 @@ impl BasicAuth {
         }
     }
 
+    /// The attempt runs as a task of its own, which goes on when the request is dropped
+    /// (the client closed its connection or reset its HTTP/2 stream mid-check): its
+    /// reservation is then settled as the check decides, never left standing as a failure
+    /// (three cancelled logins with the right password would lock their owner out), and a
+    /// guess Jira has already seen is never taken back.
     async fn slow_path(
         &self,
         user: &str,
@@ -500,24 +547,17 @@ impl BasicAuth {
         ip: IpAddr,
         digest: [u8; 32],
     ) -> Result<Result<Principal, RejectReason>, AuthError> {
-        if let Some(r) = self.reserve(user, ip).await? {
-            return Ok(Err(r));
+        let attempt = self
+            .checker
+            .clone()
+            .attempt(user.to_owned(), password.to_owned(), header.clone(), ip);
+        let decided = tokio::spawn(attempt)
+            .await
+            .map_err(|e| AuthError::Internal(format!("credential check: {e}")))??;
+        if let Ok(p) = &decided {
+            self.cache.insert(digest, p.clone());
         }
-        Ok(match self.check(user, password, header).await? {
-            Checked::Valid(p) => {
-                self.release(user, ip).await?;
-                self.cache.insert(digest, p.clone());
-                Ok(p)
-            }
-            Checked::Invalid(code) => Err(RejectReason::new(code)),
-            Checked::Captcha => Err(RejectReason {
-                code: "jira_captcha",
-                retry_after: None,
-                forbidden: Some(CAPTCHA_MESSAGE),
-                bearer_error: None,
-                oauth_problem: None,
-            }),
-        })
+        Ok(decided)
     }
 }
 

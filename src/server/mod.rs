@@ -5,6 +5,7 @@
 //! accepting, lets in-flight requests finish within `server.shutdown_grace`, then exits.
 
 mod h1;
+mod resets;
 mod silent;
 pub use h1::Answer;
 pub mod tls;
@@ -250,6 +251,7 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
         let accept = AcceptLoop {
             slots: slots.clone(),
             http2: http2(&cfg),
+            max_concurrent_streams: cfg.server.max_concurrent_streams,
             limits: h1::Limits {
                 header_read_timeout: cfg.server.header_read_timeout,
                 max_header_bytes: cfg.server.max_header_bytes,
@@ -375,6 +377,9 @@ struct AcceptLoop {
     /// One permit per open connection (`server.max_connections`).
     slots: Arc<tokio::sync::Semaphore>,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// `server.max_concurrent_streams`, which sets an HTTP/2 connection's budget of
+    /// cancelled streams ([`resets`]).
+    max_concurrent_streams: u32,
     limits: h1::Limits,
     reloader: Arc<Reloader>,
     grace: std::time::Duration,
@@ -500,14 +505,30 @@ impl AcceptLoop {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let reloader = self.reloader.clone();
+        let cancels = resets::Cancels::new(self.max_concurrent_streams);
+        let tally = cancels.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let rt = reloader.runtime();
-            let req = req.map(|b| http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(b, BodyError::from)));
+            // Dropped before the answer (the client reset the stream), or answered after the
+            // client cut its body off: counted.
+            let mut stream = tally.stream();
+            let req = if hyper::body::Body::is_end_stream(req.body()) {
+                req.map(|b| http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(b, BodyError::from)))
+            } else {
+                req.map(|b| {
+                    http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
+                        stream.watch_body(b),
+                        BodyError::from,
+                    ))
+                })
+            };
             // Boxed: the connection keeps room for each stream's future.
             let answer: std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> =
                 Box::pin(async move {
                     // HTTP/2 carries every field in the map, in lower case.
-                    Ok::<_, Infallible>(handle(rt, info, req).await.into_response())
+                    let res = handle(rt, info, req).await.into_response();
+                    stream.answered();
+                    Ok::<_, Infallible>(res)
                 });
             answer
         });
@@ -515,6 +536,15 @@ impl AcceptLoop {
         let mut conn = std::pin::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => return,
+            _ = cancels.exceeded() => {
+                // Dropping the connection closes the socket and ends its streams.
+                tracing::warn!(
+                    peer = %info.peer,
+                    cancelled = cancels.owed(),
+                    "HTTP/2 client cancelled more streams than it let be answered (rapid reset): connection closed"
+                );
+                return;
+            }
             _ = stopping.changed() => {}
         }
         conn.as_mut().graceful_shutdown();

@@ -1,0 +1,240 @@
+//! HTTP/2 rapid reset (CVE-2023-44487): a client opens streams and cancels each at once,
+//! so every stream costs the proxy a request's work (reading it, checking the caller,
+//! starting it towards Jira) while it never counts against the stream limit.
+//!
+//! The HTTP/2 library counts streams cancelled before the server took them up, but a
+//! server quick enough to take each stream up before its cancel arrives never sees one
+//! there. So each connection also keeps its own tally, whatever the timing: a stream
+//! cancelled before its answer adds one, and so does one whose request body the client
+//! cut off (the proxy then answers at once, to nobody); a stream answered takes one off
+//! (never below zero, so answers do not bank credit for a later burst). When the tally reaches the
+//! connection's budget the connection is closed. A client that cancels what it has open
+//! (a page left, a search typed over) stays far below it; a client that wants more
+//! cancellations must pay for a full answer for each one.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::task::{Context, Poll};
+
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::Notify;
+
+/// One HTTP/2 connection's tally of streams cancelled and not offset by answers.
+pub struct Cancels {
+    owed: AtomicU32,
+    budget: u32,
+    over: Notify,
+}
+
+impl Cancels {
+    /// A budget of twice the streams a client may have open at once (it may cancel all
+    /// of them, then open and cancel as many again), and at least 100.
+    pub fn new(max_concurrent_streams: u32) -> Arc<Self> {
+        Arc::new(Cancels {
+            owed: AtomicU32::new(0),
+            budget: max_concurrent_streams.saturating_mul(2).max(100),
+            over: Notify::new(),
+        })
+    }
+
+    /// Watches one stream: cancelled unless [`Stream::answered`] is called before it is
+    /// dropped.
+    pub fn stream(self: &Arc<Self>) -> Stream {
+        Stream {
+            cancels: self.clone(),
+            cut: None,
+            answered: false,
+        }
+    }
+
+    /// Completes once the tally has reached the budget (at once if it already has).
+    pub async fn exceeded(&self) {
+        self.over.notified().await
+    }
+
+    /// The streams cancelled and not offset by answers.
+    pub fn owed(&self) -> u32 {
+        self.owed.load(Ordering::Relaxed)
+    }
+
+    fn cancelled(&self) {
+        // Counting stops at the budget: the connection is being closed.
+        let before = self.owed.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < self.budget).then_some(n + 1)
+        });
+        if before == Ok(self.budget - 1) {
+            // `notify_one` keeps the wake-up for a waiter that has not started waiting.
+            self.over.notify_one();
+        }
+    }
+
+    fn answered(&self) {
+        let _ = self
+            .owed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
+
+/// One stream being served; dropped unanswered, or with its request body cut off, it
+/// counts as cancelled.
+pub struct Stream {
+    cancels: Arc<Cancels>,
+    /// Set when the request body failed (the client reset the stream while sending it).
+    cut: Option<Arc<AtomicBool>>,
+    answered: bool,
+}
+
+impl Stream {
+    /// Watches the request body for the client cutting it off. A request without a body
+    /// (the usual flood: HEADERS with END_STREAM) is not wrapped.
+    pub fn watch_body<B>(&mut self, body: B) -> WatchedBody<B> {
+        let cut = Arc::new(AtomicBool::new(false));
+        self.cut = Some(cut.clone());
+        WatchedBody { body, cut }
+    }
+
+    pub fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let cut = self.cut.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+        if self.answered && !cut {
+            self.cancels.answered();
+        } else {
+            self.cancels.cancelled();
+        }
+    }
+}
+
+/// A request body that notes when reading it fails.
+pub struct WatchedBody<B> {
+    body: B,
+    cut: Arc<AtomicBool>,
+}
+
+impl<B: Body + Unpin> Body for WatchedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &frame {
+            self.cut.store(true, Ordering::Relaxed);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cancel(c: &Arc<Cancels>, n: u32) {
+        for _ in 0..n {
+            drop(c.stream());
+        }
+    }
+
+    fn answer(c: &Arc<Cancels>, n: u32) {
+        for _ in 0..n {
+            c.stream().answered();
+        }
+    }
+
+    fn is_exceeded(c: &Cancels) -> bool {
+        use std::future::Future;
+        let fut = std::pin::pin!(c.exceeded());
+        let waker = std::task::Waker::noop();
+        fut.poll(&mut std::task::Context::from_waker(waker)).is_ready()
+    }
+
+    /// A body that fails on its first read, as a reset stream's does.
+    struct Failing;
+
+    impl Body for Failing {
+        type Data = bytes::Bytes;
+        type Error = &'static str;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<bytes::Bytes>, &'static str>>> {
+            Poll::Ready(Some(Err("stream reset")))
+        }
+    }
+
+    fn read(body: &mut (impl Body + Unpin)) {
+        let waker = std::task::Waker::noop();
+        let _ = Pin::new(body).poll_frame(&mut Context::from_waker(waker));
+    }
+
+    #[test]
+    fn an_answer_to_a_request_whose_body_was_cut_off_counts_as_cancelled() {
+        let c = Cancels::new(1);
+        let mut s = c.stream();
+        let mut body = s.watch_body(Failing);
+        read(&mut body);
+        s.answered();
+        assert_eq!(c.owed(), 1);
+        // A body read to its end, then answered: offsets.
+        let mut s = c.stream();
+        let mut body = s.watch_body(http_body_util::Full::new(bytes::Bytes::from_static(b"x")));
+        read(&mut body);
+        read(&mut body);
+        assert!(body.is_end_stream());
+        s.answered();
+        assert_eq!(c.owed(), 0);
+    }
+
+    #[test]
+    fn the_budget_is_twice_the_stream_limit_and_at_least_100() {
+        assert_eq!(Cancels::new(128).budget, 256);
+        assert_eq!(Cancels::new(10).budget, 100);
+        assert_eq!(Cancels::new(u32::MAX).budget, u32::MAX);
+    }
+
+    #[test]
+    fn cancelling_up_to_the_budget_less_one_is_allowed() {
+        let c = Cancels::new(1);
+        cancel(&c, 99);
+        assert_eq!(c.owed(), 99);
+        assert!(!is_exceeded(&c));
+        cancel(&c, 1);
+        assert!(is_exceeded(&c));
+    }
+
+    #[test]
+    fn each_answer_offsets_one_cancel_but_banks_no_credit() {
+        let c = Cancels::new(1);
+        // Answers before any cancel leave nothing to spend later.
+        answer(&c, 1_000);
+        assert_eq!(c.owed(), 0);
+        cancel(&c, 60);
+        answer(&c, 30);
+        assert_eq!(c.owed(), 30);
+        // A client alternating cancel and answer never reaches the budget.
+        for _ in 0..10_000 {
+            cancel(&c, 1);
+            answer(&c, 1);
+        }
+        assert_eq!(c.owed(), 30);
+        assert!(!is_exceeded(&c));
+        cancel(&c, 70);
+        assert!(is_exceeded(&c));
+        // Past the budget the tally stays there and no second wake-up is stored.
+        cancel(&c, 50);
+        assert_eq!(c.owed(), 100);
+        assert!(!is_exceeded(&c));
+    }
+}
