@@ -622,10 +622,6 @@ async fn a_reset_flood_paced_so_each_stream_is_taken_up_first_ends_the_connectio
     for body in [false, true] {
         let (jira, proxy) = setup().await;
         let sent = reset_flood(&proxy, Some(std::time::Duration::from_millis(5)), body, 2_000).await;
-        assert!(
-            sent >= 256,
-            "a client cancelling what it has open is not cut off ({sent})"
-        );
         served_after_a_flood(&jira, &proxy, sent).await;
     }
 }

@@ -129,46 +129,101 @@ async fn brute_force_through_the_proxy_never_trips_jiras_captcha() {
     assert_eq!(jira.basic_checks(), 2);
 }
 
-/// Sends a Basic login over HTTP/2 and resets the stream while Jira is still checking it.
-async fn abandon_mid_check(proxy: &Proxy, password: &str) {
+/// Polls `done` every 20 ms for up to 10 s.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "waited 10 s for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends a Basic login over HTTP/2 and resets the stream while Jira is still checking it
+/// (Jira takes 300 ms), then waits until Jira has answered the check.
+async fn abandon_mid_check(jira: &FakeJira, proxy: &Proxy, user: &str, password: &str) {
+    let checks = || {
+        jira.seen()
+            .iter()
+            .filter(|s| s.target.starts_with("/test/slow-myself/"))
+            .count()
+    };
+    let (asked, answered) = (checks(), jira.basic_checks());
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();
     let req = http::Request::get("http://proxy/rest/api/2/issue/X-1")
-        .header("authorization", basic("alice", password))
+        .header("authorization", basic(user, password))
         .body(())
         .unwrap();
     let (response, mut stream) = client.send_request(req, true).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    until("the check to reach Jira", || checks() > asked).await;
     stream.send_reset(h2::Reason::CANCEL);
     drop(response);
-    // Jira's check (300 ms) goes on without the client.
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // Jira's check goes on without the client.
+    until("Jira to answer the check", || jira.basic_checks() > answered).await;
 }
 
 #[tokio::test]
 async fn a_login_abandoned_mid_check_counts_as_what_jira_decided() {
     let lockout = "check_path = \"/test/slow-myself/300\"\nlockout = { max_failures = 2, window = \"10m\" }";
     let (jira, proxy) = setup(lockout).await;
-    // The right password, abandoned four times: never a failure, so never a lock-out.
-    for _ in 0..4 {
-        abandon_mid_check(&proxy, "alice-jira-pw").await;
-    }
-    assert_eq!(jira.basic_checks(), 4, "each login reached Jira");
-    let r = get(
-        &proxy.url("/rest/api/2/issue/X-1"),
-        &[("authorization", &basic("alice", "alice-jira-pw"))],
-    )
-    .await;
-    assert_eq!(r.status, 200, "abandoned right logins left no failures behind");
+    let status = |user: &'static str, password: &'static str| {
+        let url = proxy.url("/rest/api/2/issue/X-1");
+        async move { get(&url, &[("authorization", &basic(user, password))]).await.status }
+    };
+    // The right password, abandoned: no failure left behind, and the success is cached.
+    abandon_mid_check(&jira, &proxy, "alice", "alice-jira-pw").await;
+    assert_eq!(status("alice", "alice-jira-pw").await, 200);
+    assert_eq!(jira.basic_checks(), 1, "the abandoned check's success was cached");
+    // So two guesses are allowed (an abandoned check left standing as a failure would make
+    // the second one 429), and the third is refused.
+    assert_eq!(status("alice", "guess1").await, 401);
+    assert_eq!(status("alice", "guess2").await, 401);
+    assert_eq!(status("alice", "guess3").await, 429);
     // A wrong password abandoned after it reached Jira still counts: Jira counted it.
-    for i in 0..2 {
-        abandon_mid_check(&proxy, &format!("guess{i}")).await;
+    for guess in ["guess1", "guess2"] {
+        abandon_mid_check(&jira, &proxy, "bob", guess).await;
     }
-    assert_eq!(jira.failures("alice"), 2);
-    let r = get(&proxy.url("/x"), &[("authorization", &basic("alice", "guess9"))]).await;
-    assert_eq!(r.status, 429, "two abandoned guesses are two failures");
+    assert_eq!(jira.failures("bob"), 2);
+    assert_eq!(
+        status("bob", "bob-jira-pw").await,
+        429,
+        "two abandoned guesses are two failures"
+    );
+}
+
+#[tokio::test]
+async fn a_request_joins_the_check_under_way_even_when_its_starter_goes_away() {
+    let (jira, proxy) = setup("check_path = \"/test/slow-myself/300\"").await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get("http://proxy/rest/api/2/issue/X-1")
+        .header("authorization", basic("alice", "alice-jira-pw"))
+        .body(())
+        .unwrap();
+    let (response, mut stream) = client.send_request(req, true).unwrap();
+    until("the check to reach Jira", || jira.count() == 1).await;
+    // A second request with the same credential, then the first goes away.
+    let url = proxy.url("/rest/api/2/issue/X-1");
+    let second = tokio::spawn(async move {
+        get(&url, &[("authorization", &basic("alice", "alice-jira-pw"))])
+            .await
+            .status
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    stream.send_reset(h2::Reason::CANCEL);
+    drop(response);
+    assert_eq!(second.await.unwrap(), 200);
+    assert_eq!(jira.basic_checks(), 1, "one check answered");
+    let asked = jira
+        .seen()
+        .iter()
+        .filter(|s| s.target.starts_with("/test/slow-myself/"))
+        .count();
+    assert_eq!(asked, 1, "one check asked, shared by both requests");
 }
 
 #[tokio::test]

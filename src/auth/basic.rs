@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::HeaderValue;
-use tokio::sync::OnceCell;
+use tokio::sync::{Semaphore, watch};
 
 use super::cache::CredentialCache;
 use super::password::Verifier;
@@ -135,22 +135,30 @@ enum Backend {
 }
 
 pub struct BasicAuth {
-    /// The slow check, shared with the task that runs it.
+    /// The slow check and the verified-credential cache, shared with the tasks that run
+    /// the checks.
     checker: Arc<Checker>,
-    /// Slow checks under way, by credential digest (see `authenticate`).
-    inflight: Mutex<super::cache::DigestMap<Arc<OnceCell<Decided>>>>,
-    cache: CredentialCache,
     lockout: Option<LockoutConfig>,
     store: Arc<dyn StateStore>,
     challenge: HeaderValue,
 }
 
+/// Slow checks that may run at once. Each goes on without its request, so this bounds
+/// what a client that starts checks and goes away can leave running; a request waits for
+/// a place before anything is counted against the user.
+const CHECKS_AT_ONCE: usize = 64;
+
 /// What a slow check needs: it runs as a task of its own, apart from the request (see
-/// [`BasicAuth::slow_path`]).
+/// [`Checker::start`]).
 struct Checker {
     backend: Backend,
     store: Arc<dyn StateStore>,
     lockout: Option<LockoutConfig>,
+    cache: CredentialCache,
+    /// Checks under way, by credential digest: a request with the same credential waits
+    /// for the one under way.
+    inflight: Mutex<super::cache::DigestMap<watch::Receiver<Option<Decided>>>>,
+    places: Arc<Semaphore>,
 }
 
 /// What the slow check concluded.
@@ -201,9 +209,10 @@ impl BasicAuth {
                 backend,
                 store: store.clone(),
                 lockout: cfg.lockout,
+                cache: CredentialCache::new(cfg.cache_ttl, cfg.cache_max_entries),
+                inflight: Mutex::new(Default::default()),
+                places: Arc::new(Semaphore::new(CHECKS_AT_ONCE)),
             }),
-            inflight: Mutex::new(Default::default()),
-            cache: CredentialCache::new(cfg.cache_ttl, cfg.cache_max_entries),
             lockout: cfg.lockout,
             store,
             challenge,
@@ -212,7 +221,7 @@ impl BasicAuth {
 
     /// Hits and misses of the verified-credential cache.
     pub fn cache_stats(&self) -> (u64, u64) {
-        self.cache.stats()
+        self.checker.cache.stats()
     }
 
     /// Argon2 verifications run so far (local backend; tests and metrics).
@@ -320,7 +329,8 @@ impl BasicAuth {
     /// The verified-credential cache's key for a user name and password.
     fn credential_digest(&self, user: &str, password: &str) -> crate::auth::cache::Digest {
         // The cache is this member's own: user and password are the whole key.
-        self.cache
+        self.checker
+            .cache
             .digest(&[crate::auth::lowercase(user).as_bytes(), password.as_bytes()])
     }
 }
@@ -328,18 +338,18 @@ impl BasicAuth {
 impl Checker {
     /// One attempt: reserve, check, and on success take the reservation back.
     async fn attempt(
-        self: Arc<Self>,
-        user: String,
-        password: String,
-        header: HeaderValue,
+        &self,
+        user: &str,
+        password: &str,
+        header: &HeaderValue,
         ip: IpAddr,
     ) -> Result<Result<Principal, RejectReason>, AuthError> {
-        if let Some(r) = self.reserve(&user, ip).await? {
+        if let Some(r) = self.reserve(user, ip).await? {
             return Ok(Err(r));
         }
-        Ok(match self.check(&user, &password, &header).await? {
+        Ok(match self.check(user, password, header).await? {
             Checked::Valid(p) => {
-                self.release(&user, ip).await?;
+                self.release(user, ip).await?;
                 Ok(p)
             }
             Checked::Invalid(code) => Err(RejectReason::new(code)),
@@ -440,10 +450,13 @@ impl Authenticator for BasicAuth {
             None => return Some(Ok(Outcome::NotPresent)),
         };
         // Counted only when it answers: otherwise `verify` looks again, and counts.
-        let p = self.cache.peek(&self.credential_digest(user, password), req.at)?;
+        let p = self
+            .checker
+            .cache
+            .peek(&self.credential_digest(user, password), req.at)?;
         match self.unlocked_now(user, req.client_ip)? {
             Ok(()) => {
-                self.cache.hit();
+                self.checker.cache.hit();
                 Some(Ok(Outcome::Authenticated(p)))
             }
             Err(e) => Some(Err(e)),
@@ -489,7 +502,7 @@ impl BasicAuth {
     ) -> Result<Outcome, AuthError> {
         let req_ip = ip;
         let digest = self.credential_digest(user, password);
-        if let Some(p) = self.cache.get(&digest, now) {
+        if let Some(p) = self.checker.cache.get(&digest, now) {
             if let Some(r) = self.is_locked(user, req_ip).await? {
                 return Ok(Outcome::Rejected(r));
             }
@@ -498,22 +511,19 @@ impl BasicAuth {
         // One slow check per distinct credential at a time: a burst of parallel requests
         // with the same (right) password on a cold cache is one attempt, not a burst of
         // attempts that would trip the lockout, and costs one argon2 run or Jira call.
-        let cell = self.inflight_cell(digest);
-        let decided = cell
-            .get_or_init(|| async {
-                // Boxed: the argon2 or Jira check's state is kilobytes, which a warm-cache
-                // request would otherwise carry (and copy) for nothing.
-                Box::pin(self.slow_path(user, password, value, req_ip, digest))
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .clone();
-        self.inflight_done(digest, &cell);
+        // Boxed: the wait's state would otherwise be carried by every warm-cache request.
+        let mut decided = Box::pin(self.checker.start(user, password, value, req_ip, digest)).await?;
+        let decided = match decided.wait_for(Option::is_some).await {
+            Ok(d) => d.clone(),
+            Err(_) => None,
+        };
         match decided {
-            Ok(Ok(p)) => Ok(Outcome::Authenticated(p)),
-            Ok(Err(r)) => Ok(Outcome::Rejected(r)),
-            Err(e) => Err(AuthError::Internal(e)),
+            Some(Ok(Ok(p))) => Ok(Outcome::Authenticated(p)),
+            Some(Ok(Err(r))) => Ok(Outcome::Rejected(r)),
+            Some(Err(e)) => Err(AuthError::Internal(e)),
+            None => Err(AuthError::Internal(
+                "the credential check ended without a decision".into(),
+            )),
         }
     }
 }
@@ -521,43 +531,76 @@ impl BasicAuth {
 /// The shared result of one slow check: a principal, or why not.
 type Decided = Result<Result<Principal, RejectReason>, String>;
 
-impl BasicAuth {
-    fn inflight_cell(&self, digest: [u8; 32]) -> Arc<OnceCell<Decided>> {
-        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(digest).or_insert_with(|| Arc::new(OnceCell::new())).clone()
+impl Checker {
+    fn inflight(&self) -> std::sync::MutexGuard<'_, super::cache::DigestMap<watch::Receiver<Option<Decided>>>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn inflight_done(&self, digest: [u8; 32], cell: &Arc<OnceCell<Decided>>) {
-        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(&digest).is_some_and(|c| Arc::ptr_eq(c, cell)) {
-            map.remove(&digest);
-        }
-    }
-
-    /// The attempt runs as a task of its own, which goes on when the request is dropped
-    /// (the client closed its connection or reset its HTTP/2 stream mid-check): its
-    /// reservation is then settled as the check decides, never left standing as a failure
-    /// (three cancelled logins with the right password would lock their owner out), and a
-    /// guess Jira has already seen is never taken back.
-    async fn slow_path(
-        &self,
+    /// The check of this credential under way, or a new one: a task of its own, which goes
+    /// on when the request is dropped (the client closed its connection or reset its
+    /// HTTP/2 stream mid-check). Its reservation is then settled as the check decides,
+    /// never left standing as a failure (abandoned logins with the right password would
+    /// lock their owner out), and a guess Jira has already seen is never taken back; a
+    /// success is cached for the next request. Waiting for a place is the one part a
+    /// dropped request takes with it: nothing has been counted or asked by then.
+    async fn start(
+        self: &Arc<Self>,
         user: &str,
         password: &str,
         header: &HeaderValue,
         ip: IpAddr,
         digest: [u8; 32],
-    ) -> Result<Result<Principal, RejectReason>, AuthError> {
-        let attempt = self
-            .checker
-            .clone()
-            .attempt(user.to_owned(), password.to_owned(), header.clone(), ip);
-        let decided = tokio::spawn(attempt)
-            .await
-            .map_err(|e| AuthError::Internal(format!("credential check: {e}")))??;
-        if let Ok(p) = &decided {
-            self.cache.insert(digest, p.clone());
+    ) -> Result<watch::Receiver<Option<Decided>>, AuthError> {
+        if let Some(under_way) = self.inflight().get(&digest) {
+            return Ok(under_way.clone());
         }
-        Ok(decided)
+        let place = self
+            .places
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AuthError::Internal("credential checks have stopped".into()))?;
+        let (tx, rx) = {
+            let mut inflight = self.inflight();
+            if let Some(under_way) = inflight.get(&digest) {
+                return Ok(under_way.clone());
+            }
+            let (tx, rx) = watch::channel(None);
+            inflight.insert(digest, rx.clone());
+            (tx, rx)
+        };
+        let done = Done {
+            checker: self.clone(),
+            digest,
+        };
+        let (user, password, header) = (user.to_owned(), password.to_owned(), header.clone());
+        tokio::spawn(async move {
+            let _place = place;
+            let decided = done
+                .checker
+                .attempt(&user, &password, &header, ip)
+                .await
+                .map_err(|e| e.to_string());
+            if let Ok(Ok(p)) = &decided {
+                done.checker.cache.insert(digest, p.clone());
+            }
+            // Out of the map before the answer: a request from now on finds the cache.
+            drop(done);
+            let _ = tx.send(Some(decided));
+        });
+        Ok(rx)
+    }
+}
+
+/// Takes a check out of the in-flight map when its task ends, however it ends.
+struct Done {
+    checker: Arc<Checker>,
+    digest: [u8; 32],
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.checker.inflight().remove(&self.digest);
     }
 }
 

@@ -198,6 +198,10 @@ impl Running {
     }
 }
 
+/// How long an HTTP/2 connection shut down for rapid reset ([`resets`]) may finish the
+/// streams it has open before it is closed.
+const RAPID_RESET_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// HTTP/2 (ALPN `h2`, or its preface on a plain connection) is served by hyper;
 /// HTTP/1.1 by the listener's own server (`h1`).
 fn http2(cfg: &Config) -> hyper::server::conn::http2::Builder<TokioExecutor> {
@@ -537,12 +541,15 @@ impl AcceptLoop {
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = cancels.exceeded() => {
-                // Dropping the connection closes the socket and ends its streams.
                 tracing::warn!(
                     peer = %info.peer,
                     cancelled = cancels.owed(),
-                    "HTTP/2 client cancelled more streams than it let be answered (rapid reset): connection closed"
+                    "HTTP/2 client cancelled more streams than it let be answered (rapid reset): connection shut down"
                 );
+                // GOAWAY: the client learns which streams were not served. What is still
+                // open a second later is dropped with the connection.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(RAPID_RESET_GRACE, conn).await;
                 return;
             }
             _ = stopping.changed() => {}

@@ -5,12 +5,15 @@
 //! The HTTP/2 library counts streams cancelled before the server took them up, but a
 //! server quick enough to take each stream up before its cancel arrives never sees one
 //! there. So each connection also keeps its own tally, whatever the timing: a stream
-//! cancelled before its answer adds one, and so does one whose request body the client
+//! cancelled before its answer adds two, and so does one whose request body the client
 //! cut off (the proxy then answers at once, to nobody); a stream answered takes one off
-//! (never below zero, so answers do not bank credit for a later burst). When the tally reaches the
-//! connection's budget the connection is closed. A client that cancels what it has open
-//! (a page left, a search typed over) stays far below it; a client that wants more
-//! cancellations must pay for a full answer for each one.
+//! (never below zero, so answers do not bank credit for a later burst). When the tally
+//! reaches the connection's budget the connection is shut down: GOAWAY, so the client
+//! knows which of its streams were not served and may retry them on a new connection,
+//! then closed a second later whatever is still open. A client that cancels what it has
+//! open (a page left, a search typed over) stays far below the budget, and one that
+//! cancels fewer than half of its streams never gets there; a client that wants more
+//! cancellations must pay for two full answers for each one.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,20 +23,26 @@ use std::task::{Context, Poll};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 
+/// What a cancel adds to the tally; an answer takes one off.
+const CANCEL: u32 = 2;
+
 /// One HTTP/2 connection's tally of streams cancelled and not offset by answers.
 pub struct Cancels {
+    /// Two per cancel, less one per answer.
     owed: AtomicU32,
+    /// In the same units: twice the cancels allowed in a row.
     budget: u32,
     over: Notify,
 }
 
 impl Cancels {
     /// A budget of twice the streams a client may have open at once (it may cancel all
-    /// of them, then open and cancel as many again), and at least 100.
+    /// of them, then open and cancel as many again), and at least 100, cancelled in a row.
     pub fn new(max_concurrent_streams: u32) -> Arc<Self> {
+        let cancels = max_concurrent_streams.saturating_mul(2).max(100);
         Arc::new(Cancels {
             owed: AtomicU32::new(0),
-            budget: max_concurrent_streams.saturating_mul(2).max(100),
+            budget: cancels.saturating_mul(CANCEL),
             over: Notify::new(),
         })
     }
@@ -53,17 +62,19 @@ impl Cancels {
         self.over.notified().await
     }
 
-    /// The streams cancelled and not offset by answers.
+    /// The cancels not offset by answers (two answers offset one cancel).
     pub fn owed(&self) -> u32 {
-        self.owed.load(Ordering::Relaxed)
+        self.owed.load(Ordering::Relaxed) / CANCEL
     }
 
     fn cancelled(&self) {
-        // Counting stops at the budget: the connection is being closed.
+        // Counting stops at the budget: the connection is being shut down.
         let before = self.owed.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            (n < self.budget).then_some(n + 1)
+            (n < self.budget).then(|| n.saturating_add(CANCEL).min(self.budget))
         });
-        if before == Ok(self.budget - 1) {
+        if let Ok(n) = before
+            && n.saturating_add(CANCEL) >= self.budget
+        {
             // `notify_one` keeps the wake-up for a waiter that has not started waiting.
             self.over.notify_one();
         }
@@ -198,9 +209,9 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_is_twice_the_stream_limit_and_at_least_100() {
-        assert_eq!(Cancels::new(128).budget, 256);
-        assert_eq!(Cancels::new(10).budget, 100);
+    fn the_budget_is_twice_the_stream_limit_and_at_least_100_cancels() {
+        assert_eq!(Cancels::new(128).budget, 256 * CANCEL);
+        assert_eq!(Cancels::new(10).budget, 100 * CANCEL);
         assert_eq!(Cancels::new(u32::MAX).budget, u32::MAX);
     }
 
@@ -215,22 +226,29 @@ mod tests {
     }
 
     #[test]
-    fn each_answer_offsets_one_cancel_but_banks_no_credit() {
+    fn two_answers_offset_one_cancel_and_answers_bank_no_credit() {
         let c = Cancels::new(1);
         // Answers before any cancel leave nothing to spend later.
         answer(&c, 1_000);
         assert_eq!(c.owed(), 0);
         cancel(&c, 60);
-        answer(&c, 30);
+        answer(&c, 60);
         assert_eq!(c.owed(), 30);
-        // A client alternating cancel and answer never reaches the budget.
+        // A client cancelling one stream in three never gets closer to the budget.
         for _ in 0..10_000 {
             cancel(&c, 1);
-            answer(&c, 1);
+            answer(&c, 2);
         }
         assert_eq!(c.owed(), 30);
         assert!(!is_exceeded(&c));
-        cancel(&c, 70);
+        // One cancel for each answer does: the tally grows by one cancel every two streams.
+        for _ in 0..138 {
+            cancel(&c, 1);
+            answer(&c, 1);
+        }
+        assert_eq!(c.owed(), 99);
+        assert!(!is_exceeded(&c));
+        cancel(&c, 1);
         assert!(is_exceeded(&c));
         // Past the budget the tally stays there and no second wake-up is stored.
         cancel(&c, 50);
