@@ -195,7 +195,8 @@ async fn a_login_abandoned_mid_check_counts_as_what_jira_decided() {
 
 #[tokio::test]
 async fn a_request_joins_the_check_under_way_even_when_its_starter_goes_away() {
-    let (jira, proxy) = setup("check_path = \"/test/slow-myself/300\"").await;
+    // Jira takes a second: the second request arrives well within it.
+    let (jira, proxy) = setup("check_path = \"/test/slow-myself/1000\"").await;
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);

@@ -565,6 +565,11 @@ impl Checker {
             if let Some(under_way) = inflight.get(&digest) {
                 return Ok(under_way.clone());
             }
+            // A check that ended while this request waited for a place: its task cached
+            // the success before it left the map.
+            if let Some(p) = self.cache.get(&digest, std::time::Instant::now()) {
+                return Ok(watch::channel(Some(Ok(Ok(p)))).1);
+            }
             let (tx, rx) = watch::channel(None);
             inflight.insert(digest, rx.clone());
             (tx, rx)

@@ -202,6 +202,20 @@ impl Running {
 /// streams it has open before it is closed.
 const RAPID_RESET_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// What a stream opened on a connection being shut down for rapid reset gets: 503 with a
+/// Jira-shaped body, and `Connection: close` is implied by the GOAWAY already sent.
+fn reset_flood_refusal() -> Response<Body> {
+    let mut r = Response::new(full(
+        &br#"{"errorMessages":["Too many cancelled streams on this connection; open a new one."],"errors":{}}"#[..],
+    ));
+    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    r
+}
+
 /// HTTP/2 (ALPN `h2`, or its preface on a plain connection) is served by hyper;
 /// HTTP/1.1 by the listener's own server (`h1`).
 fn http2(cfg: &Config) -> hyper::server::conn::http2::Builder<TokioExecutor> {
@@ -512,6 +526,12 @@ impl AcceptLoop {
         let cancels = resets::Cancels::new(self.max_concurrent_streams);
         let tally = cancels.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
+            if tally.is_over() {
+                // Shutting down for rapid reset: new streams are not served.
+                let answer: std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> =
+                    Box::pin(std::future::ready(Ok(reset_flood_refusal())));
+                return answer;
+            }
             let rt = reloader.runtime();
             // Dropped before the answer (the client reset the stream), or answered after the
             // client cut its body off: counted.

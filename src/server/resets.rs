@@ -10,10 +10,11 @@
 //! (never below zero, so answers do not bank credit for a later burst). When the tally
 //! reaches the connection's budget the connection is shut down: GOAWAY, so the client
 //! knows which of its streams were not served and may retry them on a new connection,
-//! then closed a second later whatever is still open. A client that cancels what it has
-//! open (a page left, a search typed over) stays far below the budget, and one that
-//! cancels fewer than half of its streams never gets there; a client that wants more
-//! cancellations must pay for two full answers for each one.
+//! then closed a second later whatever is still open; meanwhile every new stream is
+//! answered 503 at once, unserved. A client that cancels what it has open (a page left,
+//! a search typed over) stays far below the budget, and one that cancels at most one
+//! stream in three, spread out, never gets there; a client that wants more cancellations
+//! must pay for two full answers for each one.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,7 +33,9 @@ pub struct Cancels {
     owed: AtomicU32,
     /// In the same units: twice the cancels allowed in a row.
     budget: u32,
-    over: Notify,
+    /// Set once, when the tally reaches the budget.
+    over: AtomicBool,
+    closing: Notify,
 }
 
 impl Cancels {
@@ -43,7 +46,8 @@ impl Cancels {
         Arc::new(Cancels {
             owed: AtomicU32::new(0),
             budget: cancels.saturating_mul(CANCEL),
-            over: Notify::new(),
+            over: AtomicBool::new(false),
+            closing: Notify::new(),
         })
     }
 
@@ -59,7 +63,13 @@ impl Cancels {
 
     /// Completes once the tally has reached the budget (at once if it already has).
     pub async fn exceeded(&self) {
-        self.over.notified().await
+        self.closing.notified().await
+    }
+
+    /// Whether the tally has reached the budget: the connection is being shut down, and
+    /// new streams are not served.
+    pub fn is_over(&self) -> bool {
+        self.over.load(Ordering::Relaxed)
     }
 
     /// The cancels not offset by answers (two answers offset one cancel).
@@ -74,9 +84,10 @@ impl Cancels {
         });
         if let Ok(n) = before
             && n.saturating_add(CANCEL) >= self.budget
+            && !self.over.swap(true, Ordering::Relaxed)
         {
             // `notify_one` keeps the wake-up for a waiter that has not started waiting.
-            self.over.notify_one();
+            self.closing.notify_one();
         }
     }
 
@@ -221,7 +232,9 @@ mod tests {
         cancel(&c, 99);
         assert_eq!(c.owed(), 99);
         assert!(!is_exceeded(&c));
+        assert!(!c.is_over());
         cancel(&c, 1);
+        assert!(c.is_over());
         assert!(is_exceeded(&c));
     }
 
@@ -250,9 +263,14 @@ mod tests {
         assert!(!is_exceeded(&c));
         cancel(&c, 1);
         assert!(is_exceeded(&c));
-        // Past the budget the tally stays there and no second wake-up is stored.
+        assert!(c.is_over());
+        // Past the budget the tally stays there and no second wake-up is stored, even when
+        // an answer takes it below and a cancel brings it back.
         cancel(&c, 50);
         assert_eq!(c.owed(), 100);
+        answer(&c, 1);
+        cancel(&c, 1);
         assert!(!is_exceeded(&c));
+        assert!(c.is_over());
     }
 }
