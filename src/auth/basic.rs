@@ -103,13 +103,6 @@ pub fn parse(value: &HeaderValue) -> Option<Result<Credential, &'static str>> {
 /// `prefix` and the user name in lower case (as `str::to_lowercase` has it).
 fn keyed(prefix: &str, user: &str) -> String {
     let mut key = String::with_capacity(prefix.len() + user.len());
-    keyed_into(&mut key, prefix, user);
-    key
-}
-
-/// [`keyed`], written over `key`.
-fn keyed_into(key: &mut String, prefix: &str, user: &str) {
-    key.clear();
     key.push_str(prefix);
     if user.is_ascii() {
         key.push_str(user);
@@ -117,21 +110,7 @@ fn keyed_into(key: &mut String, prefix: &str, user: &str) {
     } else {
         key.push_str(&user.to_lowercase());
     }
-}
-
-/// The store key of a client address's failures, written over `key`.
-fn addr_key_into(key: &mut String, ip: IpAddr) {
-    key.clear();
-    key.push_str("lockout:basic-addr:");
-    let text = crate::pipeline::admit::IpText::new(ip);
-    // The text is ASCII digits, dots, colons and hex.
-    key.push_str(std::str::from_utf8(text.as_ref()).unwrap_or_default());
-}
-
-std::thread_local! {
-    /// The lockout keys a cache hit looks up, built over the last request's: a warm
-    /// Basic request allocates nothing for them.
-    static LOCK_KEYS: std::cell::RefCell<[String; 2]> = const { std::cell::RefCell::new([String::new(), String::new()]) };
+    key
 }
 
 struct Account {
@@ -259,9 +238,11 @@ impl BasicAuth {
     }
 
     fn addr_key(ip: IpAddr) -> String {
-        let mut key = String::with_capacity(64);
-        addr_key_into(&mut key, ip);
-        key
+        const PREFIX: &str = "lockout:basic-addr:";
+        let mut key = Vec::with_capacity(PREFIX.len() + 39);
+        key.extend_from_slice(PREFIX.as_bytes());
+        crate::pipeline::admit::write_ip(&mut key, ip);
+        String::from_utf8(key).unwrap_or_else(|_| format!("{PREFIX}{ip}"))
     }
 
     fn captcha_key(user: &str) -> String {
@@ -337,25 +318,12 @@ impl BasicAuth {
     /// store must be awaited or the caller is locked (whose answer needs the wait).
     fn unlocked_now(&self, user: &str, ip: IpAddr) -> Option<Result<(), AuthError>> {
         let Some(l) = self.lockout else { return Some(Ok(())) };
-        let check = |keys: &[String; 2]| {
-            let (list, n) = Self::key_list(&l, keys);
-            match self.store.get_many_now(&list[..n])? {
-                Ok(counts) => Self::over_limit(&l, keys, &counts).is_none().then_some(Ok(())),
-                Err(e) => Some(Err(e.into())),
-            }
-        };
-        LOCK_KEYS.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut keys) => {
-                let [user_key, addr_key] = &mut *keys;
-                keyed_into(user_key, "lockout:basic:", user);
-                if l.max_failures_per_address > 0 {
-                    addr_key_into(addr_key, ip);
-                }
-                check(&keys)
-            }
-            // Only if a store were to call back in here: keys of its own.
-            Err(_) => check(&self.lock_keys(&l, user, ip)),
-        })
+        let keys = self.lock_keys(&l, user, ip);
+        let (list, n) = Self::key_list(&l, &keys);
+        match self.store.get_many_now(&list[..n])? {
+            Ok(counts) => Self::over_limit(&l, &keys, &counts).is_none().then_some(Ok(())),
+            Err(e) => Some(Err(e.into())),
+        }
     }
 
     /// The verified-credential cache's key for a user name and password.
@@ -666,12 +634,6 @@ mod tests {
         assert_eq!(BasicAuth::addr_key([10, 0, 0, 7].into()), "lockout:basic-addr:10.0.0.7");
         let v6 = IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]);
         assert_eq!(BasicAuth::addr_key(v6), "lockout:basic-addr:2001:db8::1");
-        // Written over an earlier key, a key is the new one only.
-        let mut key = String::from("lockout:basic:a-much-longer-user-name");
-        keyed_into(&mut key, "lockout:basic:", "Bo");
-        assert_eq!(key, "lockout:basic:bo");
-        addr_key_into(&mut key, [10, 0, 0, 8].into());
-        assert_eq!(key, "lockout:basic-addr:10.0.0.8");
     }
 
     /// `parse`'s answer as user and password.
