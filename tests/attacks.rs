@@ -38,7 +38,7 @@ async fn setup() -> (FakeJira, Proxy) {
     let base = basic_config("")
         .replace(
             "listen = \"127.0.0.1:0\"",
-            "listen = \"127.0.0.1:0\"\npublic_url = \"https://jira.example.com\"",
+            "listen = \"127.0.0.1:0\"\npublic_url = \"https://jira.example.com\"\n[admin]\nlisten = \"127.0.0.1:0\"",
         )
         .replace(
             "[[auth.chain]]\ntype = \"basic\"",
@@ -642,6 +642,11 @@ async fn a_reset_flood_paced_so_each_stream_is_taken_up_first_ends_the_connectio
         let (jira, proxy) = setup().await;
         let sent = reset_flood(&proxy, Some(std::time::Duration::from_millis(5)), body, 2_000).await;
         served_after_a_flood(&jira, &proxy, sent).await;
+        let metrics = proxy.admin("/metrics").await.1;
+        assert!(
+            metrics.contains("\njap_http2_rapid_reset_total 1\n"),
+            "counted once:\n{metrics}"
+        );
     }
 }
 

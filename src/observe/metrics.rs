@@ -104,6 +104,7 @@ pub struct Metrics {
     reloads_failed: AtomicU64,
     store_errors: AtomicU64,
     audit_failures: AtomicU64,
+    rapid_resets: AtomicU64,
     open_connections: AtomicI64,
     /// Open connections by listener thread (`server.workers`; none when built without).
     listeners: Box<[AtomicI64]>,
@@ -179,6 +180,11 @@ impl Metrics {
 
     pub fn audit_failure(&self) {
         self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An HTTP/2 connection shut down for cancelling more streams than it let be answered.
+    pub fn rapid_reset(&self) {
+        self.rapid_resets.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a connection served by the calling listener thread while the guard lives.
@@ -285,6 +291,13 @@ impl Metrics {
                 "jap_audit_write_failures_total",
                 "Audit lines that could not be written.",
                 self.audit_failures.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "jap_http2_rapid_reset_total",
+                "counter",
+                "jap_http2_rapid_reset_total",
+                "HTTP/2 connections shut down for cancelling more streams than they let be answered.",
+                self.rapid_resets.load(Ordering::Relaxed) as i64,
             ),
             (
                 "jap_open_connections",

@@ -561,6 +561,7 @@ impl AcceptLoop {
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = cancels.exceeded() => {
+                self.reloader.runtime().metrics.rapid_reset();
                 tracing::warn!(
                     peer = %info.peer,
                     cancelled = cancels.owed(),
