@@ -135,11 +135,9 @@ enum Backend {
 }
 
 pub struct BasicAuth {
-    /// The slow check and the verified-credential cache, shared with the tasks that run
-    /// the checks.
+    /// The slow check, the verified-credential cache, the store and the lockout settings,
+    /// shared with the tasks that run the checks.
     checker: Arc<Checker>,
-    lockout: Option<LockoutConfig>,
-    store: Arc<dyn StateStore>,
     challenge: HeaderValue,
 }
 
@@ -207,14 +205,12 @@ impl BasicAuth {
         Ok(BasicAuth {
             checker: Arc::new(Checker {
                 backend,
-                store: store.clone(),
+                store,
                 lockout: cfg.lockout,
                 cache: CredentialCache::new(cfg.cache_ttl, cfg.cache_max_entries),
                 inflight: Mutex::new(Default::default()),
                 places: Arc::new(Semaphore::new(CHECKS_AT_ONCE)),
             }),
-            lockout: cfg.lockout,
-            store,
             challenge,
         })
     }
@@ -300,15 +296,15 @@ impl BasicAuth {
 
     /// Read-only lockout check (for cache hits, which are not guesses).
     async fn is_locked(&self, user: &str, ip: IpAddr) -> Result<Option<RejectReason>, AuthError> {
-        let Some(l) = self.lockout else { return Ok(None) };
+        let Some(l) = self.checker.lockout else { return Ok(None) };
         let keys = self.lock_keys(&l, user, ip);
         let (list, n) = Self::key_list(&l, &keys);
-        let counts = match self.store.get_many_now(&list[..n]) {
+        let counts = match self.checker.store.get_many_now(&list[..n]) {
             Some(counts) => counts?,
-            None => self.store.get_many(&list[..n]).await?,
+            None => self.checker.store.get_many(&list[..n]).await?,
         };
         match Self::over_limit(&l, &keys, &counts) {
-            Some(key) => Ok(Some(Self::locked_reason(&*self.store, key, l.window).await?)),
+            Some(key) => Ok(Some(Self::locked_reason(&*self.checker.store, key, l.window).await?)),
             None => Ok(None),
         }
     }
@@ -317,10 +313,12 @@ impl BasicAuth {
     /// is in this process: `Some(Ok(()))` when the caller may go on, `None` when the
     /// store must be awaited or the caller is locked (whose answer needs the wait).
     fn unlocked_now(&self, user: &str, ip: IpAddr) -> Option<Result<(), AuthError>> {
-        let Some(l) = self.lockout else { return Some(Ok(())) };
+        let Some(l) = self.checker.lockout else {
+            return Some(Ok(()));
+        };
         let keys = self.lock_keys(&l, user, ip);
         let (list, n) = Self::key_list(&l, &keys);
-        match self.store.get_many_now(&list[..n])? {
+        match self.checker.store.get_many_now(&list[..n])? {
             Ok(counts) => Self::over_limit(&l, &keys, &counts).is_none().then_some(Ok(())),
             Err(e) => Some(Err(e.into())),
         }
@@ -488,7 +486,7 @@ impl BasicAuth {
 
     /// The lockout settings, if any.
     pub fn lockout(&self) -> Option<LockoutConfig> {
-        self.lockout
+        self.checker.lockout
     }
 
     /// `now`: the request's reading of the clock, for the cache.

@@ -202,18 +202,13 @@ impl Running {
 /// streams it has open before it is closed.
 const RAPID_RESET_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// What a stream opened on a connection being shut down for rapid reset gets: 503 with a
-/// Jira-shaped body, and `Connection: close` is implied by the GOAWAY already sent.
+/// What a stream opened on a connection being shut down for rapid reset gets: a
+/// Jira-shaped 503 (the GOAWAY already sent tells the client to use a new connection).
 fn reset_flood_refusal() -> Response<Body> {
-    let mut r = Response::new(full(
-        &br#"{"errorMessages":["Too many cancelled streams on this connection; open a new one."],"errors":{}}"#[..],
-    ));
-    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json;charset=UTF-8"),
-    );
-    r
+    crate::error::jira_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Too many cancelled streams on this connection; open a new one.",
+    )
 }
 
 /// HTTP/2 (ALPN `h2`, or its preface on a plain connection) is served by hyper;
