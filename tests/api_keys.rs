@@ -138,6 +138,32 @@ async fn expired_revoked_and_wrong_address_keys_are_401_with_distinct_reasons() 
 }
 
 #[tokio::test]
+async fn a_bearer_key_is_read_the_same_whatever_the_scheme_case_or_its_bytes() {
+    let (jira, proxy) = setup().await;
+    // The scheme is case-insensitive and the token is trimmed (RFC 9110 §11.1).
+    let r = get(&proxy.url("/x"), &[("authorization", &format!("BEARER   {KEY} "))]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(jira.last().user.as_deref(), Some("ci-bot"));
+    // A prefixed key with characters that are not visible ASCII (no key has one) is still
+    // read as a key and refused as unknown, not passed down the chain as someone else's
+    // token; bytes that are not UTF-8 at all are a malformed key.
+    for (last, why) in [(&b"\xc3\xa9"[..], "unknown_key"), (&b"\xe9"[..], "malformed_key")] {
+        let mut request = b"GET /x HTTP/1.1\r\nHost: jira\r\nConnection: close\r\nAuthorization: Bearer ".to_vec();
+        request.extend_from_slice(&KEY.as_bytes()[..KEY.len() - 1]);
+        request.extend_from_slice(last);
+        request.extend_from_slice(b"\r\n\r\n");
+        let answer = raw(proxy.addr, &request).await;
+        assert_eq!(raw_status(&answer), 401, "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("www-authenticate: bearer"),
+            "{answer}"
+        );
+        assert_eq!(reason(&proxy), why);
+    }
+    assert_eq!(jira.count(), 1, "only the first request reached Jira");
+}
+
+#[tokio::test]
 async fn key_from_an_allowed_address_behind_a_trusted_proxy_is_accepted() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let text = keys_config("").replace(

@@ -180,7 +180,12 @@ impl ApiKeyAuth {
         let Some(auth) = auth else { return Ok(None) };
         let bytes = auth.as_bytes();
         if self.bearer && bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer ") {
-            let token = std::str::from_utf8(&bytes[7..]).map_err(|_| "malformed_key")?.trim();
+            // The request's bearer token as every member reads it; only a token that is
+            // not visible ASCII (which no key is) is looked at again here.
+            let token = match req.bearer() {
+                Some(token) => token,
+                None => std::str::from_utf8(&bytes[7..]).map_err(|_| "malformed_key")?.trim(),
+            };
             return Ok(Some((token, Source::Bearer)));
         }
         if self.basic

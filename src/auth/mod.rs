@@ -216,30 +216,35 @@ pub struct AuthRequest<'a> {
     /// The `Authorization: Basic` credential, parsed by the first member that asks (see
     /// [`AuthRequest::basic`]); start with `Default::default()`.
     pub basic: BasicOnce,
-    /// The SHA-256 of the bearer token, computed by the first member that asks (see
-    /// [`AuthRequest::bearer_digest`]); start with `Default::default()`.
-    pub bearer: DigestOnce,
+    /// The bearer token and its SHA-256, each found by the first member that asks (see
+    /// [`AuthRequest::bearer`], [`AuthRequest::bearer_digest`]); start with
+    /// `Default::default()`.
+    pub bearer: BearerOnce<'a>,
 }
 
-/// A request's bearer-token digest, computed at most once however many members look the
-/// token up by it (API keys, verified JWTs, introspection answers).
+/// A request's bearer token and its digest, each worked out at most once however many
+/// members read the token or look it up by its digest (API keys, verified JWTs,
+/// introspection answers): a JWT is hundreds of bytes, each checked and hashed.
 #[derive(Default)]
-pub struct DigestOnce(std::sync::OnceLock<Option<cache::Digest>>);
+pub struct BearerOnce<'a> {
+    token: std::sync::OnceLock<Option<&'a str>>,
+    digest: std::sync::OnceLock<Option<cache::Digest>>,
+}
 
 /// A request's Basic credential, parsed at most once however many members read it.
 #[derive(Default)]
 pub struct BasicOnce(std::sync::OnceLock<Option<Result<basic::Credential, &'static str>>>);
 
-impl AuthRequest<'_> {
+impl<'a> AuthRequest<'a> {
     /// The request's bearer token (see [`bearer_of`]), if it has one.
-    pub fn bearer(&self) -> Option<&str> {
-        self.authorization.and_then(bearer_of)
+    pub fn bearer(&self) -> Option<&'a str> {
+        *self.bearer.token.get_or_init(|| self.authorization.and_then(bearer_of))
     }
 
     /// The SHA-256 of the request's bearer token (see [`bearer_of`]), if it has one.
     pub fn bearer_digest(&self) -> Option<&cache::Digest> {
         self.bearer
-            .0
+            .digest
             .get_or_init(|| self.bearer().map(|t| cache::sha256(t.as_bytes())))
             .as_ref()
     }
