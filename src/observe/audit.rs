@@ -302,11 +302,26 @@ mod tests {
         }
     }
 
-    fn temp_file(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("jap-audit-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir.join("audit.log")
+    /// A test's own directory for an audit file, removed when the test ends (pass or fail).
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("jap-audit-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            Scratch(dir)
+        }
+
+        fn file(&self) -> std::path::PathBuf {
+            self.0.join("audit.log")
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     fn numbered(out: &mut Vec<u8>, thread: usize, n: usize) {
@@ -350,7 +365,8 @@ mod tests {
 
     #[test]
     fn gathered_lines_from_many_threads_are_all_written_whole() {
-        let path = temp_file("threads");
+        let scratch = Scratch::new("threads");
+        let path = scratch.file();
         let audit = std::sync::Arc::new(
             Audit::open(&AuditTarget::File(path.clone()), Duration::from_secs(60), 4).expect("open"),
         );
@@ -387,7 +403,8 @@ mod tests {
 
     #[test]
     fn gathered_lines_are_written_when_the_audit_is_dropped() {
-        let path = temp_file("drop");
+        let scratch = Scratch::new("drop");
+        let path = scratch.file();
         let audit = Audit::open(&AuditTarget::File(path.clone()), Duration::from_secs(60), 2).expect("open");
         for n in 0..3 {
             audit.push(None, |out| numbered(out, 0, n));
@@ -399,7 +416,8 @@ mod tests {
 
     #[test]
     fn without_flush_each_line_is_written_at_once() {
-        let path = temp_file("direct");
+        let scratch = Scratch::new("direct");
+        let path = scratch.file();
         let audit = Audit::open(&AuditTarget::File(path.clone()), Duration::ZERO, 2).expect("open");
         assert_eq!(audit.flush_every(), None);
         audit.push(None, |out| numbered(out, 0, 1));
