@@ -414,3 +414,50 @@ async fn a_connection_redis_stops_reading_is_given_up_not_kept_writing_forever()
     assert!(ended.is_ok(), "the stuck connection was never closed");
     assert!(got < 64 << 20, "{got} bytes: the write went on");
 }
+
+/// The client side of each established TCP connection to `port` on 127.0.0.1, from
+/// /proc/net/tcp: its timer kind (2: keep-alive) and when it fires, in 1/100 s.
+#[cfg(target_os = "linux")]
+fn client_timers(port: u16) -> Vec<(u8, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when ...; 01 is ESTABLISHED.
+            (f.len() > 5 && f[2] == remote && f[3] == "01").then(|| {
+                let (kind, when) = f[5].split_once(':').unwrap();
+                (
+                    u8::from_str_radix(kind, 16).unwrap(),
+                    u64::from_str_radix(when, 16).unwrap(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn connections_to_redis_keep_alive_so_a_silent_middlebox_or_a_vanished_host_is_noticed() {
+    let port = free_port();
+    let _redis = PrivateRedis::start(port);
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let p = proxy(port, &jira).await;
+    assert_eq!(login(&p).await.status, 200);
+    // Idle now: without keep-alive an established connection runs no timer at all.
+    let mut timers = Vec::new();
+    for _ in 0..50 {
+        timers = client_timers(port);
+        if !timers.is_empty() && timers.iter().all(|(kind, _)| *kind == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!timers.is_empty(), "no connection to Redis found");
+    for (kind, when) in timers {
+        assert_eq!(kind, 2, "the keep-alive timer runs on every connection to Redis");
+        assert!(when <= 60 * 100, "first probe within a minute, not {when}/100 s");
+    }
+}

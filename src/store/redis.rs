@@ -71,6 +71,31 @@ local v = redis.call('INCRBY', KEYS[1], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return v";
 
+/// TCP keep-alive on a connection to Redis (see [`keep_alive`]): the first probe after
+/// this long idle, the next ones this far apart, and the connection given up after this
+/// many go unanswered.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// Turns TCP keep-alive on for a connection to Redis. A connection idle between bursts of
+/// requests then sends a probe every minute, which keeps a NAT, firewall or load balancer
+/// between the proxy and Redis from dropping it silently; and a Redis host that goes away
+/// without closing the connection (a crash, a network partition) is noticed within about
+/// 90 s of silence by the connection's own read, so the next call opens a new connection
+/// instead of waiting out its response timeout on a dead one and failing.
+fn keep_alive(tcp: &TcpStream) -> std::io::Result<()> {
+    let probes = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_vendor = "apple"
+    ))]
+    let probes = probes.with_interval(KEEPALIVE_INTERVAL).with_retries(KEEPALIVE_PROBES);
+    socket2::SockRef::from(tcp).set_tcp_keepalive(&probes)
+}
+
 /// Connection slots: listener threads beyond this share them.
 const SLOTS: usize = 64;
 /// After a failed connect, calls fail at once for this long (at most the connect timeout).
@@ -608,6 +633,7 @@ impl RedisStore {
             .await
             .map_err(|e| format!("redis: cannot connect to {host}:{port}: {e}"))?;
         let _ = tcp.set_nodelay(true);
+        let _ = keep_alive(&tcp);
         Ok(match &target.tls {
             None => Box::new(tcp),
             Some((connector, name)) => Box::new(
