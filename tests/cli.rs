@@ -324,6 +324,53 @@ fn serve_drains_and_exits_zero_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
+#[test]
+fn serve_writes_each_request_as_one_whole_json_line_to_stdout_by_default() {
+    use std::io::{BufRead, Read};
+    let path = support::temp_dir().join("c.toml");
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    // No [audit] table: the lines go to standard output. Anonymous requests are denied
+    // (401), so nothing needs a Jira.
+    std::fs::write(
+        &path,
+        format!(
+            "version = 1\n[server]\nlisten = \"{addr}\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n\
+             [access]\ndefault = \"deny\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !String::from_utf8_lossy(&seen).contains("listening") {
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "serve exited early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    for i in 0..3 {
+        assert_eq!(status_of(&addr, &format!("/rest/api/2/issue/AUD-{i}")), 401);
+    }
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for i in 0..3 {
+        let line = lines.next().unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["path"], format!("/rest/api/2/issue/AUD-{i}"), "{line}");
+        assert_eq!(v["status"], 401, "{line}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The status of `GET path` (plain HTTP/1.1, connection closed after).
 fn status_of(addr: &str, path: &str) -> u16 {
     use std::io::{Read, Write};

@@ -3,7 +3,7 @@
 //! secret: no header values, no query string, no credential.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, LineWriter, Write};
+use std::io::{self, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -125,17 +125,19 @@ fn milliseconds(out: &mut Vec<u8>, d: Duration) {
 /// never wait for each other's disk writes.
 enum Sink {
     File(File),
-    Stdout(Mutex<LineWriter<io::Stdout>>),
+    /// Standard output's own line buffer, under its own lock: a line goes out whole.
+    Stdout(io::Stdout),
 }
 
 impl Sink {
     fn write(&self, text: &[u8]) -> bool {
         match self {
             Sink::File(f) => (&*f).write_all(text).is_ok(),
-            Sink::Stdout(w) => {
-                let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-                // A LineWriter flushes at the newline: an error here is lines not written.
-                w.write_all(text).and_then(|_| w.flush()).is_ok()
+            Sink::Stdout(out) => {
+                // Whole lines pass its line buffer straight to write(2); the flush leaves
+                // nothing behind in it, so an error here is lines not written.
+                let mut out = out.lock();
+                out.write_all(text).and_then(|_| out.flush()).is_ok()
             }
         }
     }
@@ -164,7 +166,7 @@ impl Audit {
     pub fn open(target: &AuditTarget, flush: Duration, threads: usize) -> io::Result<Audit> {
         let out = match target {
             AuditTarget::Off => None,
-            AuditTarget::Stdout => Some(Sink::Stdout(Mutex::new(LineWriter::new(io::stdout())))),
+            AuditTarget::Stdout => Some(Sink::Stdout(io::stdout())),
             AuditTarget::File(path) => Some(Sink::File(OpenOptions::new().create(true).append(true).open(path)?)),
         };
         let gathered = (out.is_some() && !flush.is_zero()).then(|| Gathered {
