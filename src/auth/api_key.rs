@@ -181,7 +181,8 @@ impl ApiKeyAuth {
         let bytes = auth.as_bytes();
         if self.bearer && bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer ") {
             // The request's bearer token as every member reads it; only a token that is
-            // not visible ASCII (which no key is) is looked at again here.
+            // not visible ASCII (no generated key, rarely an imported one) is parsed again
+            // here, so such a value is still looked up, and refused as a key if prefixed.
             let token = match req.bearer() {
                 Some(token) => token,
                 None => std::str::from_utf8(&bytes[7..]).map_err(|_| "malformed_key")?.trim(),
