@@ -295,54 +295,10 @@ fn serve_with_a_bad_config_exits_non_zero_and_says_why() {
     );
 }
 
-#[test]
-fn serve_drains_and_exits_zero_on_sigterm() {
-    let dir = support::temp_dir();
-    let path = dir.join("c.toml");
-    std::fs::write(&path, "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[audit]\nto = \"off\"\n").unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", path.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for "listening" on stderr, then send SIGTERM.
-    let mut stderr = child.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 512];
+/// `serve --config path`, returned once it says "listening" on stderr (which stays
+/// attached); its stdout is piped for the test to read.
+fn serve_listening(path: &std::path::Path) -> std::process::Child {
     use std::io::Read;
-    while !String::from_utf8_lossy(&seen).contains("listening") {
-        let n = stderr.read(&mut buf).unwrap();
-        assert!(n > 0, "serve exited early: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
-}
-
-#[test]
-fn serve_writes_each_request_as_one_whole_json_line_to_stdout_by_default() {
-    use std::io::{BufRead, Read};
-    let path = support::temp_dir().join("c.toml");
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    // No [audit] table: the lines go to standard output. Anonymous requests are denied
-    // (401), so nothing needs a Jira.
-    std::fs::write(
-        &path,
-        format!(
-            "version = 1\n[server]\nlisten = \"{addr}\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n\
-             [access]\ndefault = \"deny\"\n"
-        ),
-    )
-    .unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--config", path.to_str().unwrap()])
         .stdout(Stdio::piped())
@@ -357,6 +313,50 @@ fn serve_writes_each_request_as_one_whole_json_line_to_stdout_by_default() {
         assert!(n > 0, "serve exited early: {}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&buf[..n]);
     }
+    child.stderr = Some(stderr);
+    child
+}
+
+/// A loopback address nothing listens on (for the moment).
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn serve_drains_and_exits_zero_on_sigterm() {
+    let dir = support::temp_dir();
+    let path = dir.join("c.toml");
+    std::fs::write(&path, "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[audit]\nto = \"off\"\n").unwrap();
+    let mut child = serve_listening(&path);
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn serve_writes_each_request_as_one_whole_json_line_to_stdout_by_default() {
+    use std::io::BufRead;
+    let path = support::temp_dir().join("c.toml");
+    let addr = free_addr();
+    // No [audit] table: the lines go to standard output. Anonymous requests are denied
+    // (401), so nothing needs a Jira.
+    std::fs::write(
+        &path,
+        format!(
+            "version = 1\n[server]\nlisten = \"{addr}\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n\
+             [access]\ndefault = \"deny\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = serve_listening(&path);
     for i in 0..3 {
         assert_eq!(status_of(&addr, &format!("/rest/api/2/issue/AUD-{i}")), 401);
     }
@@ -410,14 +410,7 @@ impl Served {
     fn start_with_env(watch_interval: &str, env: &[(&str, &str)]) -> Served {
         use std::io::BufRead;
         let path = support::temp_dir().join("c.toml");
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .to_string()
-        };
-        let (addr, admin) = (free(), free());
+        let (addr, admin) = (free_addr(), free_addr());
         write_config(&path, &addr, &admin, "allow");
         let mut child = Command::new(BIN)
             .args([
