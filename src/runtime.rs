@@ -66,8 +66,10 @@ impl Runtime {
         Self::build_with(cfg, None)
     }
 
-    /// Builds a runtime; on a reload, `previous` lends its metrics and, when the state
-    /// config is unchanged, its store (so sessions, nonces and counters survive).
+    /// Builds a runtime; on a reload, `previous` lends its metrics, its Basic member's
+    /// places for slow checks (so checks under way still count against the limit) and,
+    /// when the state config is unchanged, its store (so sessions, nonces and counters
+    /// survive).
     pub fn build_with(cfg: &Config, previous: Option<&Runtime>) -> Result<Runtime, ConfigErrors> {
         let mut errors = Vec::new();
         let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
@@ -99,9 +101,13 @@ impl Runtime {
         let mut members: Vec<Arc<dyn Authenticator>> = Vec::new();
         // Built first: the session member checks passwords with it, wherever it sits.
         let mut basic = None;
+        let places = previous
+            .and_then(|p| p.basic.as_ref())
+            .map(|b| b.check_places())
+            .unwrap_or_default();
         for (i, m) in cfg.chain.iter().enumerate() {
             if let (AuthMember::Basic(b), Some(up)) = (m, upstream.clone()) {
-                match BasicAuth::new(b, &cfg.users, store.clone(), up, &cfg.server.realm) {
+                match BasicAuth::new(b, &cfg.users, store.clone(), up, &cfg.server.realm, places.clone()) {
                     Ok(a) => basic = Some(Arc::new(a)),
                     Err(e) => err(format!("auth.chain[{i}]"), e),
                 }

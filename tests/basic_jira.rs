@@ -272,3 +272,44 @@ async fn passthrough_mode_sends_the_checked_credential_on_to_jira() {
     assert_eq!(jira.last().headers.get("authorization").unwrap(), auth.as_str());
     assert_eq!(jira.last().user, None);
 }
+
+/// Credential checks Jira has been asked on the slow check path, answered or not.
+fn slow_checks_asked(jira: &FakeJira) -> usize {
+    jira.seen()
+        .iter()
+        .filter(|s| s.target.starts_with("/test/slow-myself/"))
+        .count()
+}
+
+#[tokio::test]
+async fn at_most_64_credential_checks_run_at_once_and_a_reload_keeps_that_count() {
+    // Jira takes 2.5 s over each check; 70 different credentials arrive together, from
+    // one address allowed that many failures.
+    let lockout = "lockout = { max_failures = 5, max_failures_per_address = 1000, window = \"10m\" }";
+    let config = jira_backend_config(&format!("check_path = \"/test/slow-myself/2500\"\n{lockout}"))
+        .replace("response_timeout = \"2s\"", "response_timeout = \"20s\"");
+    let jira = FakeJira::with_accounts(&[("alice", "alice-jira-pw")]).await;
+    let proxy = Proxy::start(&config, jira.addr).await;
+    let guess = |n: usize| {
+        let url = proxy.url("/rest/api/2/issue/X-1");
+        tokio::spawn(async move {
+            get(&url, &[("authorization", &basic(&format!("guesser{n}"), "pw"))])
+                .await
+                .status
+        })
+    };
+    let mut answers: Vec<_> = (0..70).map(guess).collect();
+    until("64 checks to reach Jira", || slow_checks_asked(&jira) >= 64).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(slow_checks_asked(&jira), 64, "six wait for a place");
+    // A reload builds a new Basic member: the checks under way still hold their places,
+    // so new credentials wait too instead of starting 64 more checks.
+    proxy.reload_with(&config, jira.addr).await.expect("reload");
+    answers.extend((70..76).map(guess));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(slow_checks_asked(&jira), 64, "twelve wait for a place after the reload");
+    for a in answers {
+        assert_eq!(a.await.unwrap(), 401);
+    }
+    assert_eq!(jira.basic_checks(), 76, "every credential was checked once");
+}

@@ -22,7 +22,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::HeaderValue;
 use tokio::sync::{Semaphore, watch};
 
-use super::cache::CredentialCache;
+use super::cache::{CredentialCache, Digest};
 use super::password::Verifier;
 use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason};
 use crate::config::{BasicBackend, BasicConfig, LocalUser, LockoutConfig};
@@ -146,6 +146,19 @@ pub struct BasicAuth {
 /// a place before anything is counted against the user.
 const CHECKS_AT_ONCE: usize = 64;
 
+/// The places for slow checks ([`CHECKS_AT_ONCE`] of them). A reload hands the running
+/// member's places to the member it builds, so checks started before the reload still
+/// count against the limit after it. (What the new member does not take over is joining
+/// those checks: they decide by the old configuration's accounts or Jira settings.)
+#[derive(Clone)]
+pub struct CheckPlaces(Arc<Semaphore>);
+
+impl Default for CheckPlaces {
+    fn default() -> Self {
+        CheckPlaces(Arc::new(Semaphore::new(CHECKS_AT_ONCE)))
+    }
+}
+
 /// What a slow check needs: it runs as a task of its own, apart from the request (see
 /// [`Checker::start`]).
 struct Checker {
@@ -156,7 +169,7 @@ struct Checker {
     /// Checks under way, by credential digest: a request with the same credential waits
     /// for the one under way.
     inflight: Mutex<super::cache::DigestMap<watch::Receiver<Option<Decided>>>>,
-    places: Arc<Semaphore>,
+    places: CheckPlaces,
 }
 
 /// What the slow check concluded.
@@ -167,12 +180,14 @@ enum Checked {
 }
 
 impl BasicAuth {
+    /// `places`: the running member's on a reload (see [`CheckPlaces`]), else new ones.
     pub fn new(
         cfg: &BasicConfig,
         users: &[LocalUser],
         store: Arc<dyn StateStore>,
         upstream: Arc<Upstream>,
         realm: &str,
+        places: CheckPlaces,
     ) -> Result<Self, String> {
         let backend = match &cfg.backend {
             BasicBackend::Local => {
@@ -209,7 +224,7 @@ impl BasicAuth {
                 lockout: cfg.lockout,
                 cache: CredentialCache::new(cfg.cache_ttl, cfg.cache_max_entries),
                 inflight: Mutex::new(Default::default()),
-                places: Arc::new(Semaphore::new(CHECKS_AT_ONCE)),
+                places,
             }),
             challenge,
         })
@@ -218,6 +233,11 @@ impl BasicAuth {
     /// Hits and misses of the verified-credential cache.
     pub fn cache_stats(&self) -> (u64, u64) {
         self.checker.cache.stats()
+    }
+
+    /// The places for slow checks, for the member a reload builds.
+    pub fn check_places(&self) -> CheckPlaces {
+        self.checker.places.clone()
     }
 
     /// Argon2 verifications run so far (local backend; tests and metrics).
@@ -324,8 +344,22 @@ impl BasicAuth {
         }
     }
 
+    /// The cached principal for this credential (`digest`) when its lockout counters are
+    /// in this process and let it through; None when that needs the store or a check.
+    fn cached_now(&self, req: &AuthRequest<'_>, user: &str, digest: &Digest) -> Option<Result<Outcome, AuthError>> {
+        // Counted only when it answers: otherwise `verify` looks again, and counts.
+        let p = self.checker.cache.peek(digest, req.at)?;
+        match self.unlocked_now(user, req.client_ip)? {
+            Ok(()) => {
+                self.checker.cache.hit();
+                Some(Ok(Outcome::Authenticated(p)))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// The verified-credential cache's key for a user name and password.
-    fn credential_digest(&self, user: &str, password: &str) -> crate::auth::cache::Digest {
+    fn credential_digest(&self, user: &str, password: &str) -> Digest {
         // The cache is this member's own: user and password are the whole key.
         self.checker
             .cache
@@ -447,28 +481,25 @@ impl Authenticator for BasicAuth {
             Some(Err(code)) => return Some(Ok(Outcome::Rejected(RejectReason::new(code)))),
             None => return Some(Ok(Outcome::NotPresent)),
         };
-        // Counted only when it answers: otherwise `verify` looks again, and counts.
-        let p = self
-            .checker
-            .cache
-            .peek(&self.credential_digest(user, password), req.at)?;
-        match self.unlocked_now(user, req.client_ip)? {
-            Ok(()) => {
-                self.checker.cache.hit();
-                Some(Ok(Outcome::Authenticated(p)))
-            }
-            Err(e) => Some(Err(e)),
-        }
+        self.cached_now(req, user, &self.credential_digest(user, password))
     }
 
+    /// [`Authenticator::at_once`]'s answer, else the verification, with the credential's
+    /// digest computed once for both.
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
-        if let Some(r) = self.at_once(req) {
+        let (user, password) = match req.basic() {
+            Some(Ok(credential)) => credential,
+            Some(Err(code)) => return Ok(Outcome::Rejected(RejectReason::new(code))),
+            None => return Ok(Outcome::NotPresent),
+        };
+        let digest = self.credential_digest(user, password);
+        if let Some(r) = self.cached_now(req, user, &digest) {
             return r;
         }
-        let (Some(value), Some(Ok((user, password)))) = (req.authorization, req.basic()) else {
+        let Some(value) = req.authorization else {
             return Ok(Outcome::NotPresent);
         };
-        self.verify(user, password, value, req.client_ip, req.at).await
+        self.verify(user, password, value, req.client_ip, req.at, digest).await
     }
 }
 
@@ -480,7 +511,8 @@ impl BasicAuth {
         let mut header = HeaderValue::from_str(&format!("Basic {encoded}"))
             .map_err(|_| AuthError::Internal("credential not encodable".into()))?;
         header.set_sensitive(true);
-        self.verify(user, password, &header, ip, std::time::Instant::now())
+        let digest = self.credential_digest(user, password);
+        self.verify(user, password, &header, ip, std::time::Instant::now(), digest)
             .await
     }
 
@@ -489,7 +521,8 @@ impl BasicAuth {
         self.checker.lockout
     }
 
-    /// `now`: the request's reading of the clock, for the cache.
+    /// `now`: the request's reading of the clock, for the cache; `digest`: the
+    /// credential's ([`BasicAuth::credential_digest`]).
     async fn verify(
         &self,
         user: &str,
@@ -497,9 +530,9 @@ impl BasicAuth {
         value: &HeaderValue,
         ip: IpAddr,
         now: std::time::Instant,
+        digest: Digest,
     ) -> Result<Outcome, AuthError> {
         let req_ip = ip;
-        let digest = self.credential_digest(user, password);
         if let Some(p) = self.checker.cache.get(&digest, now) {
             if let Some(r) = self.is_locked(user, req_ip).await? {
                 return Ok(Outcome::Rejected(r));
@@ -554,6 +587,7 @@ impl Checker {
         }
         let place = self
             .places
+            .0
             .clone()
             .acquire_owned()
             .await

@@ -75,7 +75,20 @@ return v";
 /// this long idle, the next ones this far apart, and the connection given up after this
 /// many go unanswered.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+// (The interval and the count are set where the system lets them be.)
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_vendor = "apple"
+))]
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_vendor = "apple"
+))]
 const KEEPALIVE_PROBES: u32 = 3;
 
 /// Turns TCP keep-alive on for a connection to Redis. A connection idle between bursts of
