@@ -7,25 +7,30 @@
 //! there. So each connection also keeps its own tally, whatever the timing: a stream
 //! cancelled before its answer adds two, and so does one whose request body the client
 //! cut off (the proxy then answers at once, to nobody); a stream answered takes one off
-//! (never below zero, so answers do not bank credit for a later burst). When the tally
+//! (never below zero, so answers do not bank credit for a later burst), and so does each
+//! second that passes (never below zero either, so quiet time banks nothing). When the tally
 //! reaches the connection's budget the connection is shut down: GOAWAY, so the client
 //! knows which of its streams were not served and may retry them on a new connection,
 //! then closed a second later whatever is still open; meanwhile every new stream is
 //! answered 503 at once, unserved. A client that cancels what it has open (a page left,
 //! a search typed over) stays far below the budget, and one that cancels at most one
-//! stream in three, spread out, never gets there; a client that wants more cancellations
-//! must pay for two full answers for each one.
+//! stream in three, spread out, never gets there, nor does a connection kept open for
+//! hours that cancels less than once a second; a client that wants more cancellations
+//! must pay for two full answers, or a second, for each one.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 
 /// What a cancel adds to the tally; an answer takes one off.
 const CANCEL: u32 = 2;
+/// One cancel's worth is forgiven each time this passes (milliseconds).
+const FORGIVE_EVERY_MS: u64 = 1_000;
 
 /// One HTTP/2 connection's tally of streams cancelled and not offset by answers.
 pub struct Cancels {
@@ -36,6 +41,10 @@ pub struct Cancels {
     /// Set once, when the tally reaches the budget.
     over: AtomicBool,
     closing: Notify,
+    /// When the connection began, and how far past it (in milliseconds) time has been
+    /// forgiven.
+    born: Instant,
+    forgiven_to: AtomicU64,
 }
 
 impl Cancels {
@@ -48,6 +57,8 @@ impl Cancels {
             budget: cancels.saturating_mul(CANCEL),
             over: AtomicBool::new(false),
             closing: Notify::new(),
+            born: Instant::now(),
+            forgiven_to: AtomicU64::new(0),
         })
     }
 
@@ -77,7 +88,33 @@ impl Cancels {
         self.owed.load(Ordering::Relaxed) / CANCEL
     }
 
-    fn cancelled(&self) {
+    /// Takes one cancel's worth off the tally for each second since it last did (the
+    /// seconds spent at zero are used up, not saved). Done as a cancel is counted: only a
+    /// cancel can bring the tally to the budget.
+    fn forgive(&self, now: Instant) {
+        let at = u64::try_from(now.saturating_duration_since(self.born).as_millis()).unwrap_or(u64::MAX);
+        let to = self.forgiven_to.load(Ordering::Relaxed);
+        let seconds = at.saturating_sub(to) / FORGIVE_EVERY_MS;
+        if seconds == 0 {
+            return;
+        }
+        // One thread takes these seconds; another that raced it finds them taken.
+        let taken = to.saturating_add(seconds * FORGIVE_EVERY_MS);
+        if self
+            .forgiven_to
+            .compare_exchange(to, taken, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            let worth = u32::try_from(seconds).unwrap_or(u32::MAX).saturating_mul(CANCEL);
+            // Past the budget the tally stays there: the connection is being shut down.
+            let _ = self.owed.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.budget).then(|| n.saturating_sub(worth))
+            });
+        }
+    }
+
+    fn cancelled(&self, now: Instant) {
+        self.forgive(now);
         // Counting stops at the budget: the connection is being shut down.
         let before = self.owed.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
             (n < self.budget).then(|| n.saturating_add(CANCEL).min(self.budget))
@@ -127,7 +164,7 @@ impl Drop for Stream {
         if self.answered && !cut {
             self.cancels.answered();
         } else {
-            self.cancels.cancelled();
+            self.cancels.cancelled(Instant::now());
         }
     }
 }
@@ -163,9 +200,16 @@ impl<B: Body + Unpin> Body for WatchedBody<B> {
 mod tests {
     use super::*;
 
+    /// `n` cancels at the connection's start (a dropped stream reads the clock, and a
+    /// slow test machine would see cancels forgiven).
     fn cancel(c: &Arc<Cancels>, n: u32) {
+        cancel_at(c, n, 0);
+    }
+
+    /// `n` cancels `secs` seconds after the connection's start.
+    fn cancel_at(c: &Arc<Cancels>, n: u32, secs: u64) {
         for _ in 0..n {
-            drop(c.stream());
+            c.cancelled(c.born + std::time::Duration::from_secs(secs));
         }
     }
 
@@ -272,5 +316,55 @@ mod tests {
         cancel(&c, 1);
         assert!(!is_exceeded(&c));
         assert!(c.is_over());
+    }
+
+    #[test]
+    fn a_dropped_stream_counts_as_a_cancel() {
+        let c = Cancels::new(1);
+        drop(c.stream());
+        assert_eq!(c.owed(), 1);
+    }
+
+    #[test]
+    fn each_second_forgives_one_cancel() {
+        let c = Cancels::new(1);
+        cancel(&c, 99);
+        // Ten seconds on, ten of them are forgiven: ten more are allowed, not eleven.
+        cancel_at(&c, 10, 10);
+        assert_eq!(c.owed(), 99);
+        assert!(!c.is_over());
+        cancel_at(&c, 1, 10);
+        assert!(c.is_over());
+        assert!(is_exceeded(&c));
+        // Past the budget, time forgives nothing either.
+        cancel_at(&c, 1, 3_600);
+        assert_eq!(c.owed(), 100);
+    }
+
+    #[test]
+    fn quiet_time_banks_no_credit() {
+        let c = Cancels::new(1);
+        // An hour with no cancel, then a flood: the budget is what it was at the start.
+        cancel_at(&c, 99, 3_600);
+        assert!(!c.is_over());
+        cancel_at(&c, 1, 3_600);
+        assert!(c.is_over());
+    }
+
+    #[test]
+    fn a_connection_cancelling_once_a_second_for_a_day_stays_open() {
+        let c = Cancels::new(1);
+        for s in 0..86_400 {
+            cancel_at(&c, 1, s);
+        }
+        assert_eq!(c.owed(), 1);
+        assert!(!c.is_over());
+        // Twice a second is a cancel's worth more than time forgives, each second.
+        let mut s = 86_400;
+        while !c.is_over() {
+            cancel_at(&c, 2, s);
+            s += 1;
+        }
+        assert_eq!(s - 86_400, 99, "reached after 99 seconds");
     }
 }
