@@ -463,6 +463,17 @@ impl Checker {
     }
 }
 
+/// The request's Basic user name and password; else its outcome for this member (a
+/// malformed credential refused, none not present). Read the same way by `at_once` and
+/// `authenticate`, so the two never differ.
+fn presented<'q>(req: &'q AuthRequest<'_>) -> Result<(&'q str, &'q str), Outcome> {
+    match req.basic() {
+        Some(Ok(credential)) => Ok(credential),
+        Some(Err(code)) => Err(Outcome::Rejected(RejectReason::new(code))),
+        None => Err(Outcome::NotPresent),
+    }
+}
+
 #[async_trait]
 impl Authenticator for BasicAuth {
     fn kind(&self) -> AuthKind {
@@ -476,10 +487,9 @@ impl Authenticator for BasicAuth {
     /// No Basic credential, a malformed one, or a cached one whose lockout counters are
     /// in this process (most requests): nothing to wait for.
     fn at_once(&self, req: &AuthRequest<'_>) -> Option<Result<Outcome, AuthError>> {
-        let (user, password) = match req.basic() {
-            Some(Ok(credential)) => credential,
-            Some(Err(code)) => return Some(Ok(Outcome::Rejected(RejectReason::new(code)))),
-            None => return Some(Ok(Outcome::NotPresent)),
+        let (user, password) = match presented(req) {
+            Ok(credential) => credential,
+            Err(outcome) => return Some(Ok(outcome)),
         };
         self.cached_now(req, user, &self.credential_digest(user, password))
     }
@@ -487,10 +497,9 @@ impl Authenticator for BasicAuth {
     /// [`Authenticator::at_once`]'s answer, else the verification, with the credential's
     /// digest computed once for both.
     async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Outcome, AuthError> {
-        let (user, password) = match req.basic() {
-            Some(Ok(credential)) => credential,
-            Some(Err(code)) => return Ok(Outcome::Rejected(RejectReason::new(code))),
-            None => return Ok(Outcome::NotPresent),
+        let (user, password) = match presented(req) {
+            Ok(credential) => credential,
+            Err(outcome) => return Ok(outcome),
         };
         let digest = self.credential_digest(user, password);
         if let Some(r) = self.cached_now(req, user, &digest) {

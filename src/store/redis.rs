@@ -75,21 +75,14 @@ return v";
 /// this long idle, the next ones this far apart, and the connection given up after this
 /// many go unanswered.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
-// (The interval and the count are set where the system lets them be.)
+// (The interval and the count, set where the system lets them be.)
 #[cfg(any(
     target_os = "linux",
     target_os = "android",
     target_os = "freebsd",
     target_vendor = "apple"
 ))]
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_vendor = "apple"
-))]
-const KEEPALIVE_PROBES: u32 = 3;
+const KEEPALIVE_REPEAT: (Duration, u32) = (Duration::from_secs(10), 3);
 
 /// Turns TCP keep-alive on for a connection to Redis. A connection idle between bursts of
 /// requests then sends a probe every minute, which keeps a NAT, firewall or load balancer
@@ -105,7 +98,9 @@ fn keep_alive(tcp: &TcpStream) -> std::io::Result<()> {
         target_os = "freebsd",
         target_vendor = "apple"
     ))]
-    let probes = probes.with_interval(KEEPALIVE_INTERVAL).with_retries(KEEPALIVE_PROBES);
+    let probes = probes
+        .with_interval(KEEPALIVE_REPEAT.0)
+        .with_retries(KEEPALIVE_REPEAT.1);
     socket2::SockRef::from(tcp).set_tcp_keepalive(&probes)
 }
 
