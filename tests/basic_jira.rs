@@ -247,10 +247,7 @@ async fn many_users_guessed_from_one_address_hit_the_address_limit() {
 
 #[tokio::test]
 async fn jira_unreachable_during_the_check_fails_closed_with_503() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = free_addr();
     let proxy = Proxy::start(&jira_backend_config(""), closed).await;
     let r = get(&proxy.url("/x"), &[("authorization", &basic("alice", "alice-jira-pw"))]).await;
     assert_eq!(r.status, 503);

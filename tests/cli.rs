@@ -317,15 +317,6 @@ fn serve_listening(path: &std::path::Path) -> std::process::Child {
     child
 }
 
-/// A loopback address nothing listens on (for the moment).
-fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn serve_drains_and_exits_zero_on_sigterm() {
     let dir = support::temp_dir();
@@ -345,7 +336,7 @@ fn serve_drains_and_exits_zero_on_sigterm() {
 fn serve_writes_each_request_as_one_whole_json_line_to_stdout_by_default() {
     use std::io::BufRead;
     let path = support::temp_dir().join("c.toml");
-    let addr = free_addr();
+    let addr = support::free_addr().to_string();
     // No [audit] table: the lines go to standard output. Anonymous requests are denied
     // (401), so nothing needs a Jira.
     std::fs::write(
@@ -410,7 +401,7 @@ impl Served {
     fn start_with_env(watch_interval: &str, env: &[(&str, &str)]) -> Served {
         use std::io::BufRead;
         let path = support::temp_dir().join("c.toml");
-        let (addr, admin) = (free_addr(), free_addr());
+        let (addr, admin) = (support::free_addr().to_string(), support::free_addr().to_string());
         write_config(&path, &addr, &admin, "allow");
         let mut child = Command::new(BIN)
             .args([
@@ -539,10 +530,7 @@ fn the_container_config_checks_and_probe_answers_for_a_health_check() {
     assert!(probe(format!("http://{}/healthz", s.admin)));
     assert!(!probe(format!("http://{}/nope", s.admin)), "404 is not healthy");
     assert!(!probe(format!("http://{}/x", s.addr)), "502 is not healthy");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = support::free_addr();
     assert!(!probe(format!("http://{closed}/healthz")));
     assert!(!probe("https://127.0.0.1/healthz".into()), "plain http only");
     s.stop();

@@ -138,11 +138,7 @@ async fn oauth1_setup(consumers: &str) -> (FakeJira, Proxy, String, String) {
     let kp = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
     std::fs::write(dir.join("consumer.pem"), kp.serialize_pem()).unwrap();
     std::fs::write(dir.join("consumer.pub.pem"), kp.public_key_pem()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_addr().port();
     let text = basic_config("")
         .replace(
             "listen = \"127.0.0.1:0\"",

@@ -329,10 +329,7 @@ async fn dot_segments_and_path_params_are_resolved_before_rules_and_forwarding()
 
 #[tokio::test]
 async fn upstream_down_is_502_with_jira_shaped_json() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = free_addr();
     let proxy = Proxy::start(&basic_config(""), closed).await;
     let r = get(&proxy.url("/x"), &[("authorization", &basic("alice", "alice-pw"))]).await;
     assert_eq!(r.status, 502);

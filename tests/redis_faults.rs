@@ -80,14 +80,6 @@ impl Drop for PrivateRedis {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 const KEY: &str = "jap_faultsfaultsfaultsfaultsfaultsfaultsfaultsf";
 
 async fn proxy(redis_port: u16, jira: &FakeJira) -> Proxy {
@@ -138,7 +130,7 @@ async fn login(p: &Proxy) -> Resp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_fails_closed_what_needs_it_and_recovers_when_it_returns() {
-    let port = free_port();
+    let port = free_addr().port();
     let redis = PrivateRedis::start(port);
     let jira = FakeJira::start(JiraTrust::Header).await;
     let p = proxy(port, &jira).await;
@@ -209,7 +201,7 @@ async fn redis_down_fails_closed_what_needs_it_and_recovers_when_it_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_redis_costs_a_request_its_timeout_not_forever() {
-    let port = free_port();
+    let port = free_addr().port();
     let redis = PrivateRedis::start(port);
     let jira = FakeJira::start(JiraTrust::Header).await;
     let p = proxy(port, &jira).await;
@@ -241,7 +233,7 @@ async fn a_hung_redis_costs_a_request_its_timeout_not_forever() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_urls_speak_tls_and_trust_only_the_configured_ca() {
     let pki = pki();
-    let port = free_port();
+    let port = free_addr().port();
     let _redis = PrivateRedis::start_tls(port, &pki);
     let jira = FakeJira::start(JiraTrust::Header).await;
     let trusted = format!(
@@ -268,7 +260,7 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_user_password_and_database_from_the_url_are_used_and_a_wrong_password_fails_closed() {
-    let port = free_port();
+    let port = free_addr().port();
     let _redis = PrivateRedis::start_with(
         port,
         &[
@@ -310,7 +302,7 @@ async fn a_redis_user_password_and_database_from_the_url_are_used_and_a_wrong_pa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_listener_thread_keeps_one_redis_connection_and_a_dropped_one_is_replaced() {
-    let port = free_port();
+    let port = free_addr().port();
     let _redis = PrivateRedis::start(port);
     let jira = FakeJira::start(JiraTrust::Header).await;
     let p = proxy_on(&format!("url = \"redis://127.0.0.1:{port}\"\n"), &jira).await;
@@ -347,7 +339,7 @@ async fn each_listener_thread_keeps_one_redis_connection_and_a_dropped_one_is_re
 #[tokio::test]
 async fn calls_arriving_while_a_connection_opens_wait_for_it_instead_of_opening_their_own() {
     use jira_auth_proxy::store::StateStore;
-    let port = free_port();
+    let port = free_addr().port();
     let _redis = PrivateRedis::start(port);
     let accepted = || {
         redis_cli(port, &["INFO", "stats"])
@@ -441,7 +433,7 @@ fn client_timers(port: u16) -> Vec<(u8, u64)> {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn connections_to_redis_keep_alive_so_a_silent_middlebox_or_a_vanished_host_is_noticed() {
-    let port = free_port();
+    let port = free_addr().port();
     let _redis = PrivateRedis::start(port);
     let jira = FakeJira::start(JiraTrust::Header).await;
     let p = proxy(port, &jira).await;

@@ -35,6 +35,15 @@ pub const SHARED_SECRET: &str = "test-shared-secret";
 
 /// A new, empty folder. Never one left by an earlier test process: process ids are reused
 /// during a long test run, and a left-over audit log would add lines to a test's own.
+/// A loopback address nothing listens on (for the moment): a port the system has just
+/// given out and taken back.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 pub fn temp_dir() -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     loop {
