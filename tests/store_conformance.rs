@@ -4,6 +4,8 @@
 //! required: a missing server fails these tests, it never skips them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -442,10 +444,7 @@ async fn two_proxies_with_different_prefixes_share_one_redis_without_seeing_each
 
 #[tokio::test]
 async fn an_unreachable_redis_fails_every_operation_quickly_instead_of_hanging() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = support::free_addr();
     let store = RedisStore::new(RedisSettings {
         url: Secret::from_bytes(format!("redis://{closed}").into_bytes()),
         key_prefix: "x:".into(),

@@ -33,8 +33,6 @@ use jira_auth_proxy::server::{self, Running};
 /// The secret the fake Jira's header authenticator requires (when configured so).
 pub const SHARED_SECRET: &str = "test-shared-secret";
 
-/// A new, empty folder. Never one left by an earlier test process: process ids are reused
-/// during a long test run, and a left-over audit log would add lines to a test's own.
 /// A loopback address nothing listens on (for the moment): a port the system has just
 /// given out and taken back.
 pub fn free_addr() -> SocketAddr {
@@ -44,6 +42,8 @@ pub fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// A new, empty folder. Never one left by an earlier test process: process ids are reused
+/// during a long test run, and a left-over audit log would add lines to a test's own.
 pub fn temp_dir() -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     loop {
