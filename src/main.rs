@@ -11,7 +11,7 @@ use jira_auth_proxy::runtime::Runtime;
 use jira_auth_proxy::{auth, demo, server};
 
 /// mimalloc: per-thread heaps suit the listener threads, and a request's few dozen small
-/// allocations cost about half what they do in the system allocator (BENCHMARKS.md).
+/// allocations cost about half what they do in the system allocator (benches/HISTORY.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
