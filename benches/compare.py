@@ -14,7 +14,7 @@ assumption about the noise's shape). A target reads "met" when the whole interva
 target's side of 1.00, "missed" when the whole interval is on the other side, and "within
 noise" when the interval holds 1.00: the run cannot tell the two apart.
 
-Targets (issue 11): CPU us/request <= nginx plain's; req/s >= nginx plain's; p99 <=
+The targets (BENCHMARKS.md, "Targets"): CPU us/request <= nginx plain's; req/s >= nginx plain's; p99 <=
 nginx plain's (keep-alive, 32 connections); req/s with a new connection per request >=
 nginx plain's. Peer rows (HAProxy's plain hop, nginx's token map) are shown the same way
 for scale.
