@@ -114,6 +114,38 @@ async fn basic_repeated_failures_lock_the_account_then_even_the_right_password_w
 }
 
 #[tokio::test]
+async fn basic_a_cached_password_is_refused_once_its_account_is_locked_and_others_go_on() {
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&basic_config(""), jira.addr).await;
+    let alice = basic("alice", "alice-pw");
+    let bob = basic("bob", "bob-pw");
+    for auth in [&alice, &bob, &alice, &bob] {
+        let r = get(&proxy.url("/x"), &[("authorization", auth)]).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(
+        proxy.basic_verifications(),
+        2,
+        "the second requests came from the cache"
+    );
+    // Someone guesses alice's password until her account locks.
+    for _ in 0..3 {
+        let r = get(&proxy.url("/x"), &[("authorization", &basic("alice", "guess"))]).await;
+        assert_eq!(r.status, 401);
+    }
+    // Her own password, verified and cached before, waits out the lockout too.
+    let r = get(&proxy.url("/x"), &[("authorization", &alice)]).await;
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+    // Bob's cached password goes on, read from the cache.
+    let r = get(&proxy.url("/x"), &[("authorization", &bob)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(jira.last().user.as_deref(), Some("bob"));
+    assert_eq!(proxy.basic_verifications(), 5, "three guesses, and no check for bob");
+    assert_eq!(jira.count(), 5);
+}
+
+#[tokio::test]
 async fn basic_unknown_user_locks_the_same_way_so_lockout_reveals_nothing() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;

@@ -317,6 +317,9 @@ impl BasicAuth {
     /// Read-only lockout check (for cache hits, which are not guesses).
     async fn is_locked(&self, user: &str, ip: IpAddr) -> Result<Option<RejectReason>, AuthError> {
         let Some(l) = self.checker.lockout else { return Ok(None) };
+        if !self.checker.store.may_hold_lockouts() {
+            return Ok(None);
+        }
         let keys = self.lock_keys(&l, user, ip);
         let (list, n) = Self::key_list(&l, &keys);
         let counts = match self.checker.store.get_many_now(&list[..n]) {
@@ -336,6 +339,10 @@ impl BasicAuth {
         let Some(l) = self.checker.lockout else {
             return Some(Ok(()));
         };
+        // Nobody has a failure counted (the memory store knows it without a lookup).
+        if !self.checker.store.may_hold_lockouts() {
+            return Some(Ok(()));
+        }
         let keys = self.lock_keys(&l, user, ip);
         let (list, n) = Self::key_list(&l, &keys);
         match self.checker.store.get_many_now(&list[..n])? {
@@ -669,6 +676,9 @@ mod tests {
 
     #[test]
     fn store_keys_name_the_user_in_lower_case_and_the_address() {
+        for key in [BasicAuth::user_key("Alice"), BasicAuth::addr_key([10, 0, 0, 7].into())] {
+            assert!(key.starts_with(crate::store::LOCKOUT_PREFIX), "{key}");
+        }
         assert_eq!(BasicAuth::user_key("Alice"), "lockout:basic:alice");
         assert_eq!(BasicAuth::user_key("JÜRGEN"), "lockout:basic:jürgen");
         assert_eq!(BasicAuth::captcha_key("Bob"), "captcha:basic:bob");

@@ -1,16 +1,18 @@
 //! In-memory `StateStore`: a mutex-guarded map with per-entry expiry, an injectable clock
 //! for tests, and a hard bound on entries (expired ones are swept first, then the entries
 //! closest to expiry are dropped) so a flood of unique keys cannot grow it without bound.
+//! It counts the entries that may lock a caller out, so that a request can learn without a
+//! lookup that nobody is locked out ([`StateStore::may_hold_lockouts`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{StateStore, StoreError, Throttle};
+use super::{LOCKOUT_PREFIX, StateStore, StoreError, Throttle};
 
 /// Monotonic time as seen by the store.
 pub trait Clock: Send + Sync {
@@ -58,6 +60,18 @@ struct Entry {
     expires: Duration,
 }
 
+/// Whether the entry at `key` may lock a caller out: under [`LOCKOUT_PREFIX`] and not a
+/// counter at zero or below (a counter a success has taken back). A value written with
+/// `put` there counts, whatever it holds: the count may be too high, never too low.
+fn may_lock(key: &str, entry: &Entry) -> bool {
+    key.starts_with(LOCKOUT_PREFIX) && !matches!(entry.value, Value::Counter(n) if n <= 0)
+}
+
+/// A reading of the store's clock as a whole number (nanoseconds), for an atomic.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl Entry {
     /// The value as `get` answers it (a counter as its decimal text, as Redis has it).
     fn bytes(&self) -> Bytes {
@@ -93,6 +107,14 @@ pub struct MemoryStore {
     map: Mutex<HashMap<String, Entry>>,
     clock: std::sync::Arc<dyn Clock>,
     max_entries: usize,
+    /// The entries in `map` for which [`may_lock`] holds, live or expired. Changed only by
+    /// [`MemoryStore::insert`] and [`MemoryStore::removed`], under `map`'s lock, raised
+    /// before such an entry goes in and lowered after it has gone: never below the true
+    /// count.
+    lockouts: AtomicUsize,
+    /// The latest expiry (store clock, nanoseconds) of any entry ever counted in
+    /// `lockouts`: once the clock has passed it, every such entry has expired.
+    lockouts_until: AtomicU64,
 }
 
 impl MemoryStore {
@@ -105,7 +127,41 @@ impl MemoryStore {
             map: Mutex::new(HashMap::new()),
             clock,
             max_entries: max_entries.max(1),
+            lockouts: AtomicUsize::new(0),
+            lockouts_until: AtomicU64::new(0),
         }
+    }
+
+    /// Every write to the map goes through here (with `map`'s lock held), so the count
+    /// of entries that may lock a caller out stays whole.
+    fn insert(&self, map: &mut HashMap<String, Entry>, key: &str, entry: Entry) {
+        if may_lock(key, &entry) {
+            self.lockouts_until.fetch_max(nanos(entry.expires), Ordering::SeqCst);
+            self.lockouts.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(old) = map.insert(key.to_owned(), entry) {
+            self.removed(key, &old);
+        }
+    }
+
+    /// Every entry that leaves the map (overwritten, deleted, swept, dropped for room)
+    /// is told here, after it has left.
+    fn removed(&self, key: &str, entry: &Entry) {
+        if may_lock(key, entry) {
+            self.lockouts.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Keeps the entries for which `keep` holds, telling [`MemoryStore::removed`] of the
+    /// others.
+    fn retain(&self, map: &mut HashMap<String, Entry>, mut keep: impl FnMut(&Entry) -> bool) {
+        map.retain(|key, entry| {
+            let kept = keep(entry);
+            if !kept {
+                self.removed(key, entry);
+            }
+            kept
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -123,19 +179,19 @@ impl MemoryStore {
     }
 
     /// Makes room for one more entry: sweep expired, then drop the tenth closest to expiry.
-    fn make_room(map: &mut HashMap<String, Entry>, now: Duration, max: usize) {
-        if map.len() < max {
+    fn make_room(&self, map: &mut HashMap<String, Entry>, now: Duration) {
+        if map.len() < self.max_entries {
             return;
         }
-        map.retain(|_, e| e.expires > now);
-        if map.len() < max {
+        self.retain(map, |e| e.expires > now);
+        if map.len() < self.max_entries {
             return;
         }
         let mut expiries: Vec<Duration> = map.values().map(|e| e.expires).collect();
         let cut = (expiries.len() / 10).max(1);
         let (_, nth, _) = expiries.select_nth_unstable(cut - 1);
         let threshold = *nth;
-        map.retain(|_, e| e.expires > threshold);
+        self.retain(map, |e| e.expires > threshold);
     }
 
     /// Stores `value` at `key` for `ttl` when the key's state allows (`when`); true when
@@ -151,10 +207,11 @@ impl MemoryStore {
             _ => {}
         }
         if !present {
-            Self::make_room(&mut map, now, self.max_entries);
+            self.make_room(&mut map, now);
         }
-        map.insert(
-            key.to_owned(),
+        self.insert(
+            &mut map,
+            key,
             Entry {
                 value: Value::Bytes(value),
                 expires: now + ttl,
@@ -203,6 +260,22 @@ impl StateStore for MemoryStore {
         Some(Ok(self.read_many(keys)))
     }
 
+    /// False while no entry that may lock a caller out is in the map: one atomic read.
+    /// When there are some and the clock has passed the latest expiry among them, they
+    /// are all expired: they are swept, and the answer is false again.
+    fn may_hold_lockouts(&self) -> bool {
+        if self.lockouts.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        let now = self.clock.now();
+        if nanos(now) < self.lockouts_until.load(Ordering::SeqCst) {
+            return true;
+        }
+        let mut map = self.lock();
+        self.retain(&mut map, |e| e.expires > now);
+        self.lockouts.load(Ordering::SeqCst) > 0
+    }
+
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         self.write(key, value, ttl, When::Always);
         Ok(())
@@ -239,12 +312,13 @@ impl StateStore for MemoryStore {
         let (value, expires) = match current {
             Some((n, exp)) => (n.saturating_add(by), exp),
             None => {
-                Self::make_room(&mut map, now, self.max_entries);
+                self.make_room(&mut map, now);
                 (by, now + ttl)
             }
         };
-        map.insert(
-            key.to_owned(),
+        self.insert(
+            &mut map,
+            key,
             Entry {
                 value: Value::Counter(value),
                 expires,
@@ -260,7 +334,10 @@ impl StateStore for MemoryStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.lock().remove(key);
+        let mut map = self.lock();
+        if let Some(old) = map.remove(key) {
+            self.removed(key, &old);
+        }
         Ok(())
     }
 
@@ -278,10 +355,11 @@ impl StateStore for MemoryStore {
         let (store, answer) = super::gcra(stored, now_us, interval, burst);
         if let Some((tat, ttl)) = store {
             if stored.is_none() {
-                Self::make_room(&mut map, now, self.max_entries);
+                self.make_room(&mut map, now);
             }
-            map.insert(
-                key.to_owned(),
+            self.insert(
+                &mut map,
+                key,
                 Entry {
                     value: Value::Counter(tat),
                     expires: now + ttl,
@@ -394,6 +472,154 @@ mod tests {
         clock.advance(Duration::from_secs(60));
         let t = s.throttle("b", interval, burst).await.expect("throttle");
         assert_eq!((t.allowed, t.remaining), (true, 2));
+    }
+
+    #[tokio::test]
+    async fn lockouts_are_known_to_be_absent_until_a_counter_is_above_zero() {
+        let (s, clock) = store(100);
+        let w = Duration::from_secs(60);
+        assert!(!s.may_hold_lockouts(), "an empty store holds none");
+        // Counters and values elsewhere do not count.
+        s.incr("logins:alice", 5, w).await.expect("incr");
+        s.put("session:x", Bytes::from_static(b"1"), w).await.expect("put");
+        s.throttle("rate:alice", Duration::from_millis(10), 3)
+            .await
+            .expect("throttle");
+        assert!(!s.may_hold_lockouts());
+        // A failure counted; taken back by a success.
+        assert_eq!(s.incr("lockout:basic-addr:10.0.0.7", 1, w).await.expect("incr"), 1);
+        assert!(s.may_hold_lockouts());
+        assert_eq!(s.incr("lockout:basic-addr:10.0.0.7", -1, w).await.expect("incr"), 0);
+        assert!(!s.may_hold_lockouts(), "a counter at zero locks no one out");
+        // A failure cleared by a delete.
+        s.incr("lockout:basic:alice", 1, w).await.expect("incr");
+        s.incr("lockout:basic:alice", 1, w).await.expect("incr");
+        assert!(s.may_hold_lockouts());
+        s.delete("lockout:basic:alice").await.expect("delete");
+        assert!(!s.may_hold_lockouts());
+        // A value put there counts, whatever it holds.
+        s.put("lockout:basic:bob", Bytes::from_static(b"0"), w)
+            .await
+            .expect("put");
+        assert!(s.may_hold_lockouts());
+        s.delete("lockout:basic:bob").await.expect("delete");
+        assert!(!s.may_hold_lockouts());
+        // A failure that nobody takes back holds until its window has passed, then is swept.
+        s.put("session:long", Bytes::from_static(b"1"), Duration::from_secs(3600))
+            .await
+            .expect("put");
+        s.incr("lockout:basic:carol", 1, w).await.expect("incr");
+        clock.advance(Duration::from_secs(59));
+        assert!(s.may_hold_lockouts());
+        clock.advance(Duration::from_secs(1));
+        assert!(!s.may_hold_lockouts(), "expired at the end of its window");
+        assert_eq!(s.len(), 1, "and swept with every other expired entry");
+        assert!(s.get("session:long").await.expect("get").is_some());
+        // An expired counter counted again from zero.
+        s.incr("lockout:basic:carol", 1, w).await.expect("incr");
+        assert!(s.may_hold_lockouts());
+    }
+
+    #[tokio::test]
+    async fn lockouts_dropped_to_make_room_are_no_longer_counted() {
+        let (s, _clock) = store(10);
+        s.incr("lockout:basic:alice", 1, Duration::from_secs(1))
+            .await
+            .expect("incr");
+        assert!(s.may_hold_lockouts());
+        for i in 0..20 {
+            s.incr(&format!("other:{i}"), 1, Duration::from_secs(900))
+                .await
+                .expect("incr");
+        }
+        assert_eq!(s.get("lockout:basic:alice").await.expect("get"), None, "dropped first");
+        assert!(!s.may_hold_lockouts());
+    }
+
+    /// One step of [`lockout_count_is_never_below_the_truth`]'s random runs.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Incr(usize, i64, u64),
+        Put(usize, u64),
+        PutIfAbsent(usize, u64),
+        Replace(usize, u64),
+        Delete(usize),
+        Throttle(usize),
+        Advance(u64),
+    }
+
+    const KEYS: [&str; 4] = ["lockout:basic:a", "lockout:basic-addr:b", "lockout:totp:c", "logins:d"];
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let key = 0..KEYS.len();
+        prop_oneof![
+            4 => (key.clone(), -2i64..3, 1u64..30).prop_map(|(k, by, ttl)| Step::Incr(k, by, ttl)),
+            1 => (key.clone(), 1u64..30).prop_map(|(k, ttl)| Step::Put(k, ttl)),
+            1 => (key.clone(), 1u64..30).prop_map(|(k, ttl)| Step::PutIfAbsent(k, ttl)),
+            1 => (key.clone(), 1u64..30).prop_map(|(k, ttl)| Step::Replace(k, ttl)),
+            2 => key.clone().prop_map(Step::Delete),
+            1 => key.prop_map(Step::Throttle),
+            2 => (0u64..20).prop_map(Step::Advance),
+        ]
+    }
+
+    /// Whether some live entry under the lock-out prefix could lock a caller out, read
+    /// key by key as a request would.
+    async fn truly_held(s: &MemoryStore) -> bool {
+        for key in KEYS.iter().filter(|k| k.starts_with(LOCKOUT_PREFIX)) {
+            if let Some(v) = s.get(key).await.expect("get") {
+                let n = std::str::from_utf8(&v).ok().and_then(|t| t.parse::<i64>().ok());
+                if n.is_none_or(|n| n > 0) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    proptest::proptest! {
+        /// Whatever the writes, deletes, expiries and drops for room: when a counter
+        /// could lock a caller out, the store never says there is none; and once every
+        /// such key is deleted, it says so.
+        #[test]
+        fn lockout_count_is_never_below_the_truth(
+            steps in proptest::collection::vec(step(), 1..60),
+            room in 2usize..6,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            rt.block_on(async {
+                let (s, clock) = store(room);
+                let secs = Duration::from_secs;
+                for st in steps {
+                    match st {
+                        Step::Incr(k, by, ttl) => {
+                            // A value that is not a number is refused, as Redis does.
+                            let _ = s.incr(KEYS[k], by, secs(ttl)).await;
+                        }
+                        Step::Put(k, ttl) => s.put(KEYS[k], Bytes::from_static(b"1"), secs(ttl)).await.expect("put"),
+                        Step::PutIfAbsent(k, ttl) => {
+                            s.put_if_absent(KEYS[k], Bytes::from_static(b"x"), secs(ttl)).await.expect("put");
+                        }
+                        Step::Replace(k, ttl) => {
+                            s.replace(KEYS[k], Bytes::from_static(b"-1"), secs(ttl)).await.expect("replace");
+                        }
+                        Step::Delete(k) => s.delete(KEYS[k]).await.expect("delete"),
+                        Step::Throttle(k) => {
+                            s.throttle(KEYS[k], Duration::from_millis(500), 2).await.expect("throttle");
+                        }
+                        Step::Advance(n) => clock.advance(secs(n)),
+                    }
+                    if truly_held(&s).await {
+                        assert!(s.may_hold_lockouts(), "a live counter above zero was not counted");
+                    }
+                }
+                for key in KEYS {
+                    s.delete(key).await.expect("delete");
+                }
+                assert!(!s.may_hold_lockouts(), "a count was left behind");
+            });
+        }
     }
 
     #[tokio::test]

@@ -15,6 +15,10 @@ pub use redis::{
     EXPECTED as REDIS_URL_EXPECTED, RedisSettings, RedisStore, Scheme as RedisScheme, url_scheme as redis_url_scheme,
 };
 
+/// Where the counters that lock callers out live (`lockout:basic:<user>`, …): the keys
+/// [`StateStore::may_hold_lockouts`] answers for.
+pub const LOCKOUT_PREFIX: &str = "lockout:";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state store unavailable: {0}")]
@@ -54,6 +58,14 @@ pub trait StateStore: Send + Sync {
     /// [`StateStore::get_many`]'s answer when the store has it without waiting.
     fn get_many_now(&self, _keys: &[&str]) -> Option<Result<Vec<Option<Bytes>>, StoreError>> {
         None
+    }
+    /// Whether a live entry under [`LOCKOUT_PREFIX`] may hold a count above zero. False
+    /// only when the store knows, without a lookup, that none does (a store in this
+    /// process that has seen no failure in the window, or none since a success took it
+    /// back): then no caller is locked out, and a request need not read its counters. A
+    /// store that cannot tell answers true.
+    fn may_hold_lockouts(&self) -> bool {
+        true
     }
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError>;
     /// Stores only if the key is absent (or expired); true when stored.
@@ -151,6 +163,9 @@ impl StateStore for Counted {
     }
     fn get_many_now(&self, keys: &[&str]) -> Option<Result<Vec<Option<Bytes>>, StoreError>> {
         self.inner.get_many_now(keys).map(|r| self.count(r))
+    }
+    fn may_hold_lockouts(&self) -> bool {
+        self.inner.may_hold_lockouts()
     }
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         self.count(self.inner.put(key, value, ttl).await)
