@@ -9,7 +9,6 @@
 //! keys (and lacks our prefix) is another member's business; an unknown value WITH our
 //! prefix, or any unknown value in the key header, is refused.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -71,7 +70,7 @@ struct Key {
 pub struct ApiKeyAuth {
     keys: super::cache::DigestMap<Key>,
     /// Users (ASCII lower case) who own a key: only their Basic passwords can be keys.
-    owners: HashSet<String>,
+    owners: super::cache::ConfiguredSet<String>,
     headers: Vec<HeaderName>,
     bearer: bool,
     basic: bool,
