@@ -294,8 +294,12 @@ impl BasicAuth {
         ]
     }
 
-    /// Which of `keys` is at its limit, given their counts.
+    /// Which of `keys` is at its limit, given their counts. Both limits are at least 1
+    /// (0 turns a limit off), so a counter at zero or below locks no one out: what lets a
+    /// hit skip the lookup while the store holds no counter above zero
+    /// ([`StateStore::may_hold_lockouts`]).
     fn over_limit<'k>(l: &LockoutConfig, keys: &'k [String; 2], counts: &[Option<bytes::Bytes>]) -> Option<&'k str> {
+        debug_assert!(l.max_failures >= 1, "a lockout with max_failures = 0 is built as none");
         if Self::count(counts.first().and_then(Option::as_ref)) >= i64::from(l.max_failures) {
             return Some(&keys[0]);
         }
