@@ -1,6 +1,7 @@
 //! In-memory `StateStore`: a mutex-guarded map with per-entry expiry, an injectable clock
 //! for tests, and a hard bound on entries (expired ones are swept first, then the entries
-//! closest to expiry are dropped) so a flood of unique keys cannot grow it without bound.
+//! closest to expiry are dropped, lock-out counters above zero last) so a flood of unique
+//! keys cannot grow it without bound, nor wipe out a lockout.
 //! It counts the entries that may lock a caller out, so that a request can learn without a
 //! lookup that nobody is locked out ([`StateStore::may_hold_lockouts`]).
 
@@ -154,9 +155,9 @@ impl MemoryStore {
 
     /// Keeps the entries for which `keep` holds, telling [`MemoryStore::removed`] of the
     /// others.
-    fn retain(&self, map: &mut HashMap<String, Entry>, mut keep: impl FnMut(&Entry) -> bool) {
+    fn retain(&self, map: &mut HashMap<String, Entry>, mut keep: impl FnMut(&str, &Entry) -> bool) {
         map.retain(|key, entry| {
-            let kept = keep(entry);
+            let kept = keep(key, entry);
             if !kept {
                 self.removed(key, entry);
             }
@@ -187,20 +188,32 @@ impl MemoryStore {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes room for one more entry: sweep expired, then drop the tenth closest to expiry.
+    /// Makes room for one more entry: sweep expired, then drop the tenth closest to expiry
+    /// of the entries that lock no one out. Lock-out counters above zero go only when
+    /// nothing else is left: otherwise a flood of keys that cost nothing to make (a refused
+    /// attempt leaves a counter at zero) would drop a user's failures, and with them the
+    /// lockout. Making counters above zero costs a password check each.
     fn make_room(&self, map: &mut HashMap<String, Entry>, now: Duration) {
         if map.len() < self.max_entries {
             return;
         }
-        self.retain(map, |e| e.expires > now);
+        self.retain(map, |_, e| e.expires > now);
         if map.len() < self.max_entries {
             return;
         }
-        let mut expiries: Vec<Duration> = map.values().map(|e| e.expires).collect();
+        let mut expiries: Vec<Duration> = map
+            .iter()
+            .filter(|(k, e)| !may_lock(k, e))
+            .map(|(_, e)| e.expires)
+            .collect();
+        let spare_lockouts = !expiries.is_empty();
+        if !spare_lockouts {
+            expiries = map.values().map(|e| e.expires).collect();
+        }
         let cut = (expiries.len() / 10).max(1);
         let (_, nth, _) = expiries.select_nth_unstable(cut - 1);
         let threshold = *nth;
-        self.retain(map, |e| e.expires > threshold);
+        self.retain(map, |k, e| e.expires > threshold || (spare_lockouts && may_lock(k, e)));
     }
 
     /// Stores `value` at `key` for `ttl` when the key's state allows (`when`); true when
@@ -289,7 +302,7 @@ impl StateStore for MemoryStore {
         if nanos(now) < self.lockouts_until.load(Ordering::SeqCst) {
             return true;
         }
-        self.retain(&mut map, |e| e.expires > now);
+        self.retain(&mut map, |_, e| e.expires > now);
         self.lockouts.load(Ordering::SeqCst) > 0
     }
 
@@ -538,18 +551,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_flood_of_keys_drops_other_entries_before_a_lockout() {
+        let (s, _clock) = store(10);
+        let w = Duration::from_secs(900);
+        // Alice's failures, closest to expiry of all, and a session.
+        s.incr("lockout:basic:alice", 3, Duration::from_secs(60))
+            .await
+            .expect("incr");
+        s.put("session:x", Bytes::from_static(b"1"), Duration::from_secs(120))
+            .await
+            .expect("put");
+        // A flood of refused attempts under new names: counters left at zero.
+        for i in 0..100 {
+            s.incr(&format!("lockout:basic:guess{i}"), 1, w).await.expect("incr");
+            s.incr(&format!("lockout:basic:guess{i}"), -1, w).await.expect("incr");
+        }
+        assert!(s.len() <= 10, "store grew to {}", s.len());
+        assert_eq!(
+            s.get("lockout:basic:alice").await.expect("get").as_deref(),
+            Some(&b"3"[..]),
+            "kept while anything else could go"
+        );
+        assert_eq!(s.get("session:x").await.expect("get"), None, "dropped by the flood");
+        assert!(s.may_hold_lockouts());
+    }
+
+    #[tokio::test]
     async fn lockouts_dropped_to_make_room_are_no_longer_counted() {
         let (s, _clock) = store(10);
+        // Nothing but counters above zero: the bound still holds, the oldest go.
         s.incr("lockout:basic:alice", 1, Duration::from_secs(1))
             .await
             .expect("incr");
         assert!(s.may_hold_lockouts());
         for i in 0..20 {
-            s.incr(&format!("other:{i}"), 1, Duration::from_secs(900))
+            s.incr(&format!("lockout:basic:u{i}"), 1, Duration::from_secs(900))
                 .await
                 .expect("incr");
         }
+        assert!(s.len() <= 10, "store grew to {}", s.len());
         assert_eq!(s.get("lockout:basic:alice").await.expect("get"), None, "dropped first");
+        let (anew, running) = s.lockouts_counted_anew();
+        assert_eq!(running, anew);
+        for i in 0..20 {
+            s.delete(&format!("lockout:basic:u{i}")).await.expect("delete");
+        }
         assert!(!s.may_hold_lockouts());
     }
 
