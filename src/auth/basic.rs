@@ -318,12 +318,18 @@ impl BasicAuth {
         )
     }
 
+    /// The lockout settings a cache hit must check its counters against: none when there
+    /// is no lockout, or when the store knows without a lookup that no counter is above
+    /// zero (the memory store while nobody has a failure counted).
+    fn lockout_to_check(&self) -> Option<LockoutConfig> {
+        self.checker.lockout.filter(|_| self.checker.store.may_hold_lockouts())
+    }
+
     /// Read-only lockout check (for cache hits, which are not guesses).
     async fn is_locked(&self, user: &str, ip: IpAddr) -> Result<Option<RejectReason>, AuthError> {
-        let Some(l) = self.checker.lockout else { return Ok(None) };
-        if !self.checker.store.may_hold_lockouts() {
+        let Some(l) = self.lockout_to_check() else {
             return Ok(None);
-        }
+        };
         let keys = self.lock_keys(&l, user, ip);
         let (list, n) = Self::key_list(&l, &keys);
         let counts = match self.checker.store.get_many_now(&list[..n]) {
@@ -340,13 +346,9 @@ impl BasicAuth {
     /// is in this process: `Some(Ok(()))` when the caller may go on, `None` when the
     /// store must be awaited or the caller is locked (whose answer needs the wait).
     fn unlocked_now(&self, user: &str, ip: IpAddr) -> Option<Result<(), AuthError>> {
-        let Some(l) = self.checker.lockout else {
+        let Some(l) = self.lockout_to_check() else {
             return Some(Ok(()));
         };
-        // Nobody has a failure counted (the memory store knows it without a lookup).
-        if !self.checker.store.may_hold_lockouts() {
-            return Some(Ok(()));
-        }
         let keys = self.lock_keys(&l, user, ip);
         let (list, n) = Self::key_list(&l, &keys);
         match self.checker.store.get_many_now(&list[..n])? {
