@@ -773,7 +773,18 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes
 /// answer and close before it has read all of a huge request (a 431, say): the write then
 /// fails, and what it answered is still read and returned.
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    exchange(TcpStream::connect(addr).await.unwrap(), request).await
+}
+
+/// [`raw`] from another loopback address (`from`, e.g. 127.0.0.2): what a second client
+/// machine would send.
+pub async fn raw_from(from: std::net::Ipv4Addr, addr: SocketAddr, request: &[u8]) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    exchange(socket.connect(addr).await.unwrap(), request).await
+}
+
+async fn exchange(mut s: TcpStream, request: &[u8]) -> String {
     let _ = s.write_all(request).await;
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
