@@ -142,8 +142,8 @@ def report(path, out=sys.stdout):
             continue
         cpu_med = statistics.median(r["cpu"] for r in ka[target].values())
         cells = []
-        for metric in ("cpu", "rps", "p99"):
-            ratios = paired(ka, target, metric)
+        ratios_of = {metric: paired(ka, target, metric) for metric in ("cpu", "rps", "p99")}
+        for metric, ratios in ratios_of.items():
             med, interval = median_interval(ratios)
             if target == BASE:
                 cells.append("1.00")
@@ -152,7 +152,7 @@ def report(path, out=sys.stdout):
             if target in TARGETS:
                 verdicts.append((target, metric, v))
             cells.append(f"{fmt_interval(med, interval, ratios)} {v}")
-        cpu_ratios = paired(ka, target, "cpu")
+        cpu_ratios = ratios_of["cpu"]
         lower = sum(1 for r in cpu_ratios if r <= 1.0)
         label = f"**{target}**" if target in TARGETS else target
         out.write(f"| {label} | {cpu_med:.1f} | {cells[0]} | {cells[1]} | {cells[2]} | {lower} of {len(cpu_ratios)} |\n")
