@@ -389,3 +389,30 @@ async fn members_of_totp_groups_add_a_one_time_code_and_others_do_not() {
     assert!(audit.contains("bad_otp"));
     assert!(!audit.contains(&code));
 }
+
+#[tokio::test]
+async fn a_flood_of_refused_guesses_under_new_names_cannot_push_sessions_out_of_a_full_store() {
+    // A small memory store, filled many times over by the flood below; the sessions end
+    // sooner than the flood's counters, so expiry alone would drop them first.
+    let text = format!("{}\n[state]\nmax_entries = 40\n", config("idle_timeout = \"5m\""));
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let proxy = Proxy::start(&text, jira.addr).await;
+    let alice = session_cookie(&login(&proxy, creds("alice", "alice-pw"), None).await);
+    let bob = session_cookie(&login(&proxy, creds("bob", "bob-pw"), None).await);
+    // From another address: 20 guesses under new names are checked (the address's
+    // limit), then each is refused before any check and leaves a counter at zero behind.
+    let other = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..200 {
+        let auth = basic(&format!("user{i}"), "guess");
+        let request = format!("GET /x HTTP/1.1\r\nHost: jira\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n");
+        let answer = raw_from(other, proxy.addr, request.as_bytes()).await;
+        *statuses.entry(raw_status(&answer)).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, [(401, 20), (429, 180)].into_iter().collect());
+    for (user, cookie) in [("alice", &alice), ("bob", &bob)] {
+        let r = with_cookie(&proxy, "GET", "/rest/api/2/myself", cookie, &[]).await;
+        assert_eq!(r.status, 200, "{user}'s session was pushed out");
+        assert_eq!(jira.last().user.as_deref(), Some(user));
+    }
+}

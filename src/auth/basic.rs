@@ -688,6 +688,8 @@ mod tests {
         assert_eq!(BasicAuth::user_key("Alice"), "lockout:basic:alice");
         assert_eq!(BasicAuth::user_key("JÜRGEN"), "lockout:basic:jürgen");
         assert_eq!(BasicAuth::captcha_key("Bob"), "captcha:basic:bob");
+        // A full memory store drops these (made by any caller) before a proven caller's.
+        assert!(BasicAuth::captcha_key("Bob").starts_with(crate::store::CAPTCHA_PREFIX));
         assert_eq!(BasicAuth::addr_key([10, 0, 0, 7].into()), "lockout:basic-addr:10.0.0.7");
         let v6 = IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]);
         assert_eq!(BasicAuth::addr_key(v6), "lockout:basic-addr:2001:db8::1");

@@ -515,7 +515,11 @@ async fn throttle(rt: &Runtime, ctx: &mut RequestCtx, rule: &str, spec: RateSpec
         Some(u) => format!("u:{}", u.to_lowercase()),
         None => format!("ip:{}", ctx.client_ip),
     };
-    let key = format!("rate:{}:{who}", crate::auth::oauth1::rfc5849::encode(rule));
+    let key = format!(
+        "{}{}:{who}",
+        crate::store::RATE_PREFIX,
+        crate::auth::oauth1::rfc5849::encode(rule)
+    );
     let interval = std::time::Duration::from_micros((spec.interval_ms() * 1000.0) as u64);
     let t = rt
         .store

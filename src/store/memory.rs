@@ -1,7 +1,8 @@
 //! In-memory `StateStore`: a mutex-guarded map with per-entry expiry, an injectable clock
 //! for tests, and a hard bound on entries (expired ones are swept first, then the entries
-//! closest to expiry are dropped, lock-out counters above zero last) so a flood of unique
-//! keys cannot grow it without bound, nor wipe out a lockout.
+//! closest to expiry are dropped: those any caller can make first, then those only a
+//! proven caller makes, lock-out counters above zero last) so a flood of unique keys
+//! cannot grow it without bound, nor wipe out a lockout, a session or a nonce.
 //! It counts the entries that may lock a caller out, so that a request can learn without a
 //! lookup that nobody is locked out ([`StateStore::may_hold_lockouts`]).
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{LOCKOUT_PREFIX, StateStore, StoreError, Throttle};
+use super::{LOCKOUT_PREFIX, StateStore, StoreError, Throttle, UNPROVEN_PREFIXES};
 
 /// Monotonic time as seen by the store.
 pub trait Clock: Send + Sync {
@@ -66,6 +67,30 @@ struct Entry {
 /// `put` there counts, whatever it holds: the count may be too high, never too low.
 fn may_lock(key: &str, entry: &Entry) -> bool {
     key.starts_with(LOCKOUT_PREFIX) && !matches!(entry.value, Value::Counter(n) if n <= 0)
+}
+
+/// Which entries a full store drops first: the lowest rank, and within a rank those
+/// closest to expiry.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Rank {
+    /// Made by any caller at no cost (under [`UNPROVEN_PREFIXES`]): a refused guess's
+    /// counter at zero, an address's rate bucket.
+    Unproven,
+    /// Made only for a caller who proved who they are: a session, an OAuth 1.0a token or
+    /// nonce, a used TOTP code, a cached group list.
+    Proven,
+    /// A lock-out counter above zero ([`may_lock`]): each cost a password check.
+    Lockout,
+}
+
+fn rank(key: &str, entry: &Entry) -> Rank {
+    if may_lock(key, entry) {
+        Rank::Lockout
+    } else if UNPROVEN_PREFIXES.iter().any(|p| key.starts_with(p)) {
+        Rank::Unproven
+    } else {
+        Rank::Proven
+    }
 }
 
 /// A reading of the store's clock as a whole number (nanoseconds), for an atomic.
@@ -188,11 +213,14 @@ impl MemoryStore {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes room for one more entry: sweep expired, then drop the tenth closest to expiry
-    /// of the entries that lock no one out. Lock-out counters above zero go only when
-    /// nothing else is left: otherwise a flood of keys that cost nothing to make (a refused
-    /// attempt leaves a counter at zero) would drop a user's failures, and with them the
-    /// lockout. Making counters above zero costs a password check each.
+    /// Makes room for one more entry: sweep expired, then drop the tenth of the entries
+    /// that lock no one out that comes first in ([`Rank`], expiry) order: those any
+    /// caller can make go before those only a proven caller makes, so a flood of the
+    /// first (a refused guess leaves a counter at zero behind, a new address a rate
+    /// bucket) drops no session, token or nonce while its own entries are a tenth of
+    /// those. Lock-out counters above zero go only when nothing else is left: otherwise
+    /// such a flood would drop a user's failures, and with them the lockout. Making
+    /// counters above zero costs a password check each.
     fn make_room(&self, map: &mut HashMap<String, Entry>, now: Duration) {
         if map.len() < self.max_entries {
             return;
@@ -201,19 +229,20 @@ impl MemoryStore {
         if map.len() < self.max_entries {
             return;
         }
-        let mut expiries: Vec<Duration> = map
+        let mut order: Vec<(Rank, Duration)> = map
             .iter()
-            .filter(|(k, e)| !may_lock(k, e))
-            .map(|(_, e)| e.expires)
+            .map(|(k, e)| (rank(k, e), e.expires))
+            .filter(|(r, _)| *r < Rank::Lockout)
             .collect();
-        let spare_lockouts = !expiries.is_empty();
+        let spare_lockouts = !order.is_empty();
         if !spare_lockouts {
-            expiries = map.values().map(|e| e.expires).collect();
+            order = map.values().map(|e| (Rank::Lockout, e.expires)).collect();
         }
-        let cut = (expiries.len() / 10).max(1);
-        let (_, nth, _) = expiries.select_nth_unstable(cut - 1);
+        let cut = (order.len() / 10).max(1);
+        let (_, nth, _) = order.select_nth_unstable(cut - 1);
         let threshold = *nth;
-        self.retain(map, |k, e| e.expires > threshold || (spare_lockouts && may_lock(k, e)));
+        // While any is spared, a counter above zero ranks above the threshold.
+        self.retain(map, |k, e| (rank(k, e), e.expires) > threshold);
     }
 
     /// Stores `value` at `key` for `ttl` when the key's state allows (`when`); true when
@@ -572,8 +601,61 @@ mod tests {
             Some(&b"3"[..]),
             "kept while anything else could go"
         );
-        assert_eq!(s.get("session:x").await.expect("get"), None, "dropped by the flood");
+        assert_eq!(
+            s.get("session:x").await.expect("get").as_deref(),
+            Some(&b"1"[..]),
+            "a proven caller's entry is kept while the flood's own can go"
+        );
         assert!(s.may_hold_lockouts());
+    }
+
+    #[tokio::test]
+    async fn a_flood_from_unproven_callers_drops_its_own_entries_before_a_proven_callers() {
+        let (s, _clock) = store(20);
+        let short = Duration::from_secs(60);
+        let long = Duration::from_secs(3600);
+        // A proven caller's entries, each closer to expiry than anything the flood makes.
+        for key in ["session:a", "session:b", "oauth1:nonce:c::1:n", "totp-used:alice:7"] {
+            s.put(key, Bytes::from_static(b"1"), short).await.expect("put");
+        }
+        // Counters at zero under new names, buckets of new addresses, CAPTCHA marks.
+        for i in 0..300 {
+            let w = long + Duration::from_secs(i);
+            s.incr(&format!("lockout:basic:guess{i}"), 1, w).await.expect("incr");
+            s.incr(&format!("lockout:basic:guess{i}"), -1, w).await.expect("incr");
+            s.throttle(
+                &format!("rate:r:ip:10.0.{}.{}", i / 256, i % 256),
+                Duration::from_secs(1),
+                5,
+            )
+            .await
+            .expect("throttle");
+            s.put(&format!("captcha:basic:guess{i}"), Bytes::new(), w)
+                .await
+                .expect("put");
+            assert!(s.len() <= 20, "store grew to {}", s.len());
+        }
+        for key in ["session:a", "session:b", "oauth1:nonce:c::1:n", "totp-used:alice:7"] {
+            assert!(s.get(key).await.expect("get").is_some(), "{key} dropped by the flood");
+        }
+        // Once nothing but a proven caller's entries are left, the bound still holds:
+        // those closest to expiry go.
+        for i in 0..30 {
+            s.put(
+                &format!("session:{i}"),
+                Bytes::from_static(b"1"),
+                long + Duration::from_secs(i),
+            )
+            .await
+            .expect("put");
+        }
+        assert!(s.len() <= 20, "store grew to {}", s.len());
+        assert_eq!(
+            s.get("session:a").await.expect("get"),
+            None,
+            "closest to expiry, dropped"
+        );
+        assert!(s.get("session:29").await.expect("get").is_some());
     }
 
     #[tokio::test]

@@ -18,6 +18,17 @@ pub use redis::{
 /// Where the counters that lock callers out live (`lockout:basic:<user>`, …): the keys
 /// [`StateStore::may_hold_lockouts`] answers for.
 pub const LOCKOUT_PREFIX: &str = "lockout:";
+/// Where the rate limits' buckets live (`rate:<rule>:ip:<address>`, `rate:<rule>:u:<user>`).
+pub const RATE_PREFIX: &str = "rate:";
+/// Where Jira's demands for a CAPTCHA, learnt from its answers to Basic checks, live.
+pub const CAPTCHA_PREFIX: &str = "captcha:";
+
+/// The keys under which any caller can make entries without proving who they are: a
+/// refused guess leaves a lock-out counter behind, a request from a new address a rate
+/// bucket, a failed check at Jira a CAPTCHA mark. A full memory store drops these before
+/// the entries only a proven caller makes (a session, an OAuth token or nonce, a used TOTP
+/// code), so that a flood of the first cannot push out the second.
+pub const UNPROVEN_PREFIXES: [&str; 3] = [LOCKOUT_PREFIX, RATE_PREFIX, CAPTCHA_PREFIX];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
