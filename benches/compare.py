@@ -134,7 +134,7 @@ def report(path, out=sys.stdout):
         "[a distribution-free interval for that median, >= 95 %; with fewer than 6 rounds there is "
         "none: the rounds' range, and whether every round met the target], then the verdict.\n\n"
     )
-    out.write("| row | CPU us/req (median) | CPU ratio | req/s ratio | p99 ratio | CPU lower in rounds |\n")
+    out.write("| row | CPU us/req (median) | CPU ratio | req/s ratio | p99 ratio | rounds with CPU not above nginx's |\n")
     out.write("|---|---:|---|---|---|---:|\n")
     verdicts = []
     for target in [BASE] + PEERS + TARGETS:
@@ -153,9 +153,9 @@ def report(path, out=sys.stdout):
                 verdicts.append((target, metric, v))
             cells.append(f"{fmt_interval(med, interval, ratios)} {v}")
         cpu_ratios = ratios_of["cpu"]
-        lower = sum(1 for r in cpu_ratios if r <= 1.0)
+        not_above = sum(1 for r in cpu_ratios if r <= 1.0)
         label = f"**{target}**" if target in TARGETS else target
-        out.write(f"| {label} | {cpu_med:.1f} | {cells[0]} | {cells[1]} | {cells[2]} | {lower} of {len(cpu_ratios)} |\n")
+        out.write(f"| {label} | {cpu_med:.1f} | {cells[0]} | {cells[1]} | {cells[2]} | {not_above} of {len(cpu_ratios)} |\n")
     if BASE in close:
         rounds = len(close[BASE])
         out.write(

@@ -392,7 +392,7 @@ impl SessionAuth {
             Some(step) => {
                 self.store
                     .put_if_absent(
-                        &format!("totp-used:{}:{step}", user.to_lowercase()),
+                        &format!("{}{}:{step}", crate::store::TOTP_USED_PREFIX, user.to_lowercase()),
                         Bytes::from_static(b"1"),
                         Duration::from_secs(3 * super::totp::STEP_SECS),
                     )

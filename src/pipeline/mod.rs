@@ -511,15 +511,7 @@ async fn authorize(rt: &Runtime, ctx: &mut RequestCtx, headers: &http::HeaderMap
 /// A rule's rate limit: one token from the bucket of (rule, caller). The caller is the
 /// Jira user, or the client address for anonymous callers.
 async fn throttle(rt: &Runtime, ctx: &mut RequestCtx, rule: &str, spec: RateSpec) -> Result<(), ProxyError> {
-    let who = match &ctx.jira_user {
-        Some(u) => format!("u:{}", u.to_lowercase()),
-        None => format!("ip:{}", ctx.client_ip),
-    };
-    let key = format!(
-        "{}{}:{who}",
-        crate::store::RATE_PREFIX,
-        crate::auth::oauth1::rfc5849::encode(rule)
-    );
+    let key = crate::store::rate_key(rule, ctx.jira_user.as_deref(), ctx.client_ip);
     let interval = std::time::Duration::from_micros((spec.interval_ms() * 1000.0) as u64);
     let t = rt
         .store

@@ -2,7 +2,8 @@
 //! for tests, and a hard bound on entries (expired ones are swept first, then the entries
 //! closest to expiry are dropped: those any caller can make first, then those only a
 //! proven caller makes, lock-out counters above zero last) so a flood of unique keys
-//! cannot grow it without bound, nor wipe out a lockout, a session or a nonce.
+//! cannot grow it without bound, nor wipe out a lockout, nor push out a session or a used
+//! nonce while the flood's own entries are a tenth of the store's.
 //! It counts the entries that may lock a caller out, so that a request can learn without a
 //! lookup that nobody is locked out ([`StateStore::may_hold_lockouts`]).
 
@@ -14,7 +15,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{LOCKOUT_PREFIX, StateStore, StoreError, Throttle, UNPROVEN_PREFIXES};
+use super::{
+    CAPTCHA_PREFIX, LOCKOUT_PREFIX, NONCE_PREFIX, StateStore, StoreError, TOTP_USED_PREFIX, Throttle,
+    is_anonymous_bucket,
+};
 
 /// Monotonic time as seen by the store.
 pub trait Clock: Send + Sync {
@@ -70,24 +74,40 @@ fn may_lock(key: &str, entry: &Entry) -> bool {
 }
 
 /// Which entries a full store drops first: the lowest rank, and within a rank those
-/// closest to expiry.
+/// closest to expiry. What any caller can make at no cost goes before what only a proven
+/// caller makes, so that a flood of the first cannot push out the second while its own
+/// entries are left to drop.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Rank {
-    /// Made by any caller at no cost (under [`UNPROVEN_PREFIXES`]): a refused guess's
-    /// counter at zero, an address's rate bucket.
+    /// A lock-out counter at zero or below (a refused guess under a new name leaves one,
+    /// a success takes a failure back to one): it reads as no counter at all, so dropping
+    /// it changes nothing but when the next failure's window starts.
+    Zero,
+    /// Made by any caller without proving who they are: an anonymous caller's rate bucket
+    /// (one per address), Jira's demand for a CAPTCHA (which Jira enforces itself).
     Unproven,
-    /// Made only for a caller who proved who they are: a session, an OAuth 1.0a token or
-    /// nonce, a used TOTP code, a cached group list.
+    /// Made only for a caller who proved who they are: a session, an OAuth 1.0a token, a
+    /// user's rate bucket, a cached group list, a login count.
     Proven,
+    /// A used nonce or TOTP code, also made only for a proven caller: dropped before its
+    /// expiry it would let its request or code be replayed.
+    ReplayGuard,
     /// A lock-out counter above zero ([`may_lock`]): each cost a password check.
     Lockout,
 }
 
 fn rank(key: &str, entry: &Entry) -> Rank {
-    if may_lock(key, entry) {
-        Rank::Lockout
-    } else if UNPROVEN_PREFIXES.iter().any(|p| key.starts_with(p)) {
+    if key.starts_with(LOCKOUT_PREFIX) {
+        return if may_lock(key, entry) {
+            Rank::Lockout
+        } else {
+            Rank::Zero
+        };
+    }
+    if key.starts_with(CAPTCHA_PREFIX) || is_anonymous_bucket(key) {
         Rank::Unproven
+    } else if key.starts_with(NONCE_PREFIX) || key.starts_with(TOTP_USED_PREFIX) {
+        Rank::ReplayGuard
     } else {
         Rank::Proven
     }
@@ -609,13 +629,97 @@ mod tests {
         assert!(s.may_hold_lockouts());
     }
 
+    #[test]
+    fn every_kind_of_entry_has_its_rank() {
+        let counter = |n| Entry {
+            value: Value::Counter(n),
+            expires: Duration::ZERO,
+        };
+        let bytes = Entry {
+            value: Value::Bytes(Bytes::from_static(b"1")),
+            expires: Duration::ZERO,
+        };
+        let ip = std::net::IpAddr::from([10, 0, 0, 7]);
+        assert_eq!(rank("lockout:basic:alice", &counter(0)), Rank::Zero);
+        assert_eq!(rank("lockout:basic-addr:10.0.0.7", &counter(-1)), Rank::Zero);
+        assert_eq!(rank("lockout:basic:alice", &counter(2)), Rank::Lockout);
+        assert_eq!(rank("lockout:totp:alice", &bytes), Rank::Lockout);
+        assert_eq!(
+            rank(&super::super::rate_key("r", None, ip), &counter(9)),
+            Rank::Unproven
+        );
+        // The rule's name is percent-encoded: a colon in it cannot pass a user's bucket
+        // off as an address's, nor the other way round.
+        assert_eq!(
+            rank(&super::super::rate_key("a:ip:b", Some("Alice"), ip), &counter(9)),
+            Rank::Proven
+        );
+        assert_eq!(
+            rank(&super::super::rate_key("a:u:b", None, ip), &counter(9)),
+            Rank::Unproven
+        );
+        assert_eq!(rank("captcha:basic:bob", &bytes), Rank::Unproven);
+        for key in ["session:x", "oauth1:at:x", "jira-groups:alice", "logins:alice"] {
+            assert_eq!(rank(key, &bytes), Rank::Proven, "{key}");
+        }
+        for key in ["oauth1:nonce:c::1:n", "totp-used:alice:7"] {
+            assert_eq!(rank(key, &bytes), Rank::ReplayGuard, "{key}");
+        }
+    }
+
+    #[tokio::test]
+    async fn counters_at_zero_go_before_anything_else_and_used_nonces_after_sessions() {
+        let (s, _clock) = store(10);
+        let w = Duration::from_secs(900);
+        // A nonce and a session closest to expiry of all, an address's bucket next.
+        s.put("oauth1:nonce:c::1:n", Bytes::from_static(b"1"), Duration::from_secs(10))
+            .await
+            .expect("put");
+        s.put("session:x", Bytes::from_static(b"1"), Duration::from_secs(20))
+            .await
+            .expect("put");
+        s.put("rate:r:ip:10.0.0.7", Bytes::from_static(b"1"), Duration::from_secs(30))
+            .await
+            .expect("put");
+        for i in 0..40 {
+            s.incr(&format!("lockout:basic:guess{i}"), 1, w).await.expect("incr");
+            s.incr(&format!("lockout:basic:guess{i}"), -1, w).await.expect("incr");
+        }
+        for key in ["oauth1:nonce:c::1:n", "session:x", "rate:r:ip:10.0.0.7"] {
+            assert!(
+                s.get(key).await.expect("get").is_some(),
+                "{key} went before a counter at zero"
+            );
+        }
+        // Nothing left to drop but these three: the bucket goes first, the nonce last.
+        for i in 0..40 {
+            s.delete(&format!("lockout:basic:guess{i}")).await.expect("delete");
+        }
+        for i in 0..7 {
+            s.put(&format!("jira-groups:u{i}"), Bytes::new(), w).await.expect("put");
+        }
+        s.put("jira-groups:u7", Bytes::new(), w).await.expect("put");
+        assert_eq!(s.get("rate:r:ip:10.0.0.7").await.expect("get"), None);
+        assert!(s.get("session:x").await.expect("get").is_some());
+        s.put("jira-groups:u8", Bytes::new(), w).await.expect("put");
+        assert_eq!(s.get("session:x").await.expect("get"), None);
+        assert!(s.get("oauth1:nonce:c::1:n").await.expect("get").is_some());
+    }
+
     #[tokio::test]
     async fn a_flood_from_unproven_callers_drops_its_own_entries_before_a_proven_callers() {
         let (s, _clock) = store(20);
         let short = Duration::from_secs(60);
         let long = Duration::from_secs(3600);
         // A proven caller's entries, each closer to expiry than anything the flood makes.
-        for key in ["session:a", "session:b", "oauth1:nonce:c::1:n", "totp-used:alice:7"] {
+        let proven = [
+            "session:a",
+            "session:b",
+            "oauth1:nonce:c::1:n",
+            "totp-used:alice:7",
+            "rate:r:u:alice",
+        ];
+        for key in proven {
             s.put(key, Bytes::from_static(b"1"), short).await.expect("put");
         }
         // Counters at zero under new names, buckets of new addresses, CAPTCHA marks.
@@ -635,7 +739,7 @@ mod tests {
                 .expect("put");
             assert!(s.len() <= 20, "store grew to {}", s.len());
         }
-        for key in ["session:a", "session:b", "oauth1:nonce:c::1:n", "totp-used:alice:7"] {
+        for key in proven {
             assert!(s.get(key).await.expect("get").is_some(), "{key} dropped by the flood");
         }
         // Once nothing but a proven caller's entries are left, the bound still holds:

@@ -18,17 +18,34 @@ pub use redis::{
 /// Where the counters that lock callers out live (`lockout:basic:<user>`, …): the keys
 /// [`StateStore::may_hold_lockouts`] answers for.
 pub const LOCKOUT_PREFIX: &str = "lockout:";
-/// Where the rate limits' buckets live (`rate:<rule>:ip:<address>`, `rate:<rule>:u:<user>`).
+/// Where the rate limits' buckets live ([`rate_key`]).
 pub const RATE_PREFIX: &str = "rate:";
 /// Where Jira's demands for a CAPTCHA, learnt from its answers to Basic checks, live.
 pub const CAPTCHA_PREFIX: &str = "captcha:";
+/// Where the used OAuth 1.0a nonces live: each refuses a replay of its request.
+pub const NONCE_PREFIX: &str = "oauth1:nonce:";
+/// Where the used TOTP codes live: each refuses its code a second time.
+pub const TOTP_USED_PREFIX: &str = "totp-used:";
 
-/// The keys under which any caller can make entries without proving who they are: a
-/// refused guess leaves a lock-out counter behind, a request from a new address a rate
-/// bucket, a failed check at Jira a CAPTCHA mark. A full memory store drops these before
-/// the entries only a proven caller makes (a session, an OAuth token or nonce, a used TOTP
-/// code), so that a flood of the first cannot push out the second.
-pub const UNPROVEN_PREFIXES: [&str; 3] = [LOCKOUT_PREFIX, RATE_PREFIX, CAPTCHA_PREFIX];
+/// The bucket of a rule's rate limit for a caller: the Jira user's
+/// (`rate:<rule>:u:<user>`), or the client address's for an anonymous caller
+/// (`rate:<rule>:ip:<address>`). The rule's name is percent-encoded, so the first `:`
+/// after it ends it.
+pub fn rate_key(rule: &str, user: Option<&str>, ip: std::net::IpAddr) -> String {
+    let rule = crate::auth::oauth1::rfc5849::encode(rule);
+    match user {
+        Some(u) => format!("{RATE_PREFIX}{rule}:u:{}", u.to_lowercase()),
+        None => format!("{RATE_PREFIX}{rule}:ip:{ip}"),
+    }
+}
+
+/// Whether `key` is an anonymous caller's rate bucket ([`rate_key`]): one any caller
+/// makes from a new address at no cost.
+pub fn is_anonymous_bucket(key: &str) -> bool {
+    key.strip_prefix(RATE_PREFIX)
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(_, who)| who.starts_with("ip:"))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -267,7 +267,8 @@ impl OAuth1Auth {
             tokens::token_id(&token)
         };
         let nonce_key = format!(
-            "oauth1:nonce:{}:{token_part}:{ts}:{}",
+            "{}{}:{token_part}:{ts}:{}",
+            crate::store::NONCE_PREFIX,
             rfc5849::encode(&key),
             rfc5849::encode(&nonce)
         );
