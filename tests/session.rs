@@ -394,7 +394,10 @@ async fn members_of_totp_groups_add_a_one_time_code_and_others_do_not() {
 async fn a_flood_of_refused_guesses_under_new_names_cannot_push_sessions_out_of_a_full_store() {
     // A small memory store, filled many times over by the flood below; the sessions end
     // sooner than the flood's counters, so expiry alone would drop them first.
-    let text = format!("{}\n[state]\nmax_entries = 40\n", config("idle_timeout = \"5m\""));
+    let text = format!(
+        "{}\n[state]\nmax_entries = 40\n",
+        config("idle_timeout = \"5m\"").replacen("[upstream]", "[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]", 1)
+    );
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&text, jira.addr).await;
     let alice = session_cookie(&login(&proxy, creds("alice", "alice-pw"), None).await);
@@ -415,4 +418,18 @@ async fn a_flood_of_refused_guesses_under_new_names_cannot_push_sessions_out_of_
         assert_eq!(r.status, 200, "{user}'s session was pushed out");
         assert_eq!(jira.last().user.as_deref(), Some(user));
     }
+    // The admin sees that the store was full, and what it dropped.
+    let (_, metrics) = proxy.admin("/metrics").await;
+    assert!(metrics.contains("jap_state_max_entries 40\n"), "{metrics}");
+    let dropped = |rank: &str| -> u64 {
+        let series = format!("jap_state_dropped_total{{rank=\"{rank}\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&series));
+        line.and_then(|l| l[series.len()..].parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    };
+    assert!(dropped("zero_counter") >= 140, "{metrics}");
+    assert_eq!(
+        (dropped("proven"), dropped("replay_guard"), dropped("lockout")),
+        (0, 0, 0)
+    );
 }

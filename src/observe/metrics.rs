@@ -197,6 +197,28 @@ impl Metrics {
         ConnectionGuard(self, on_thread)
     }
 
+    /// The memory state store's part of the text exposition (none for Redis, which bounds
+    /// itself).
+    pub fn render_state(out: &mut String, f: &crate::store::Fullness) {
+        let _ = writeln!(
+            out,
+            "# HELP jap_state_entries Entries in the memory state store now.\n# TYPE jap_state_entries gauge\njap_state_entries {}",
+            f.entries
+        );
+        let _ = writeln!(
+            out,
+            "# HELP jap_state_max_entries The memory state store's bound (state.max_entries).\n# TYPE jap_state_max_entries gauge\njap_state_max_entries {}",
+            f.max_entries
+        );
+        out.push_str(
+            "# HELP jap_state_dropped_total Entries the full memory state store dropped to make room, by rank, in the order it drops them.\n\
+             # TYPE jap_state_dropped_total counter\n",
+        );
+        for (rank, n) in &f.dropped {
+            let _ = writeln!(out, "jap_state_dropped_total{{rank=\"{rank}\"}} {n}");
+        }
+    }
+
     /// The text exposition; `caches` are (name, hits, misses) of the current runtime.
     pub fn render(&self, caches: &[(&str, u64, u64)]) -> String {
         let mut out = String::with_capacity(4096);
@@ -333,6 +355,26 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_stores_fullness_is_a_gauge_and_its_drops_a_counter_by_rank() {
+        let mut out = String::new();
+        let f = crate::store::Fullness {
+            entries: 39,
+            max_entries: 40,
+            dropped: vec![("zero_counter", 160), ("proven", 0)],
+        };
+        Metrics::render_state(&mut out, &f);
+        for line in [
+            "# TYPE jap_state_entries gauge\njap_state_entries 39\n",
+            "# TYPE jap_state_max_entries gauge\njap_state_max_entries 40\n",
+            "# TYPE jap_state_dropped_total counter\n",
+            "jap_state_dropped_total{rank=\"zero_counter\"} 160\n",
+            "jap_state_dropped_total{rank=\"proven\"} 0\n",
+        ] {
+            assert!(out.contains(line), "{line:?} not in {out}");
+        }
+    }
 
     #[test]
     fn counts_from_every_listener_thread_add_up() {

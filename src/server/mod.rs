@@ -625,7 +625,11 @@ async fn admin(rt: &Runtime, req: Request<Incoming>) -> Response<Body> {
             }
         }
         "/metrics" => {
-            let mut r = Response::new(full(rt.metrics.render(&rt.cache_stats())));
+            let mut text = rt.metrics.render(&rt.cache_stats());
+            if let Some(f) = rt.store.fullness() {
+                crate::observe::metrics::Metrics::render_state(&mut text, &f);
+            }
+            let mut r = Response::new(full(text));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    CAPTCHA_PREFIX, LOCKOUT_PREFIX, NONCE_PREFIX, StateStore, StoreError, TOTP_USED_PREFIX, Throttle,
+    CAPTCHA_PREFIX, Fullness, LOCKOUT_PREFIX, NONCE_PREFIX, StateStore, StoreError, TOTP_USED_PREFIX, Throttle,
     is_anonymous_bucket,
 };
 
@@ -96,6 +96,27 @@ enum Rank {
     Lockout,
 }
 
+impl Rank {
+    const ALL: [Rank; 5] = [
+        Rank::Zero,
+        Rank::Unproven,
+        Rank::Proven,
+        Rank::ReplayGuard,
+        Rank::Lockout,
+    ];
+
+    /// The rank's name in the `jap_state_dropped_total` metric.
+    fn name(self) -> &'static str {
+        match self {
+            Rank::Zero => "zero_counter",
+            Rank::Unproven => "unproven",
+            Rank::Proven => "proven",
+            Rank::ReplayGuard => "replay_guard",
+            Rank::Lockout => "lockout",
+        }
+    }
+}
+
 fn rank(key: &str, entry: &Entry) -> Rank {
     if key.starts_with(LOCKOUT_PREFIX) {
         return if may_lock(key, entry) {
@@ -161,6 +182,8 @@ pub struct MemoryStore {
     /// The latest expiry (store clock, nanoseconds) of any entry ever counted in
     /// `lockouts`: once the clock has passed it, every such entry has expired.
     lockouts_until: AtomicU64,
+    /// Entries dropped to make room, by [`Rank`] (its place in [`Rank::ALL`]).
+    dropped: [AtomicU64; 5],
 }
 
 impl MemoryStore {
@@ -175,6 +198,7 @@ impl MemoryStore {
             max_entries: max_entries.max(1),
             lockouts: AtomicUsize::new(0),
             lockouts_until: AtomicU64::new(0),
+            dropped: Default::default(),
         }
     }
 
@@ -262,7 +286,14 @@ impl MemoryStore {
         let (_, nth, _) = order.select_nth_unstable(cut - 1);
         let threshold = *nth;
         // While any is spared, a counter above zero ranks above the threshold.
-        self.retain(map, |k, e| (rank(k, e), e.expires) > threshold);
+        self.retain(map, |k, e| {
+            let r = rank(k, e);
+            let kept = (r, e.expires) > threshold;
+            if !kept {
+                self.dropped[r as usize].fetch_add(1, Ordering::Relaxed);
+            }
+            kept
+        });
     }
 
     /// Stores `value` at `key` for `ttl` when the key's state allows (`when`); true when
@@ -334,6 +365,17 @@ impl StateStore for MemoryStore {
     /// False while no entry that may lock a caller out is in the map: one atomic read.
     /// When there are some and the clock has passed the latest expiry among them, they
     /// are all expired: they are swept, and the answer is false again.
+    fn fullness(&self) -> Option<Fullness> {
+        Some(Fullness {
+            entries: self.len(),
+            max_entries: self.max_entries,
+            dropped: Rank::ALL
+                .iter()
+                .map(|r| (r.name(), self.dropped[*r as usize].load(Ordering::Relaxed)))
+                .collect(),
+        })
+    }
+
     fn may_hold_lockouts(&self) -> bool {
         if self.lockouts.load(Ordering::SeqCst) == 0 {
             return false;
@@ -704,6 +746,19 @@ mod tests {
         s.put("jira-groups:u8", Bytes::new(), w).await.expect("put");
         assert_eq!(s.get("session:x").await.expect("get"), None);
         assert!(s.get("oauth1:nonce:c::1:n").await.expect("get").is_some());
+        // What was dropped, by rank (the 40 counters less the 5 still there when deleted).
+        let f = s.fullness().expect("a bounded store");
+        assert_eq!((f.entries, f.max_entries), (10, 10));
+        assert_eq!(
+            f.dropped,
+            vec![
+                ("zero_counter", 35),
+                ("unproven", 1),
+                ("proven", 1),
+                ("replay_guard", 0),
+                ("lockout", 0)
+            ]
+        );
     }
 
     #[tokio::test]

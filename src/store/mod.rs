@@ -47,6 +47,16 @@ pub fn is_anonymous_bucket(key: &str) -> bool {
         .is_some_and(|(_, who)| who.starts_with("ip:"))
 }
 
+/// [`StateStore::fullness`]: the entries held now (expired ones not yet swept among them),
+/// the bound, and the entries dropped to make room since the store began, by rank, in the
+/// order a full store drops them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fullness {
+    pub entries: usize,
+    pub max_entries: usize,
+    pub dropped: Vec<(&'static str, u64)>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state store unavailable: {0}")]
@@ -94,6 +104,11 @@ pub trait StateStore: Send + Sync {
     /// store that cannot tell answers true.
     fn may_hold_lockouts(&self) -> bool {
         true
+    }
+    /// How full a store bounded by this process is, and what it has dropped to make room;
+    /// `None` from a store that bounds itself (Redis).
+    fn fullness(&self) -> Option<Fullness> {
+        None
     }
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError>;
     /// Stores only if the key is absent (or expired); true when stored.
@@ -194,6 +209,9 @@ impl StateStore for Counted {
     }
     fn may_hold_lockouts(&self) -> bool {
         self.inner.may_hold_lockouts()
+    }
+    fn fullness(&self) -> Option<Fullness> {
+        self.inner.fullness()
     }
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         self.count(self.inner.put(key, value, ttl).await)
