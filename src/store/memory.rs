@@ -362,9 +362,7 @@ impl StateStore for MemoryStore {
         Some(Ok(self.read_many(keys)))
     }
 
-    /// False while no entry that may lock a caller out is in the map: one atomic read.
-    /// When there are some and the clock has passed the latest expiry among them, they
-    /// are all expired: they are swept, and the answer is false again.
+    /// The entries now, the bound, and what [`MemoryStore::make_room`] dropped by rank.
     fn fullness(&self) -> Option<Fullness> {
         Some(Fullness {
             entries: self.len(),
@@ -376,6 +374,9 @@ impl StateStore for MemoryStore {
         })
     }
 
+    /// False while no entry that may lock a caller out is in the map: one atomic read.
+    /// When there are some and the clock has passed the latest expiry among them, they
+    /// are all expired: they are swept, and the answer is false again.
     fn may_hold_lockouts(&self) -> bool {
         if self.lockouts.load(Ordering::SeqCst) == 0 {
             return false;
@@ -759,6 +760,40 @@ mod tests {
                 ("lockout", 0)
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_lockout_outlasts_sessions_and_used_nonces() {
+        let (s, _clock) = store(10);
+        let long = Duration::from_secs(3600);
+        // Alice's failures, closest to expiry of all.
+        s.incr("lockout:basic:alice", 2, Duration::from_secs(5))
+            .await
+            .expect("incr");
+        s.put("oauth1:nonce:c::1:n", Bytes::from_static(b"1"), long)
+            .await
+            .expect("put");
+        for i in 0..40 {
+            s.put(
+                &format!("session:{i}"),
+                Bytes::from_static(b"1"),
+                long + Duration::from_secs(i),
+            )
+            .await
+            .expect("put");
+            assert!(s.len() <= 10, "store grew to {}", s.len());
+        }
+        assert_eq!(s.get("session:0").await.expect("get"), None, "sessions went");
+        assert!(s.get("oauth1:nonce:c::1:n").await.expect("get").is_some());
+        assert_eq!(
+            s.get("lockout:basic:alice").await.expect("get").as_deref(),
+            Some(&b"2"[..]),
+            "kept while anything else could go"
+        );
+        let f = s.fullness().expect("a bounded store");
+        // 40 sessions, 8 left beside the nonce and alice's counter.
+        assert!(f.dropped.contains(&("proven", 32)), "{:?}", f.dropped);
+        assert!(f.dropped.contains(&("lockout", 0)), "{:?}", f.dropped);
     }
 
     #[tokio::test]
