@@ -762,6 +762,21 @@ mod tests {
         );
     }
 
+    /// Sessions `session:0` .. `session:{n-1}`, each living a second longer than the one
+    /// before from `ttl`; the store's bound holds after each.
+    async fn put_sessions(s: &MemoryStore, n: u64, ttl: Duration) {
+        for i in 0..n {
+            s.put(
+                &format!("session:{i}"),
+                Bytes::from_static(b"1"),
+                ttl + Duration::from_secs(i),
+            )
+            .await
+            .expect("put");
+            assert!(s.len() <= s.max_entries, "store grew to {}", s.len());
+        }
+    }
+
     #[tokio::test]
     async fn a_lockout_outlasts_sessions_and_used_nonces() {
         let (s, _clock) = store(10);
@@ -773,16 +788,7 @@ mod tests {
         s.put("oauth1:nonce:c::1:n", Bytes::from_static(b"1"), long)
             .await
             .expect("put");
-        for i in 0..40 {
-            s.put(
-                &format!("session:{i}"),
-                Bytes::from_static(b"1"),
-                long + Duration::from_secs(i),
-            )
-            .await
-            .expect("put");
-            assert!(s.len() <= 10, "store grew to {}", s.len());
-        }
+        put_sessions(&s, 40, long).await;
         assert_eq!(s.get("session:0").await.expect("get"), None, "sessions went");
         assert!(s.get("oauth1:nonce:c::1:n").await.expect("get").is_some());
         assert_eq!(
@@ -834,15 +840,7 @@ mod tests {
         }
         // Once nothing but a proven caller's entries are left, the bound still holds:
         // those closest to expiry go.
-        for i in 0..30 {
-            s.put(
-                &format!("session:{i}"),
-                Bytes::from_static(b"1"),
-                long + Duration::from_secs(i),
-            )
-            .await
-            .expect("put");
-        }
+        put_sessions(&s, 30, long).await;
         assert!(s.len() <= 20, "store grew to {}", s.len());
         assert_eq!(
             s.get("session:a").await.expect("get"),
