@@ -157,16 +157,7 @@ async fn basic_a_flood_of_new_user_names_cannot_wipe_out_a_lockout() {
     // From another address: 20 guesses under new names are checked (the address's limit),
     // then each is refused before any check and leaves a counter at zero behind, which
     // costs the attacker nothing.
-    let other = std::net::Ipv4Addr::new(127, 0, 0, 2);
-    let guess = |user: &str| {
-        let auth = basic(user, "guess");
-        format!("GET /x HTTP/1.1\r\nHost: jira\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n").into_bytes()
-    };
-    let mut statuses = std::collections::BTreeMap::new();
-    for i in 0..200 {
-        let answer = raw_from(other, proxy.addr, &guess(&format!("user{i}"))).await;
-        *statuses.entry(raw_status(&answer)).or_insert(0) += 1;
-    }
+    let statuses = guesses_under_new_names(&proxy, 200).await;
     assert_eq!(statuses, [(401, 20), (429, 180)].into_iter().collect());
     // Alice is still locked out, whatever the flood made the store drop.
     let r = get(&proxy.url("/x"), &[("authorization", &basic("alice", "alice-pw"))]).await;

@@ -404,14 +404,7 @@ async fn a_flood_of_refused_guesses_under_new_names_cannot_push_sessions_out_of_
     let bob = session_cookie(&login(&proxy, creds("bob", "bob-pw"), None).await);
     // From another address: 20 guesses under new names are checked (the address's
     // limit), then each is refused before any check and leaves a counter at zero behind.
-    let other = std::net::Ipv4Addr::new(127, 0, 0, 2);
-    let mut statuses = std::collections::BTreeMap::new();
-    for i in 0..200 {
-        let auth = basic(&format!("user{i}"), "guess");
-        let request = format!("GET /x HTTP/1.1\r\nHost: jira\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n");
-        let answer = raw_from(other, proxy.addr, request.as_bytes()).await;
-        *statuses.entry(raw_status(&answer)).or_insert(0) += 1;
-    }
+    let statuses = guesses_under_new_names(&proxy, 200).await;
     assert_eq!(statuses, [(401, 20), (429, 180)].into_iter().collect());
     for (user, cookie) in [("alice", &alice), ("bob", &bob)] {
         let r = with_cookie(&proxy, "GET", "/rest/api/2/myself", cookie, &[]).await;

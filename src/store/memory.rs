@@ -655,8 +655,7 @@ mod tests {
             .expect("put");
         // A flood of refused attempts under new names: counters left at zero.
         for i in 0..100 {
-            s.incr(&format!("lockout:basic:guess{i}"), 1, w).await.expect("incr");
-            s.incr(&format!("lockout:basic:guess{i}"), -1, w).await.expect("incr");
+            refused_guess(&s, i, w).await;
         }
         assert!(s.len() <= 10, "store grew to {}", s.len());
         assert_eq!(
@@ -725,8 +724,7 @@ mod tests {
             .await
             .expect("put");
         for i in 0..40 {
-            s.incr(&format!("lockout:basic:guess{i}"), 1, w).await.expect("incr");
-            s.incr(&format!("lockout:basic:guess{i}"), -1, w).await.expect("incr");
+            refused_guess(&s, i, w).await;
         }
         for key in ["oauth1:nonce:c::1:n", "session:x", "rate:r:ip:10.0.0.7"] {
             assert!(
@@ -760,6 +758,14 @@ mod tests {
                 ("lockout", 0)
             ]
         );
+    }
+
+    /// What a guess refused by the address's limit leaves behind: the counter of a new
+    /// name `guess{i}`, reserved and taken back, at zero for `window`.
+    async fn refused_guess(s: &MemoryStore, i: u64, window: Duration) {
+        let key = format!("lockout:basic:guess{i}");
+        s.incr(&key, 1, window).await.expect("incr");
+        s.incr(&key, -1, window).await.expect("incr");
     }
 
     /// Sessions `session:0` .. `session:{n-1}`, each living a second longer than the one
@@ -821,8 +827,7 @@ mod tests {
         // Counters at zero under new names, buckets of new addresses, CAPTCHA marks.
         for i in 0..300 {
             let w = long + Duration::from_secs(i);
-            s.incr(&format!("lockout:basic:guess{i}"), 1, w).await.expect("incr");
-            s.incr(&format!("lockout:basic:guess{i}"), -1, w).await.expect("incr");
+            refused_guess(&s, i, w).await;
             s.throttle(
                 &format!("rate:r:ip:10.0.{}.{}", i / 256, i % 256),
                 Duration::from_secs(1),

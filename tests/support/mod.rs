@@ -776,6 +776,20 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     exchange(TcpStream::connect(addr).await.unwrap(), request).await
 }
 
+/// `n` Basic guesses at `proxy` from 127.0.0.2, each under a new user name (`user0`,
+/// `user1`, …) on a connection of its own: the statuses of the answers, counted.
+pub async fn guesses_under_new_names(proxy: &Proxy, n: usize) -> std::collections::BTreeMap<u16, usize> {
+    let other = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..n {
+        let auth = basic(&format!("user{i}"), "guess");
+        let request = format!("GET /x HTTP/1.1\r\nHost: jira\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n");
+        let answer = raw_from(other, proxy.addr, request.as_bytes()).await;
+        *statuses.entry(raw_status(&answer)).or_insert(0) += 1;
+    }
+    statuses
+}
+
 /// [`raw`] from another loopback address (`from`, e.g. 127.0.0.2): what a second client
 /// machine would send.
 pub async fn raw_from(from: std::net::Ipv4Addr, addr: SocketAddr, request: &[u8]) -> String {
