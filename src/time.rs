@@ -49,22 +49,31 @@ pub fn rfc3339(t: SystemTime) -> String {
 pub fn write_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    // Filled in place and appended once: one capacity check, not one per byte.
-    let mut text = *b"0000-00-00T00:00:00.000Z";
-    let y = y.clamp(0, 9999) as u32;
-    two(&mut text[0..2], y / 100);
-    two(&mut text[2..4], y % 100);
-    two(&mut text[5..7], m);
-    two(&mut text[8..10], d);
-    two(&mut text[11..13], (rem / 3600) as u32);
-    two(&mut text[14..16], ((rem % 3600) / 60) as u32);
-    two(&mut text[17..19], (rem % 60) as u32);
+    // The date and time to the second, worked out once a second per thread.
+    let (at, mut text) = SECOND.get();
+    if at != secs {
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (y, m, d) = civil_from_days(days as i64);
+        let y = y.clamp(0, 9999) as u32;
+        two(&mut text[0..2], y / 100);
+        two(&mut text[2..4], y % 100);
+        two(&mut text[5..7], m);
+        two(&mut text[8..10], d);
+        two(&mut text[11..13], (rem / 3600) as u32);
+        two(&mut text[14..16], ((rem % 3600) / 60) as u32);
+        two(&mut text[17..19], (rem % 60) as u32);
+        SECOND.set((secs, text));
+    }
     let ms = since.subsec_millis();
     text[20] = b'0' + (ms / 100) as u8;
     two(&mut text[21..23], ms % 100);
+    // Filled in place and appended once: one capacity check, not one per byte.
     out.extend_from_slice(&text);
+}
+
+thread_local! {
+    /// The second [`write_rfc3339`] last wrote on this thread, and its text.
+    static SECOND: std::cell::Cell<(u64, [u8; 24])> = const { std::cell::Cell::new((u64::MAX, *b"0000-00-00T00:00:00.000Z")) };
 }
 
 /// Writes `v` (below 100) as two digits.
@@ -265,6 +274,27 @@ mod parse_tests {
             parse_rfc3339("2027-06-30T00:00:00Z").expect("z")
         );
         assert!(parse_rfc3339("2027-06-30T00:00:00.123456Z").is_ok());
+    }
+
+    #[test]
+    fn timestamps_in_the_same_second_and_across_seconds_and_days_are_each_right() {
+        // The date and time to the second are kept per thread: every write must still
+        // show its own time, whatever the thread wrote before.
+        let base = parse_rfc3339("2026-12-31T23:59:59Z").expect("base");
+        for (t, want) in [
+            (base, "2026-12-31T23:59:59.000Z"),
+            (base + Duration::from_millis(7), "2026-12-31T23:59:59.007Z"),
+            (base + Duration::from_millis(999), "2026-12-31T23:59:59.999Z"),
+            (base + Duration::from_millis(1_000), "2027-01-01T00:00:00.000Z"),
+            (base + Duration::from_millis(1_042), "2027-01-01T00:00:00.042Z"),
+            (base, "2026-12-31T23:59:59.000Z"),
+            (UNIX_EPOCH, "1970-01-01T00:00:00.000Z"),
+            (base + Duration::from_millis(86_400_123), "2027-01-01T23:59:59.123Z"),
+        ] {
+            let mut out = b"x".to_vec();
+            write_rfc3339(&mut out, t);
+            assert_eq!(std::str::from_utf8(&out[1..]), Ok(want));
+        }
     }
 
     #[test]

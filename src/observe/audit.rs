@@ -12,6 +12,7 @@ use http::StatusCode;
 
 use crate::config::AuditTarget;
 use crate::pipeline::RequestCtx;
+use crate::pipeline::admit::RequestId;
 use crate::wire::itoa;
 
 /// Appends a JSON string (quoted and escaped).
@@ -51,6 +52,18 @@ fn needs_escape(s: &[u8]) -> bool {
     !words.remainder().is_empty() && bad(&s[s.len() - 8..])
 }
 
+/// Appends a JSON string that needs no escape by construction: the proxy's own words
+/// (an outcome, a reason, a kind of credential), a method (an HTTP token, which has no
+/// quote, backslash or control), a request id (hex, or a caller's id of letters, digits
+/// and `-_.:` only).
+fn plain(out: &mut Vec<u8>, s: impl AsRef<[u8]>) {
+    let s = s.as_ref();
+    debug_assert!(!needs_escape(s), "{s:?} needs escapes");
+    out.push(b'"');
+    out.extend_from_slice(s);
+    out.push(b'"');
+}
+
 fn optional(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => string(out, s),
@@ -64,22 +77,28 @@ fn line(out: &mut Vec<u8>, ctx: &RequestCtx, status: StatusCode, total: Duration
     out.extend_from_slice(b"{\"time\":\"");
     crate::time::write_rfc3339(out, ctx.time);
     out.extend_from_slice(b"\",\"request_id\":");
-    string(out, ctx.id.to_str().unwrap_or("-"));
+    plain(out, ctx.id.as_bytes());
     out.extend_from_slice(b",\"client_ip\":\"");
     crate::pipeline::admit::write_ip(out, ctx.client_ip);
     out.extend_from_slice(b"\",\"method\":");
-    string(out, ctx.method.as_str());
+    plain(out, ctx.method.as_str());
     out.extend_from_slice(b",\"path\":");
     string(
         out,
         ctx.path.as_ref().map_or(ctx.raw_path.as_str(), |p| p.decoded.as_str()),
     );
     out.extend_from_slice(b",\"auth\":");
-    optional(out, ctx.auth_kind.map(|k| k.as_str()));
+    match ctx.auth_kind {
+        Some(k) => plain(out, k.as_str()),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"outcome\":");
-    string(out, ctx.outcome);
+    plain(out, ctx.outcome);
     out.extend_from_slice(b",\"reason\":");
-    optional(out, ctx.reason);
+    match ctx.reason {
+        Some(r) => plain(out, r),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"user\":");
     optional(out, ctx.jira_user.as_deref());
     out.extend_from_slice(b",\"rule\":");
@@ -195,11 +214,11 @@ impl Audit {
     /// could not be written.
     /// `total`: the request's time from arrival to its answer.
     pub fn record(&self, ctx: &RequestCtx, status: StatusCode, total: Duration) -> bool {
-        self.push(ctx.id.to_str().ok(), |out| line(out, ctx, status, total))
+        self.push(Some(&ctx.id), |out| line(out, ctx, status, total))
     }
 
     /// Appends one line made by `make` (for request `id`), writing it now or gathering it.
-    fn push(&self, id: Option<&str>, make: impl FnOnce(&mut Vec<u8>)) -> bool {
+    fn push(&self, id: Option<&RequestId>, make: impl FnOnce(&mut Vec<u8>)) -> bool {
         let Some(out) = &self.out else { return true };
         match &self.gathered {
             None => {
@@ -207,7 +226,10 @@ impl Audit {
                 make(&mut text);
                 let ok = out.write(&text);
                 if !ok {
-                    tracing::error!(request_id = id.unwrap_or("-"), "audit line could not be written");
+                    let id = id.map_or(std::borrow::Cow::Borrowed("-"), |i| {
+                        String::from_utf8_lossy(i.as_bytes())
+                    });
+                    tracing::error!(request_id = %id, "audit line could not be written");
                 }
                 self.wrote(ok, 1)
             }

@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 
-use bytes::Bytes;
 use http::header::{AUTHORIZATION, COOKIE, HOST};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
@@ -16,7 +15,7 @@ use crate::error::ProxyError;
 use crate::runtime::Runtime;
 use crate::upstream::headers::{
     X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, connection_named, is_hop_by_hop, remove_where,
-    same_header, same_spelling,
+    same_spelling,
 };
 
 /// Identity headers common Jira header authenticators read; stripped whatever the mode.
@@ -133,11 +132,12 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
     ctx.authorization = authorization;
     let asserted = rt.upstream.asserted_headers();
     remove_where(&mut parts.headers, |k| {
+        let n = k.as_str();
         is_hop_by_hop(k)
             || named.contains(k)
             || k == http::header::EXPECT
-            || IDENTITY_HEADERS.iter().any(|t| same_spelling(k, t))
-            || asserted.iter().any(|t| same_header(k, t))
+            || IDENTITY_HEADERS.iter().any(|t| same_spelling(n, t))
+            || asserted.iter().any(|t| same_spelling(n, t.as_str()))
     });
     let ours = rt.session.as_ref().map(|s| s.cookie_names());
     if cookies {
@@ -147,8 +147,40 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
     Ok(())
 }
 
+/// A request's id: one the proxy made, held in place, or a caller's own.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RequestId {
+    /// 32 hex digits.
+    Made([u8; 32]),
+    /// A caller's sane `X-Request-Id`, or a word for "none".
+    Sent(HeaderValue),
+}
+
+impl RequestId {
+    /// Letters, digits and `-_.:` only (see [`request_id`]): nothing to escape anywhere.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::Made(hex) => hex,
+            RequestId::Sent(v) => v.as_bytes(),
+        }
+    }
+
+    pub fn to_value(&self) -> HeaderValue {
+        match self {
+            RequestId::Made(hex) => HeaderValue::from_bytes(hex).unwrap_or_else(|_| HeaderValue::from_static("-")),
+            RequestId::Sent(v) => v.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
 /// Accepts a sane client `X-Request-Id` (so ids join across systems), else makes one.
-fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
+fn request_id(sent: Option<&HeaderValue>) -> RequestId {
     if let Some(v) = sent {
         let b = v.as_bytes();
         let sane = !b.is_empty()
@@ -156,19 +188,18 @@ fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
             && b.iter()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'));
         if sane {
-            return v.clone();
+            return RequestId::Sent(v.clone());
         }
     }
     let Some(raw) = next_id() else {
-        return HeaderValue::from_static("unavailable");
+        return RequestId::Sent(HeaderValue::from_static("unavailable"));
     };
     let mut hex = [0u8; 32];
     for (pair, b) in hex.chunks_exact_mut(2).zip(raw) {
         pair[0] = HEX[usize::from(b >> 4)];
         pair[1] = HEX[usize::from(b & 0x0f)];
     }
-    // Its own memory, shared (not copied) by the copies sent to Jira and to the caller.
-    HeaderValue::from_maybe_shared(Bytes::from_owner(hex)).unwrap_or_else(|_| HeaderValue::from_static("unavailable"))
+    RequestId::Made(hex)
 }
 
 /// Per thread: a random 64-bit prefix, random keys, and a count of ids made.
@@ -342,14 +373,33 @@ impl AsRef<[u8]> for IpText {
     }
 }
 
+/// The `X-Forwarded-For` to send upstream.
+pub enum ForwardedFor {
+    None,
+    /// The peer's address alone (the peer is not a trusted proxy, or sent no list).
+    Peer(IpText),
+    /// A trusted proxy's list with the peer's address appended.
+    Listed(HeaderValue),
+}
+
+impl ForwardedFor {
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            ForwardedFor::None => None,
+            ForwardedFor::Peer(ip) => Some(ip.as_ref()),
+            ForwardedFor::Listed(v) => Some(v.as_bytes()),
+        }
+    }
+}
+
 /// Decides the client address and the forwarding headers to send. A client's own
 /// `X-Forwarded-*` is believed only when the peer is a configured trusted proxy.
 fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts, host: Option<HeaderValue>) {
     let peer = ctx.conn.peer.ip().to_canonical();
     let trusted = |ip: &IpAddr| rt.trusted_proxies.iter().any(|n| n.contains(ip));
     ctx.client_ip = peer;
-    // Its own memory, shared by the value sent on and not copied again.
-    ctx.forwarded_for = HeaderValue::from_maybe_shared(Bytes::from_owner(IpText::new(peer))).ok();
+    // Written in place: the field sent on borrows it.
+    ctx.forwarded_for = ForwardedFor::Peer(IpText::new(peer));
     ctx.host = host.or_else(|| {
         parts
             .uri
@@ -369,7 +419,10 @@ fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts, host: Optio
         if let Some(ips) = ips.filter(|v| !v.is_empty()) {
             let ips: Vec<IpAddr> = ips.into_iter().map(|i| i.to_canonical()).collect();
             ctx.client_ip = ips.iter().rev().find(|ip| !trusted(ip)).copied().unwrap_or(ips[0]);
-            ctx.forwarded_for = HeaderValue::from_str(&format!("{}, {peer}", listed.join(", "))).ok();
+            ctx.forwarded_for = match HeaderValue::from_str(&format!("{}, {peer}", listed.join(", "))) {
+                Ok(v) => ForwardedFor::Listed(v),
+                Err(_) => ForwardedFor::None,
+            };
         }
         match parts.headers.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
             Some(b"https") => ctx.forwarded_proto = "https",
@@ -466,12 +519,14 @@ mod tests {
 
     #[test]
     fn request_id_accepts_sane_and_replaces_hostile() {
-        assert_eq!(
-            request_id(Some(&HeaderValue::from_static("abc-123.x:y"))),
-            "abc-123.x:y"
-        );
+        let sane = request_id(Some(&HeaderValue::from_static("abc-123.x:y")));
+        assert_eq!(sane.as_bytes(), b"abc-123.x:y");
+        assert_eq!(sane.to_value(), "abc-123.x:y");
         let generated = request_id(Some(&HeaderValue::from_static("<script>")));
-        assert_eq!(generated.len(), 32);
+        assert_eq!(generated.as_bytes().len(), 32);
+        assert!(generated.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_eq!(generated.to_value().as_bytes(), generated.as_bytes());
+        assert_eq!(format!("{generated:?}").as_bytes(), generated.as_bytes());
         assert_ne!(generated, request_id(None), "ids are random");
     }
 

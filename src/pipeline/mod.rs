@@ -31,7 +31,7 @@ pub struct ConnInfo {
 /// Everything decided about one request. Identity lives here, never in a header a
 /// client could have set.
 pub struct RequestCtx {
-    pub id: HeaderValue,
+    pub id: admit::RequestId,
     /// The caller's `Authorization` (the only one: `admit` refuses two), taken by `admit`.
     pub authorization: Option<HeaderValue>,
     pub started: Instant,
@@ -47,7 +47,7 @@ pub struct RequestCtx {
     /// The client address we believe (see `server.trusted_proxies`).
     pub client_ip: IpAddr,
     /// `X-Forwarded-For` to send upstream.
-    pub forwarded_for: Option<HeaderValue>,
+    pub forwarded_for: admit::ForwardedFor,
     pub forwarded_proto: &'static str,
     pub host: Option<HeaderValue>,
     pub principal: Option<Principal>,
@@ -98,7 +98,7 @@ impl RequestCtx {
         // The request's one reading of the clock (see `crate::time::wall_at`).
         let started = Instant::now();
         RequestCtx {
-            id: HeaderValue::from_static("-"),
+            id: admit::RequestId::Sent(HeaderValue::from_static("-")),
             authorization: None,
             started,
             time: crate::time::wall_at(started),
@@ -109,7 +109,7 @@ impl RequestCtx {
             path: None,
             query: None,
             client_ip: conn.peer.ip(),
-            forwarded_for: None,
+            forwarded_for: admit::ForwardedFor::None,
             forwarded_proto: if conn.tls { "https" } else { "http" },
             host: None,
             principal: None,

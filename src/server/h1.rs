@@ -68,7 +68,7 @@ pub enum Ended<S> {
 pub struct Answer {
     pub response: Response<Body>,
     pub lines: Option<HeaderLines>,
-    pub request_id: Option<HeaderValue>,
+    pub request_id: Option<crate::pipeline::admit::RequestId>,
 }
 
 impl Answer {
@@ -87,7 +87,7 @@ impl Answer {
             lines.into_map(response.headers_mut());
         }
         if let Some(id) = self.request_id {
-            response.headers_mut().insert(X_REQUEST_ID, id);
+            response.headers_mut().insert(X_REQUEST_ID, id.to_value());
         }
         response
     }

@@ -10,6 +10,7 @@
 //! ways at once (`Transfer-Encoding` beside `Content-Length`, or `Content-Length`s that
 //! differ) is refused, never guessed at, so no answer can spill into the next one.
 
+use std::borrow::Cow;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -135,8 +136,61 @@ enum Sending {
 }
 
 /// A header field the proxy sets on a request, written after the request's own: it
-/// replaces the request's fields of its name, or without a value only removes them.
-pub type Field = (HeaderName, Option<HeaderValue>);
+/// replaces the request's fields of its name, or without a value only removes them. The
+/// name and value are borrowed from the configuration and the request's context where
+/// they can be: nothing is copied, counted or released per request.
+pub type Field<'a> = (&'a HeaderName, Option<Cow<'a, [u8]>>);
+
+/// The fields the proxy sets on one request, in order, held in place (no allocation).
+pub struct Fields<'a> {
+    at: [Field<'a>; Fields::ROOM],
+    len: usize,
+}
+
+/// What fills the room of [`Fields`] not yet used; never read.
+static UNUSED: HeaderName = http::header::HOST;
+
+impl<'a> Fields<'a> {
+    /// The most any identity mode sets: the forwarding fields, `Host`, the request id,
+    /// and the identity with its shared secret and the caller's `Authorization` removed.
+    pub const ROOM: usize = 8;
+
+    pub fn new() -> Fields<'a> {
+        Fields {
+            at: [const { (&UNUSED, None) }; Fields::ROOM],
+            len: 0,
+        }
+    }
+
+    /// Adds a field whose value is a valid field value already (a `HeaderValue`'s, or
+    /// the proxy's own text). A field past the room is refused rather than left out.
+    pub fn push(&mut self, name: &'a HeaderName, value: Option<Cow<'a, [u8]>>) -> Result<(), &'static str> {
+        let slot = self.at.get_mut(self.len).ok_or("too many header fields set")?;
+        *slot = (name, value);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Adds a field whose value comes from elsewhere (a user name, a configured secret):
+    /// one that is not a valid field value (RFC 9110 §5.5: no control but HTAB, no DEL)
+    /// is refused, never written.
+    pub fn push_checked(&mut self, name: &'a HeaderName, value: Option<&'a [u8]>) -> Result<(), &'static str> {
+        if value.is_some_and(|v| !v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))) {
+            return Err("a header value the proxy sets is not valid");
+        }
+        self.push(name, value.map(Cow::Borrowed))
+    }
+
+    pub fn as_slice(&self) -> &[Field<'a>] {
+        &self.at[..self.len]
+    }
+}
+
+impl Default for Fields<'_> {
+    fn default() -> Self {
+        Fields::new()
+    }
+}
 
 /// A request encoded for the wire: its head, and its body when that was gathered.
 pub struct Outgoing {
@@ -152,7 +206,7 @@ impl Outgoing {
     /// in `set`) and `body`, with the fields of `set`. The head is read where it lies, not
     /// moved. A short body of known length is read here, so the request can go whole in
     /// one write.
-    pub async fn encode(parts: &http::request::Parts, mut body: Body, set: &[Field]) -> Result<Outgoing, String> {
+    pub async fn encode(parts: &http::request::Parts, mut body: Body, set: &Fields<'_>) -> Result<Outgoing, String> {
         let sending = match body.size_hint().exact() {
             Some(n) => Sending::Length(n),
             None => Sending::Chunked,
@@ -160,26 +214,27 @@ impl Outgoing {
         let mut wire = Vec::with_capacity(512);
         wire.extend_from_slice(parts.method.as_str().as_bytes());
         wire.push(b' ');
+        let set = set.as_slice();
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         wire.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
         wire.extend_from_slice(b" HTTP/1.1\r\n");
-        let mut field = |name: &HeaderName, value: &HeaderValue| {
+        let mut field = |name: &HeaderName, value: &[u8]| {
             wire.extend_from_slice(name.as_str().as_bytes());
             wire.extend_from_slice(b": ");
-            wire.extend_from_slice(value.as_bytes());
+            wire.extend_from_slice(value);
             wire.extend_from_slice(b"\r\n");
         };
         for (name, value) in &parts.headers {
             // The framing is the proxy's own (below), and `set` replaces what it names.
-            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || set.iter().any(|(n, _)| n == name) {
+            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || set.iter().any(|(n, _)| *n == name) {
                 continue;
             }
-            field(name, value);
+            field(name, value.as_bytes());
         }
         for (name, value) in set {
             if let Some(value) = value
-                && name != CONTENT_LENGTH
-                && name != TRANSFER_ENCODING
+                && *name != CONTENT_LENGTH
+                && *name != TRANSFER_ENCODING
             {
                 field(name, value);
             }
@@ -749,6 +804,51 @@ mod tests {
 
     fn parse(raw: &[u8], head_request: bool) -> Result<Parsed, String> {
         parse_head(&mut BytesMut::from(raw), head_request)
+    }
+
+    #[tokio::test]
+    async fn set_fields_replace_the_callers_and_values_that_could_split_a_head_are_refused() {
+        let req = http::Request::get("/rest/api/2/myself")
+            .header("host", "proxy.example")
+            .header("x-forwarded-user", "mallory")
+            .header("authorization", "Basic bWFsbG9yeTp4")
+            .header("accept", "application/json")
+            .body(())
+            .expect("request");
+        let (parts, ()) = req.into_parts();
+        let (host, user) = (http::header::HOST, HeaderName::from_static("x-forwarded-user"));
+        let authorization = http::header::AUTHORIZATION;
+        let mut set = Fields::new();
+        set.push(&host, Some(Cow::Borrowed(b"jira.internal:8080")))
+            .expect("room");
+        set.push_checked(&user, Some(b"alice")).expect("a valid value");
+        set.push(&authorization, None).expect("room");
+        let out = Outgoing::encode(&parts, crate::error::full(Bytes::new()), &set)
+            .await
+            .expect("encoded");
+        assert_eq!(
+            String::from_utf8_lossy(&out.wire),
+            "GET /rest/api/2/myself HTTP/1.1\r\naccept: application/json\r\n\
+             host: jira.internal:8080\r\nx-forwarded-user: alice\r\n\r\n"
+        );
+        // A value with a line break or another control would end the field early and
+        // start one of the caller's choosing: refused, never written.
+        for bad in [
+            &b"alice\r\nx-forwarded-user: admin"[..],
+            b"alice\n",
+            b"al\x00ice",
+            b"al\x7fice",
+        ] {
+            assert!(Fields::new().push_checked(&user, Some(bad)).is_err(), "{bad:?}");
+        }
+        assert!(Fields::new().push_checked(&user, Some("Zoë\tB".as_bytes())).is_ok());
+        // Past the room a field is refused, not left out.
+        let mut full = Fields::new();
+        for _ in 0..Fields::ROOM {
+            full.push(&user, None).expect("room");
+        }
+        assert!(full.push(&user, None).is_err());
+        assert_eq!(full.as_slice().len(), Fields::ROOM);
     }
 
     fn framing_of(raw: &str) -> Result<(Framing, bool), String> {

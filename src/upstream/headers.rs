@@ -190,12 +190,13 @@ pub fn media_type_is(headers: &HeaderMap, media_type: &str) -> bool {
 /// True when `name` is `target` written with any case or with `_` for `-`, spellings
 /// that some servers (and Jira plugins reading CGI-style variables) treat as the same.
 pub fn same_header(name: &HeaderName, target: &HeaderName) -> bool {
-    same_spelling(name, target.as_str())
+    same_spelling(name.as_str(), target.as_str())
 }
 
-/// As [`same_header`], for a lower-case target name.
-pub fn same_spelling(name: &HeaderName, target: &str) -> bool {
-    let (a, b) = (name.as_str().as_bytes(), target.as_bytes());
+/// As [`same_header`], for names as text (`name` as `HeaderName::as_str` gives it, and a
+/// lower-case `target`): a caller checking one name against many spells it out once.
+pub fn same_spelling(name: &str, target: &str) -> bool {
+    let (a, b) = (name.as_bytes(), target.as_bytes());
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
 }
 

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod oauth1;
 pub mod pool;
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use http::header::{AUTHORIZATION, HOST};
@@ -20,10 +21,10 @@ use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use crate::config::{IdentityMode, Secret, UpstreamConfig};
+use crate::config::{IdentityMode, UpstreamConfig};
 use crate::error::{Body, ProxyError};
 use crate::pipeline::RequestCtx;
-use h1::Field;
+use h1::Fields;
 use pool::{Pool, Pooled, SendError};
 
 /// A forwarded answer, and the fields of Jira's answer that pass as Jira wrote them.
@@ -228,7 +229,7 @@ impl Upstream {
         &self,
         parts: &Parts,
         body: Body,
-        set: &[Field],
+        set: &Fields<'_>,
         sent: Instant,
     ) -> Result<Response<Pooled>, ProxyError> {
         let deadline = crate::time::deadline(sent, self.response_timeout);
@@ -270,7 +271,8 @@ impl Upstream {
                 None => (body, sent) = (crate::error::full(bytes::Bytes::new()), Instant::now()),
             }
         }
-        let set = self.build_request(ctx, parts, form, None)?;
+        let mut set = Fields::new();
+        self.build_request(ctx, parts, form, None, &mut set)?;
         let resp = self.send(parts, body, &set, sent).await?;
         // Hop-by-hop headers stayed on the connection (`h1`).
         let (mut head, mut body) = resp.into_parts();
@@ -298,7 +300,8 @@ impl Upstream {
         sent: Instant,
     ) -> Result<Option<Answer>, ProxyError> {
         let mut parts = parts.clone();
-        let set = self.build_request(ctx, &mut parts, form, Some(cookie))?;
+        let mut set = Fields::new();
+        self.build_request(ctx, &mut parts, form, Some(cookie), &mut set)?;
         let resp = self.send(&parts, body, &set, sent).await?;
         let (mut head, mut body) = resp.into_parts();
         let ran_as = head.headers.get(headers::X_AUSERNAME).and_then(|v| v.to_str().ok());
@@ -317,13 +320,14 @@ impl Upstream {
     /// Makes `parts` the head of the request for Jira; returns the header fields the proxy
     /// sets on it (written on the wire after the caller's own, each replacing the
     /// caller's fields of its name).
-    fn build_request(
-        &self,
-        ctx: &RequestCtx,
+    fn build_request<'a>(
+        &'a self,
+        ctx: &'a RequestCtx,
         parts: &mut Parts,
         form: Option<&[(String, String)]>,
         session: Option<HeaderValue>,
-    ) -> Result<Vec<Field>, ProxyError> {
+        set: &mut Fields<'a>,
+    ) -> Result<(), ProxyError> {
         let path = ctx.path.as_ref().map_or("/", |p| p.encoded());
         let delegated = ctx.auth_kind == Some(crate::auth::AuthKind::JiraToken);
         // oauth1 mode: the user goes in the query, inside the signature (Jira's 2LOi);
@@ -350,21 +354,20 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         // Set on the wire rather than in the header map: each would cost a map insert,
         // and the map is only read once more, to be written out.
-        let mut set = Vec::with_capacity(8);
+        let internal = |e: &str| ProxyError::Internal(e.into());
+        let mut push =
+            |name: &'a HeaderName, value: Option<&'a [u8]>| set.push(name, value.map(Cow::Borrowed)).map_err(internal);
         let host = match (&ctx.host, self.preserve_host) {
-            (Some(host), true) => host.clone(),
-            _ => self.host.clone(),
+            (Some(host), true) => host,
+            _ => &self.host,
         };
-        set.push((headers::X_FORWARDED_HOST, ctx.host.clone()));
-        set.push((HOST, Some(host)));
-        set.push((
-            headers::X_FORWARDED_PROTO,
-            Some(HeaderValue::from_static(ctx.forwarded_proto)),
-        ));
-        set.push((headers::X_FORWARDED_FOR, ctx.forwarded_for.clone()));
-        set.push((headers::X_REQUEST_ID, Some(ctx.id.clone())));
+        push(&X_FORWARDED_HOST_NAME, ctx.host.as_ref().map(HeaderValue::as_bytes))?;
+        push(&HOST_NAME, Some(host.as_bytes()))?;
+        push(&X_FORWARDED_PROTO_NAME, Some(ctx.forwarded_proto.as_bytes()))?;
+        push(&X_FORWARDED_FOR_NAME, ctx.forwarded_for.as_bytes())?;
+        push(&X_REQUEST_ID_NAME, Some(ctx.id.as_bytes()))?;
         if !delegated {
-            self.assert_identity(&mut set, ctx.jira_user.as_deref())?;
+            self.assert_identity(set, ctx.jira_user.as_deref()).map_err(internal)?;
         }
         if let Some(cookie) = session {
             parts.headers.append(http::header::COOKIE, cookie);
@@ -386,46 +389,40 @@ impl Upstream {
             let auth = signer
                 .authorization(parts.method.as_str(), &format!("{base}{path}"), &params, now)
                 .map_err(ProxyError::Internal)?;
-            let mut v = HeaderValue::from_str(&auth).map_err(|e| ProxyError::Internal(e.to_string()))?;
-            v.set_sensitive(true);
-            set.push((AUTHORIZATION, Some(v)));
+            let auth = HeaderValue::from_str(&auth).map_err(|e| ProxyError::Internal(e.to_string()))?;
+            set.push(&AUTHORIZATION_NAME, Some(Cow::Owned(auth.as_bytes().to_vec())))
+                .map_err(internal)?;
         }
-        Ok(set)
+        Ok(())
     }
 
     /// The identity Jira is to trust, as fields for `set` (a field without a value removes
     /// the caller's fields of that name).
-    fn assert_identity(&self, set: &mut Vec<Field>, user: Option<&str>) -> Result<(), ProxyError> {
+    fn assert_identity<'a>(&'a self, set: &mut Fields<'a>, user: Option<&'a str>) -> Result<(), &'static str> {
         match &self.identity {
             IdentityMode::Header { name, secret } => {
                 // The caller's own credential stays with the proxy.
-                set.push((AUTHORIZATION, None));
-                let user = match user {
-                    Some(user) => Some(
-                        HeaderValue::from_bytes(user.as_bytes())
-                            .map_err(|_| ProxyError::Internal("username not encodable as a header".into()))?,
-                    ),
-                    None => None,
-                };
-                set.push((name.clone(), user));
+                set.push(&AUTHORIZATION_NAME, None)?;
+                set.push_checked(name, user.map(str::as_bytes))?;
                 if let Some((sname, s)) = secret {
-                    set.push((sname.clone(), Some(secret_value(s)?)));
+                    set.push_checked(sname, Some(s.expose()))?;
                 }
             }
             IdentityMode::Passthrough => {}
             // The signed Authorization replaces the caller's (see build_request).
-            IdentityMode::OAuth1 { .. } => set.push((AUTHORIZATION, None)),
+            IdentityMode::OAuth1 { .. } => set.push(&AUTHORIZATION_NAME, None)?,
         }
         Ok(())
     }
 }
 
-fn secret_value(s: &Secret) -> Result<HeaderValue, ProxyError> {
-    let mut v = HeaderValue::from_bytes(s.expose())
-        .map_err(|_| ProxyError::Internal("shared secret is not a valid header value".into()))?;
-    v.set_sensitive(true);
-    Ok(v)
-}
+/// The names of the fields the proxy sets, as statics: the fields borrow their names.
+static HOST_NAME: HeaderName = HOST;
+static AUTHORIZATION_NAME: HeaderName = AUTHORIZATION;
+static X_FORWARDED_HOST_NAME: HeaderName = headers::X_FORWARDED_HOST;
+static X_FORWARDED_PROTO_NAME: HeaderName = headers::X_FORWARDED_PROTO;
+static X_FORWARDED_FOR_NAME: HeaderName = headers::X_FORWARDED_FOR;
+static X_REQUEST_ID_NAME: HeaderName = headers::X_REQUEST_ID;
 
 impl Upstream {
     /// Asks Jira whether a Basic credential is valid: `GET check_path` with it, as Jira's

@@ -20,7 +20,7 @@ use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 pub use super::h1::Pooled;
-use super::h1::{self, Conn, Failure, Field, Outgoing, Stream};
+use super::h1::{self, Conn, Failure, Fields, Outgoing, Stream};
 use crate::error::Body;
 
 /// Where the connections go.
@@ -226,7 +226,7 @@ impl Pool {
     /// the connection goes back to the pool when the body has been read to its end.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Pooled>, String> {
         let (parts, body) = req.into_parts();
-        self.send_with(&parts, body, &[], Instant::now(), None)
+        self.send_with(&parts, body, &Fields::new(), Instant::now(), None)
             .await
             .map_err(SendError::message)
     }
@@ -239,7 +239,7 @@ impl Pool {
         &self,
         parts: &http::request::Parts,
         body: Body,
-        set: &[Field],
+        set: &Fields<'_>,
         now: Instant,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<Pooled>, SendError> {
