@@ -51,18 +51,18 @@ impl AuthKind {
         }
     }
 
+    pub const ALL: [AuthKind; 7] = [
+        AuthKind::Basic,
+        AuthKind::ApiKey,
+        AuthKind::OAuth1,
+        AuthKind::Jwt,
+        AuthKind::Introspection,
+        AuthKind::Session,
+        AuthKind::JiraToken,
+    ];
+
     pub fn parse(s: &str) -> Option<AuthKind> {
-        [
-            AuthKind::Basic,
-            AuthKind::ApiKey,
-            AuthKind::OAuth1,
-            AuthKind::Jwt,
-            AuthKind::Introspection,
-            AuthKind::Session,
-            AuthKind::JiraToken,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        AuthKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 

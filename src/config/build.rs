@@ -582,11 +582,20 @@ fn identity_mode(cx: &mut Ctx, r: Option<raw::Identity>) -> Option<IdentityMode>
                         );
                     }
                     match Secret::resolve(&s, cx.base) {
-                        Ok(secret) if !secret.expose().is_empty() => Some((h, secret)),
-                        Ok(_) => {
+                        Ok(secret) if secret.expose().is_empty() => {
                             cx.err("upstream.identity.secret", "is empty");
                             return None;
                         }
+                        // It goes on every request as a field value: a line break or
+                        // another control would end the field early.
+                        Ok(secret) if http::HeaderValue::from_bytes(secret.expose()).is_err() => {
+                            cx.err(
+                                "upstream.identity.secret",
+                                "holds a control character or line break, which a header value cannot",
+                            );
+                            return None;
+                        }
+                        Ok(secret) => Some((h, secret)),
                         Err(e) => {
                             cx.err("upstream.identity.secret", e);
                             return None;

@@ -148,6 +148,14 @@ fn secret_header_needs_its_secret_and_secret_is_redacted() {
         !format!("{cfg:?}").contains("topsecret"),
         "secret leaked into Debug output"
     );
+    // A secret that could not go on the wire as a field value is refused at load, and
+    // the error does not repeat it.
+    let errs = errors(&format!(
+        "{BASE}\n[upstream.identity]\nmode = \"header\"\nsecret_header = \"X-S\"\nsecret = \"top\\r\\nX-Forwarded-User: admin\"\n"
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("upstream.identity.secret: "), "{errs:?}");
+    assert!(!errs[0].contains("admin"), "{errs:?}");
 }
 
 #[test]

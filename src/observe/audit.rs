@@ -52,10 +52,10 @@ fn needs_escape(s: &[u8]) -> bool {
     !words.remainder().is_empty() && bad(&s[s.len() - 8..])
 }
 
-/// Appends a JSON string that needs no escape by construction: the proxy's own words
-/// (an outcome, a reason, a kind of credential), a method (an HTTP token, which has no
-/// quote, backslash or control), a request id (hex, or a caller's id of letters, digits
-/// and `-_.:` only).
+/// Appends a JSON string that needs no escape by construction: a kind of credential (one
+/// of [`crate::auth::AuthKind`]'s names), a method (an HTTP token, which `http::Method`
+/// holds only without quote, backslash or control), a request id (hex, or a caller's id of
+/// letters, digits and `-_.:` only).
 fn plain(out: &mut Vec<u8>, s: impl AsRef<[u8]>) {
     let s = s.as_ref();
     debug_assert!(!needs_escape(s), "{s:?} needs escapes");
@@ -92,13 +92,12 @@ fn line(out: &mut Vec<u8>, ctx: &RequestCtx, status: StatusCode, total: Duration
         Some(k) => plain(out, k.as_str()),
         None => out.extend_from_slice(b"null"),
     }
+    // Outcomes and reasons are the proxy's own words too, but written in many places:
+    // they are checked as any string is.
     out.extend_from_slice(b",\"outcome\":");
-    plain(out, ctx.outcome);
+    string(out, ctx.outcome);
     out.extend_from_slice(b",\"reason\":");
-    match ctx.reason {
-        Some(r) => plain(out, r),
-        None => out.extend_from_slice(b"null"),
-    }
+    optional(out, ctx.reason);
     out.extend_from_slice(b",\"user\":");
     optional(out, ctx.jira_user.as_deref());
     out.extend_from_slice(b",\"rule\":");
@@ -384,6 +383,22 @@ mod tests {
             let back: String = serde_json::from_slice(&out).expect("valid JSON");
             assert_eq!(back, s);
             assert!(!out.iter().any(|b| *b < 0x20), "no raw control byte in {s:?}");
+        }
+    }
+
+    #[test]
+    fn what_is_written_without_an_escape_scan_never_needs_one() {
+        for k in crate::auth::AuthKind::ALL {
+            assert!(!needs_escape(k.as_str().as_bytes()), "{k:?}");
+        }
+        // Any method a request can carry, on either protocol, is an `http::Method`: one
+        // with a quote, a backslash or a control cannot be made.
+        for m in ["GET", "PROPFIND", "X-CUSTOM!#$%&'*+-.^_`|~1"] {
+            let m = http::Method::from_bytes(m.as_bytes()).expect("a token");
+            assert!(!needs_escape(m.as_str().as_bytes()), "{m}");
+        }
+        for bad in ["GE\"T", "GE\\T", "GE\tT", "GE\nT", "GE T"] {
+            assert!(http::Method::from_bytes(bad.as_bytes()).is_err(), "{bad:?}");
         }
     }
 

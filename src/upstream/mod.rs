@@ -317,9 +317,9 @@ impl Upstream {
         Ok(None)
     }
 
-    /// Makes `parts` the head of the request for Jira; returns the header fields the proxy
-    /// sets on it (written on the wire after the caller's own, each replacing the
-    /// caller's fields of its name).
+    /// Makes `parts` the head of the request for Jira, and puts in `set` the header fields
+    /// the proxy sets on it (written on the wire after the caller's own, each replacing
+    /// the caller's fields of its name).
     fn build_request<'a>(
         &'a self,
         ctx: &'a RequestCtx,
@@ -354,7 +354,7 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         // Set on the wire rather than in the header map: each would cost a map insert,
         // and the map is only read once more, to be written out.
-        let internal = |e: &str| ProxyError::Internal(e.into());
+        let internal = ProxyError::Internal;
         let mut push =
             |name: &'a HeaderName, value: Option<&'a [u8]>| set.push(name, value.map(Cow::Borrowed)).map_err(internal);
         let host = match (&ctx.host, self.preserve_host) {
@@ -389,8 +389,8 @@ impl Upstream {
             let auth = signer
                 .authorization(parts.method.as_str(), &format!("{base}{path}"), &params, now)
                 .map_err(ProxyError::Internal)?;
-            let auth = HeaderValue::from_str(&auth).map_err(|e| ProxyError::Internal(e.to_string()))?;
-            set.push(&AUTHORIZATION_NAME, Some(Cow::Owned(auth.as_bytes().to_vec())))
+            HeaderValue::from_str(&auth).map_err(|e| ProxyError::Internal(e.to_string()))?;
+            set.push(&AUTHORIZATION_NAME, Some(Cow::Owned(auth.into_bytes())))
                 .map_err(internal)?;
         }
         Ok(())
@@ -398,7 +398,7 @@ impl Upstream {
 
     /// The identity Jira is to trust, as fields for `set` (a field without a value removes
     /// the caller's fields of that name).
-    fn assert_identity<'a>(&'a self, set: &mut Fields<'a>, user: Option<&'a str>) -> Result<(), &'static str> {
+    fn assert_identity<'a>(&'a self, set: &mut Fields<'a>, user: Option<&'a str>) -> Result<(), String> {
         match &self.identity {
             IdentityMode::Header { name, secret } => {
                 // The caller's own credential stays with the proxy.
