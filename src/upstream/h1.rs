@@ -177,7 +177,7 @@ impl<'a> Fields<'a> {
         Ok(())
     }
 
-    /// Adds a field whose value comes from elsewhere (a user name, a configured secret):
+    /// Adds a field whose value comes from elsewhere (a user name):
     /// one that is not a valid field value (RFC 9110 §5.5: no control but HTAB, no DEL)
     /// is refused, never written.
     pub fn push_checked(&mut self, name: &'a HeaderName, value: Option<&'a [u8]>) -> Result<(), String> {

@@ -404,8 +404,10 @@ impl Upstream {
                 // The caller's own credential stays with the proxy.
                 set.push(&AUTHORIZATION_NAME, None)?;
                 set.push_checked(name, user.map(str::as_bytes))?;
+                // Checked as a field value when the configuration was loaded: not again
+                // on every request.
                 if let Some((sname, s)) = secret {
-                    set.push_checked(sname, Some(s.expose()))?;
+                    set.push(sname, Some(Cow::Borrowed(s.expose())))?;
                 }
             }
             IdentityMode::Passthrough => {}
