@@ -14,11 +14,13 @@ use super::path::normalize;
 use crate::error::ProxyError;
 use crate::runtime::Runtime;
 use crate::upstream::headers::{
-    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, connection_named, is_hop_by_hop, remove_where,
-    same_spelling,
+    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, connection_named, remove_where, same_spelling,
 };
 
-/// Identity headers common Jira header authenticators read; stripped whatever the mode.
+/// Identity headers common Jira header authenticators read; stripped whatever the mode,
+/// in any letter case and with `_` for `-`. [`classify`] spells these out by length; a
+/// test holds the two together.
+#[cfg(test)]
 const IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-user",
     "x-remote-user",
@@ -38,6 +40,7 @@ const IDENTITY_HEADERS: &[&str] = &[
 ];
 
 /// Forwarding headers we set ourselves (client copies believed only from trusted proxies).
+#[cfg(test)]
 const FORWARDING_HEADERS: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
@@ -47,6 +50,61 @@ const FORWARDING_HEADERS: &[&str] = &[
     "x-forwarded-server",
     "x-real-ip",
 ];
+
+/// What `admit` does with a field of the caller's request, by its name.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Field {
+    Authorization,
+    Host,
+    /// Read for the names it lists, then stripped (it is hop-by-hop).
+    Connection,
+    Cookie,
+    RequestId,
+    /// A hop-by-hop field (RFC 9110 §7.6.1), `Expect` (the listener's business), or an
+    /// identity header ([`IDENTITY_HEADERS`], any spelling): never forwarded.
+    Strip,
+    /// A forwarding header ([`FORWARDING_HEADERS`]): read from a trusted proxy, then
+    /// stripped, as the proxy sets its own.
+    Forwarding,
+    Other,
+}
+
+/// Sorts a field name as `HeaderName` holds it (lower case). Every field of every request
+/// goes through this, so it looks at the length first and compares with at most the few
+/// names of that length, rather than with every name in the lists.
+fn classify(name: &str) -> Field {
+    let is = |t: &str| name == t;
+    // Identity headers: `_` for `-` too, as some servers and CGI-style readers take them.
+    let spelt = |t: &str| same_spelling(name, t);
+    let strip = |found: bool| if found { Field::Strip } else { Field::Other };
+    match name.len() {
+        2 => strip(is("te")),
+        4 if is("host") => Field::Host,
+        6 if is("cookie") => Field::Cookie,
+        6 => strip(is("expect") || spelt("x-user")),
+        7 => strip(is("trailer") || is("upgrade")),
+        9 if is("forwarded") || is("x-real-ip") => Field::Forwarding,
+        10 if is("connection") => Field::Connection,
+        10 => strip(is("keep-alive") || spelt("x-username")),
+        11 => strip(spelt("remote-user") || spelt("x-ausername") || spelt("x-auth-user")),
+        12 if is("x-request-id") => Field::RequestId,
+        13 if is("authorization") => Field::Authorization,
+        13 => strip(spelt("x-remote-user")),
+        14 => strip(is("http2-settings") || spelt("x-webauth-user")),
+        15 if is("x-forwarded-for") => Field::Forwarding,
+        16 if is("x-forwarded-host") || is("x-forwarded-port") => Field::Forwarding,
+        16 => strip(is("proxy-connection") || spelt("x-forwarded-user")),
+        17 if is("x-forwarded-proto") => Field::Forwarding,
+        17 => strip(is("transfer-encoding") || spelt("x-forwarded-email")),
+        18 if is("x-forwarded-server") => Field::Forwarding,
+        18 => strip(is("proxy-authenticate") || spelt("x-forwarded-groups")),
+        19 => strip(is("proxy-authorization") || spelt("x-auth-request-user")),
+        20 => strip(spelt("x-authenticated-user") || spelt("x-auth-request-email")),
+        21 => strip(spelt("x-auth-request-groups")),
+        30 => strip(spelt("x-forwarded-preferred-username")),
+        _ => Field::Other,
+    }
+}
 
 /// Jira's (Tomcat's and Seraph's) session cookies: a caller must not bring their own
 /// Jira session, or Jira would run the request as that session's user.
@@ -77,24 +135,31 @@ pub fn as_sent(path: &str) -> String {
 }
 
 pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<(), ProxyError> {
-    // One pass over the fields counts and takes what is used below (a lookup by name
-    // hashes the name; most requests have none of `Connection`, `Cookie` and
-    // `X-Request-Id`): the first of each field is the one a lookup would give.
+    // One pass over the fields sorts each by its name, counts and takes what is used
+    // below (the first of each field is the one a lookup would give), and notes whether
+    // any field must go: most requests have none, and are spared a second pass.
+    let asserted = rt.upstream.asserted_headers();
     let (mut authorizations, mut hosts, mut connection, mut cookies) = (0, 0, false, false);
+    let (mut strip, mut forwarded) = (false, false);
     let (mut authorization, mut host, mut sent_id) = (None, None, None);
     for (name, value) in parts.headers.iter() {
-        if name == AUTHORIZATION {
-            authorizations += 1;
-            authorization.get_or_insert(value);
-        } else if name == HOST {
-            hosts += 1;
-            host.get_or_insert(value);
-        } else if name == http::header::CONNECTION {
-            connection = true;
-        } else if name == http::header::COOKIE {
-            cookies = true;
-        } else if name == X_REQUEST_ID {
-            sent_id.get_or_insert(value);
+        match classify(name.as_str()) {
+            Field::Authorization => {
+                authorizations += 1;
+                authorization.get_or_insert(value);
+            }
+            Field::Host => {
+                hosts += 1;
+                host.get_or_insert(value);
+            }
+            Field::Connection => connection = true,
+            Field::Cookie => cookies = true,
+            Field::RequestId => {
+                sent_id.get_or_insert(value);
+            }
+            Field::Strip => strip = true,
+            Field::Forwarding => forwarded = true,
+            Field::Other => strip |= asserted.iter().any(|t| same_spelling(name.as_str(), t.as_str())),
         }
     }
     ctx.id = request_id(sent_id);
@@ -114,36 +179,33 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
     if hosts > 1 {
         return Err(ProxyError::BadRequest("More than one Host header."));
     }
-    // One pass over the names: hop-by-hop headers and those `Connection` lists, `Expect`,
-    // and every spelling of an identity header (ours and the common ones).
-    let named = if connection {
-        connection_named(&parts.headers)
-    } else {
-        Vec::new()
-    };
-    // A field `Connection` names is this hop's and goes below: what was taken of it above
-    // goes too, so the authenticators and Jira see the same request.
-    if named.contains(&AUTHORIZATION) {
-        authorization = None;
-    }
-    if named.contains(&HOST) {
-        host = None;
+    if connection {
+        // The fields `Connection` names are this hop's and go below: what was taken of
+        // them above goes too, so the authenticators and Jira see the same request.
+        let named = connection_named(&parts.headers);
+        if named.contains(&AUTHORIZATION) {
+            authorization = None;
+        }
+        if named.contains(&HOST) {
+            host = None;
+        }
+        remove_where(&mut parts.headers, |k| named.contains(k));
+        strip = true;
     }
     ctx.authorization = authorization;
-    let asserted = rt.upstream.asserted_headers();
-    remove_where(&mut parts.headers, |k| {
-        let n = k.as_str();
-        is_hop_by_hop(k)
-            || named.contains(k)
-            || k == http::header::EXPECT
-            || IDENTITY_HEADERS.iter().any(|t| same_spelling(n, t))
-            || asserted.iter().any(|t| same_spelling(n, t.as_str()))
-    });
+    if strip {
+        // Hop-by-hop fields, `Expect`, and every spelling of an identity header (the
+        // common ones, and those this proxy asserts).
+        remove_where(&mut parts.headers, |k| {
+            matches!(classify(k.as_str()), Field::Strip | Field::Connection)
+                || asserted.iter().any(|t| same_spelling(k.as_str(), t.as_str()))
+        });
+    }
     let ours = rt.session.as_ref().map(|s| s.cookie_names());
     if cookies {
         ctx.session_ids = strip_cookies(&mut parts.headers, ours.as_ref().map_or(&[][..], |n| &n[..]));
     }
-    forwarding(rt, ctx, parts, host);
+    forwarding(rt, ctx, parts, host, forwarded);
     Ok(())
 }
 
@@ -195,10 +257,9 @@ fn request_id(sent: Option<&HeaderValue>) -> RequestId {
         return RequestId::Sent(HeaderValue::from_static("unavailable"));
     };
     let mut hex = [0u8; 32];
-    for (pair, b) in hex.chunks_exact_mut(2).zip(raw) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0x0f)];
-    }
+    let raw = u128::from_be_bytes(raw);
+    hex[..16].copy_from_slice(&hex16((raw >> 64) as u64));
+    hex[16..].copy_from_slice(&hex16(raw as u64));
     RequestId::Made(hex)
 }
 
@@ -249,7 +310,25 @@ fn next_id() -> Option<[u8; 16]> {
     })
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// The 16 lower-case hex digits of `x`, most significant first, eight at a time: each
+/// nibble spread to a byte, then `'0'` added, and `'a' - '0' - 10` more where the nibble
+/// is 10 or above (where adding 6 carries into the byte's bit 4).
+fn hex16(x: u64) -> [u8; 16] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut out = [0u8; 16];
+    for (i, half) in [x >> 32, x & 0xffff_ffff].into_iter().enumerate() {
+        // Nibble j into byte j, then the bytes reversed: the most significant first.
+        let mut n = half;
+        n = (n | (n << 16)) & 0x0000_ffff_0000_ffff;
+        n = (n | (n << 8)) & 0x00ff_00ff_00ff_00ff;
+        n = (n | (n << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+        let n = n.swap_bytes();
+        let tens = ((n + 6 * ONES) >> 4) & ONES;
+        let text = n + u64::from(b'0') * ONES + tens * u64::from(b'a' - b'0' - 10);
+        out[i * 8..i * 8 + 8].copy_from_slice(&text.to_le_bytes());
+    }
+    out
+}
 
 fn filter_query(q: &str) -> Option<String> {
     let kept: Vec<&str> = q
@@ -394,7 +473,9 @@ impl ForwardedFor {
 
 /// Decides the client address and the forwarding headers to send. A client's own
 /// `X-Forwarded-*` is believed only when the peer is a configured trusted proxy.
-fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts, host: Option<HeaderValue>) {
+/// `forwarded`: the request has a forwarding header (to read from a trusted proxy, and
+/// to strip).
+fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts, host: Option<HeaderValue>, forwarded: bool) {
     let peer = ctx.conn.peer.ip().to_canonical();
     let trusted = |ip: &IpAddr| rt.trusted_proxies.iter().any(|n| n.contains(ip));
     ctx.client_ip = peer;
@@ -406,6 +487,9 @@ fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts, host: Optio
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
+    if !forwarded {
+        return;
+    }
     if trusted(&peer) {
         let listed: Vec<String> = parts
             .headers
@@ -433,12 +517,102 @@ fn forwarding(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts, host: Optio
             ctx.host = Some(h.clone());
         }
     }
-    remove_where(&mut parts.headers, |k| FORWARDING_HEADERS.contains(&k.as_str()));
+    remove_where(&mut parts.headers, |k| classify(k.as_str()) == Field::Forwarding);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `classify` must answer, from the lists it spells out.
+    fn listed(name: &str) -> Field {
+        let hop =
+            http::HeaderName::from_bytes(name.as_bytes()).is_ok_and(|n| crate::upstream::headers::is_hop_by_hop(&n));
+        match name {
+            "authorization" => Field::Authorization,
+            "host" => Field::Host,
+            "connection" => Field::Connection,
+            "cookie" => Field::Cookie,
+            "x-request-id" => Field::RequestId,
+            _ if hop || name == "expect" || IDENTITY_HEADERS.iter().any(|t| same_spelling(name, t)) => Field::Strip,
+            _ if FORWARDING_HEADERS.contains(&name) => Field::Forwarding,
+            _ => Field::Other,
+        }
+    }
+
+    #[test]
+    fn fields_are_sorted_by_length_as_the_lists_say_and_near_misses_are_other_fields() {
+        let hop_by_hop = [
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "http2-settings",
+        ];
+        let special = [
+            "authorization",
+            "host",
+            "connection",
+            "cookie",
+            "x-request-id",
+            "expect",
+        ];
+        let others = [
+            "accept",
+            "content-type",
+            "user-agent",
+            "x-atlassian-token",
+            "origin",
+            "referer",
+        ];
+        let mut names: Vec<String> = [&hop_by_hop[..], &special, &others, IDENTITY_HEADERS, FORWARDING_HEADERS]
+            .concat()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        // Every name changed in one place (a letter, `-`, `_` or nothing put in, taken
+        // out or swapped), and every identity header with each `-` written `_`.
+        let seeds = names.clone();
+        for seed in &seeds {
+            let b = seed.as_bytes();
+            for i in 0..=b.len() {
+                for c in [b'-', b'_', b'a', b'x', b's'] {
+                    let mut put = b.to_vec();
+                    put.insert(i, c);
+                    names.push(String::from_utf8(put).expect("ascii"));
+                    if i < b.len() {
+                        let mut swapped = b.to_vec();
+                        swapped[i] = c;
+                        names.push(String::from_utf8(swapped).expect("ascii"));
+                    }
+                }
+                if i < b.len() {
+                    let mut cut = b.to_vec();
+                    cut.remove(i);
+                    names.push(String::from_utf8(cut).expect("ascii"));
+                }
+            }
+        }
+        for id in IDENTITY_HEADERS {
+            names.push(id.replace('-', "_"));
+        }
+        for name in &names {
+            assert_eq!(classify(name), listed(name), "{name}");
+        }
+        assert_eq!(classify("x_forwarded_user"), Field::Strip);
+        assert_eq!(
+            classify("x_forwarded_for"),
+            Field::Other,
+            "only identity headers in any spelling"
+        );
+        assert_eq!(classify("x-forwarded-users"), Field::Other);
+        assert_eq!(classify("te"), Field::Strip);
+        assert_eq!(classify("x-real-ip"), Field::Forwarding);
+    }
 
     #[test]
     fn seraph_login_params_are_removed_in_any_spelling() {
@@ -528,6 +702,18 @@ mod tests {
         assert_eq!(generated.to_value().as_bytes(), generated.as_bytes());
         assert_eq!(format!("{generated:?}").as_bytes(), generated.as_bytes());
         assert_ne!(generated, request_id(None), "ids are random");
+    }
+
+    #[test]
+    fn hex_digits_are_written_as_format_writes_them() {
+        let mut x: u64 = 0x0123_4567_89ab_cdef;
+        for _ in 0..10_000 {
+            assert_eq!(&hex16(x)[..], format!("{x:016x}").as_bytes());
+            x = x.rotate_left(7).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xa5;
+        }
+        for x in [0, u64::MAX, 0xa, 0x9, 0xf0f0_f0f0_0a0a_0a0a] {
+            assert_eq!(&hex16(x)[..], format!("{x:016x}").as_bytes());
+        }
     }
 
     #[test]

@@ -92,6 +92,24 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
     String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)
 }
 
+/// The bytes a path segment holds as they are (RFC 3986 §3.3 `pchar` less `%`): letters,
+/// digits and `-._~!$&'()*+,=:@`, one lookup each.
+static PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let others = b"-._~!$&'()*+,=:@";
+    let mut i = 0;
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// True when normalising `raw` would give `raw` back: only characters that need no
 /// decoding or encoding, and no empty, `.` or `..` segment (a final empty one, the
 /// trailing slash, is kept as it is). Most requests are such paths.
@@ -110,7 +128,7 @@ fn already_normal(raw: &str) -> bool {
                 return false;
             }
             start = i + 1;
-        } else if !(b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@".contains(&b)) {
+        } else if !PLAIN[usize::from(b)] {
             return false;
         }
     }
@@ -203,6 +221,15 @@ mod tests {
             "-_",
         ];
         let mut paths = vec![String::from("/")];
+        // Every byte value, alone in a segment (those that are no UTF-8 alone, paired).
+        for b in 0..=255u8 {
+            let text = if b < 0x80 {
+                char::from(b).to_string()
+            } else {
+                String::from_utf8_lossy(&[0xc2, b]).into_owned()
+            };
+            paths.push(format!("/x{text}y/z"));
+        }
         for a in pieces {
             for b in pieces {
                 for c in ["", "/", "/c", "/../"] {

@@ -99,6 +99,8 @@ pub type Service = Box<dyn Fn(Request<Body>) -> Pin<Box<dyn Future<Output = Answ
 thread_local! {
     /// A read buffer for whichever connection on this thread reads next.
     static SPARE_READ: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    /// Where this thread's request heads are copied, one after another (see `copy_head`).
+    static HEADS: RefCell<BytesMut> = RefCell::new(BytesMut::new());
     /// A write buffer, likewise.
     static SPARE_WRITE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// The `Date` value for the current second.
@@ -752,7 +754,7 @@ fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, (Stat
     };
     // The head is copied out whole (the read buffer stays free for the next request),
     // and its names and values are cut from that copy where the parser found them.
-    let head = Bytes::copy_from_slice(&buf[..len]);
+    let head = copy_head(&buf[..len]);
     let base = buf.as_ptr() as usize;
     let cut = |s: &[u8]| {
         let from = if s.is_empty() { 0 } else { s.as_ptr() as usize - base };
@@ -832,6 +834,28 @@ fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, (Stat
         keep_alive,
         expect_continue: expect_continue && version == Version::HTTP_11,
     }))
+}
+
+/// Heads up to this size share the thread's head buffer, this large.
+const HEAD_ROOM: usize = 4 << 10;
+
+/// A copy of a request head, in the thread's head buffer where it fits: most heads cost
+/// no allocation of their own, where a copy of each would cost two (its bytes, and the
+/// count its values share once cut from it). A new buffer is taken when the room left
+/// is too small, or the old one reused in place once every head in it has been dropped;
+/// a request still being served keeps at most this one buffer alive.
+fn copy_head(head: &[u8]) -> Bytes {
+    if head.len() > HEAD_ROOM {
+        return Bytes::copy_from_slice(head);
+    }
+    HEADS.with(|h| {
+        let mut h = h.borrow_mut();
+        if h.capacity() < head.len() {
+            h.reserve(HEAD_ROOM);
+        }
+        h.extend_from_slice(head);
+        h.split().freeze()
+    })
 }
 
 /// The `Date` of an answer that has none (RFC 9110 §6.6.1), formatted once a second.
@@ -1268,6 +1292,58 @@ mod tests {
         let mut buf =
             BytesMut::from(&b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n"[..]);
         assert!(matches!(parse_head(&mut buf, &LIMITS), Ok(Some(h)) if h.expect_continue));
+    }
+
+    #[test]
+    fn heads_sharing_the_threads_buffer_stay_whole_while_held_and_its_room_is_reused() {
+        // Heads of many sizes, up to and past the shared room; every third held to the
+        // end, the rest dropped at once, so that buffers fill, are replaced while still
+        // in use, and are reused in place when free.
+        let mut held = Vec::new();
+        for i in 0..3000usize {
+            let filler = "f".repeat(i * 37 % (HEAD_ROOM + 200));
+            let raw = format!("GET /p{i} HTTP/1.1\r\nHost: h{i}\r\nX-Fill: {filler}\r\nX-N: {i}\r\n\r\n");
+            let mut buf = BytesMut::from(raw.as_bytes());
+            let Ok(Some(h)) = parse_head(
+                &mut buf,
+                &Limits {
+                    max_header_bytes: 64 << 10,
+                    ..LIMITS
+                },
+            ) else {
+                panic!("head {i} not parsed")
+            };
+            assert!(buf.is_empty());
+            if i % 3 == 0 {
+                held.push((i, filler, h.request));
+            }
+        }
+        for (i, filler, r) in &held {
+            assert_eq!(r.uri().path(), format!("/p{i}"));
+            assert_eq!(r.headers()["host"], format!("h{i}").as_str());
+            assert_eq!(r.headers()["x-fill"], filler.as_str());
+            assert_eq!(r.headers()["x-n"], i.to_string().as_str());
+        }
+        // Once every head is dropped, the buffer's room is used again, not replaced.
+        drop(held);
+        let at = HEADS.with(|h| h.borrow().as_ptr() as usize);
+        let fits = HEADS.with(|h| h.borrow().capacity());
+        let small = |n: usize| format!("GET /{n} HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut n = 0;
+        let mut used = 0;
+        while used + small(n).len() <= fits {
+            used += small(n).len();
+            let mut buf = BytesMut::from(small(n).as_bytes());
+            assert!(matches!(parse_head(&mut buf, &LIMITS), Ok(Some(_))));
+            n += 1;
+        }
+        let mut buf = BytesMut::from(small(n).as_bytes());
+        assert!(matches!(parse_head(&mut buf, &LIMITS), Ok(Some(_))));
+        let start = HEADS.with(|h| h.borrow().as_ptr() as usize) - small(n).len();
+        assert!(
+            start <= at && at - start <= HEAD_ROOM,
+            "a head after the room filled went into the same buffer, from its start"
+        );
     }
 
     #[test]

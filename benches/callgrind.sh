@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Instructions per request, by callgrind: repeatable for one binary, whatever else the
+# machine is doing, so a change to the request path can be weighed without a load run.
+#   benches/callgrind.sh [BIN]               # the API-key row (an imported key, Bearer)
+#   HEADER='Authorization: Basic YWxpY2U6czNjcmV0' benches/callgrind.sh BIN
+# The proxy (one listener thread, the load rows' chain and audit settings) runs under
+# callgrind behind a one-worker nginx answering as Jira does in benches/load.sh; a client
+# sends FEW and then MANY sequential keep-alive requests on one connection, and the
+# difference of the two totals over MANY - FEW is what one request costs, start-up and
+# shutdown cancelled out. OUT (default target/callgrind) keeps the two profiles, for
+# callgrind_annotate.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${1:-$root/target/release/jira-auth-proxy}
+out=${OUT:-$root/target/callgrind}
+few=${FEW:-2000}
+many=${MANY:-20000}
+p_up=${P_UP:-19901}
+p_proxy=${P_PROXY:-19900}
+key=benchtokenbenchtokenbenchtoken12
+header=${HEADER:-Authorization: Bearer $key}
+command -v valgrind >/dev/null && command -v nginx >/dev/null || {
+  echo "callgrind.sh needs valgrind and nginx" >&2
+  exit 2
+}
+[[ -x $bin ]] || cargo build --release --manifest-path "$root/Cargo.toml"
+mkdir -p "$out/up/tmp"
+sed -e 's/@UP_WORKERS@/1/' -e "s|@WORK@|$out/up|g" -e "s/@P_UP@/$p_up/" \
+  "$root/../shared/bench/conf/upstream-nginx.conf" > "$out/up/nginx.conf"
+nginx -p "$out/up/" -c "$out/up/nginx.conf" &
+up=$!
+trap 'kill $up 2>/dev/null || true' EXIT
+alice_hash=$(printf 's3cret' | "$bin" hash-password)
+imported=$(printf '%s' "$key" | "$bin" keys import --user carol --name bench)
+cat > "$out/proxy.toml" <<TOML
+version = 1
+[server]
+listen = "127.0.0.1:$p_proxy"
+workers = 1
+[upstream]
+url = "http://127.0.0.1:$p_up"
+[audit]
+to = "$out/audit.log"
+flush = "1s"
+[[auth.chain]]
+type = "api_key"
+[[auth.chain]]
+type = "session"
+[[auth.chain]]
+type = "basic"
+cache_ttl = "5m"
+[[users]]
+name = "alice"
+password_hash = "$alice_hash"
+$imported
+[[access.rules]]
+name = "authenticated"
+authenticated = true
+effect = "allow"
+TOML
+
+# One connection, N requests one after another, each answer read whole before the next.
+client() {
+  python3 - "$p_proxy" "$1" "$header" <<'PY'
+import socket, sys
+port, n, header = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+req = ("GET /rest/api/2/myself HTTP/1.1\r\nHost: jira.example\r\n" + header + "\r\n\r\n").encode()
+s = socket.create_connection(("127.0.0.1", port))
+buf = b""
+for _ in range(n):
+    s.sendall(req)
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            head = buf[:end].decode("latin-1").lower()
+            if not head.startswith("http/1.1 200"):
+                sys.exit("not 200: " + head.splitlines()[0])
+            length = int(head.split("content-length:")[1].split("\r\n")[0])
+            if len(buf) >= end + 4 + length:
+                buf = buf[end + 4 + length:]
+                break
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit("connection closed")
+        buf += chunk
+s.close()
+PY
+}
+
+# Total instructions of the proxy serving N requests.
+run() {
+  local n=$1 file=$out/callgrind.$1.out
+  valgrind --tool=callgrind --callgrind-out-file="$file" "$bin" serve --config "$out/proxy.toml" \
+    2> "$out/valgrind.$n.log" &
+  local pid=$!
+  for _ in $(seq 300); do
+    (exec 3<>/dev/tcp/127.0.0.1/$p_proxy) 2>/dev/null && break
+    sleep 0.1
+  done
+  client 1 # warms a cached credential, as under load
+  client "$n"
+  kill -INT $pid
+  wait $pid || true
+  awk '/^summary:/ {print $2}' "$file"
+}
+
+a=$(run "$few")
+b=$(run "$many")
+echo "instructions per request: $(((b - a) / (many - few)))  (profiles: $out/callgrind.{$few,$many}.out)"
