@@ -722,6 +722,35 @@ impl Flags {
     }
 }
 
+/// The names of the fields most requests carry, as written (any letter case): theirs is
+/// a constant, where parsing a name would copy it in lower case and look it up among
+/// every standard name. Any other name is parsed.
+fn known_name(raw: &[u8]) -> Option<HeaderName> {
+    use http::header::{
+        ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, ORIGIN, REFERER,
+        USER_AGENT,
+    };
+    let is = |name: &str| crate::wire::eq_lower(raw, name.as_bytes());
+    Some(match raw.len() {
+        4 if is("host") => HOST,
+        6 if is("accept") => ACCEPT,
+        6 if is("cookie") => COOKIE,
+        6 if is("origin") => ORIGIN,
+        6 if is("expect") => EXPECT,
+        7 if is("referer") => REFERER,
+        10 if is("user-agent") => USER_AGENT,
+        10 if is("connection") => CONNECTION,
+        12 if is("content-type") => CONTENT_TYPE,
+        13 if is("authorization") => AUTHORIZATION,
+        13 if is("cache-control") => CACHE_CONTROL,
+        14 if is("content-length") => CONTENT_LENGTH,
+        15 if is("accept-encoding") => ACCEPT_ENCODING,
+        15 if is("accept-language") => ACCEPT_LANGUAGE,
+        17 if is("transfer-encoding") => TRANSFER_ENCODING,
+        _ => return None,
+    })
+}
+
 /// Parses the request head at the start of `buf`, taking it off the buffer when whole
 /// (`Ok(None)` while it is not). Refusals are the status and message to answer with.
 fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, (StatusCode, &'static str)> {
@@ -766,7 +795,10 @@ fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, (Stat
         let uri = Uri::from_maybe_shared(cut(r.path.unwrap_or("").as_bytes())).map_err(|_| MALFORMED)?;
         let mut headers = HeaderMap::with_capacity(r.headers.len());
         for h in r.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| MALFORMED)?;
+            let name = match known_name(h.name.as_bytes()) {
+                Some(name) => name,
+                None => HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| MALFORMED)?,
+            };
             let value = HeaderValue::from_maybe_shared(cut(h.value)).map_err(|_| MALFORMED)?;
             if !flags.note(&name, &value, &mut codings) {
                 headers.append(name, value);
@@ -1344,6 +1376,58 @@ mod tests {
             start <= at && at - start <= HEAD_ROOM,
             "a head after the room filled went into the same buffer, from its start"
         );
+    }
+
+    #[test]
+    fn known_names_are_the_parsed_names_in_any_case_and_near_misses_are_parsed() {
+        let known = [
+            "host",
+            "accept",
+            "cookie",
+            "origin",
+            "expect",
+            "referer",
+            "user-agent",
+            "connection",
+            "content-type",
+            "authorization",
+            "cache-control",
+            "content-length",
+            "accept-encoding",
+            "accept-language",
+            "transfer-encoding",
+        ];
+        for name in known {
+            for written in [name.to_owned(), name.to_ascii_uppercase(), {
+                let mut alternate = name.as_bytes().to_vec();
+                alternate.iter_mut().step_by(2).for_each(|b| b.make_ascii_uppercase());
+                String::from_utf8(alternate).expect("ascii")
+            }] {
+                let parsed = HeaderName::from_bytes(written.as_bytes()).expect("a name");
+                assert_eq!(known_name(written.as_bytes()), Some(parsed), "{written}");
+            }
+            // Changed in one place: never taken for another name.
+            for i in 0..name.len() {
+                for c in [b'-', b'_', b'x', b'0', b'@', b'`', b'{'] {
+                    let mut changed = name.as_bytes().to_vec();
+                    changed[i] = c;
+                    if let Some(k) = known_name(&changed) {
+                        assert_eq!(Some(k), HeaderName::from_bytes(&changed).ok(), "{changed:?}");
+                    }
+                }
+                let mut cut = name.as_bytes().to_vec();
+                cut.remove(i);
+                assert_eq!(known_name(&cut), None, "{cut:?}");
+            }
+        }
+        assert_eq!(known_name(b"x-request-id"), None);
+        // Parsed as any other head: the name the map holds is the same.
+        let Ok(Some(h)) = parse("GET / HTTP/1.1\r\nHOST: a\r\nUser-Agent: b\r\nX-Custom: c\r\n\r\n") else {
+            panic!("not parsed")
+        };
+        assert_eq!(h.request.headers()[HOST], "a");
+        assert_eq!(h.request.headers()["user-agent"], "b");
+        assert_eq!(h.request.headers()["x-custom"], "c");
     }
 
     #[test]
