@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Instructions per request, by callgrind: repeatable for one binary, whatever else the
-# machine is doing, so a change to the request path can be weighed without a load run.
-#   benches/callgrind.sh [BIN]               # the API-key row (an imported key, Bearer)
+# Instructions per request, by callgrind: repeatable for one binary (the count does not
+# depend on what else the machine is doing; timed work, such as the audit log's flush
+# each second, adds a little with the runs' length), so a change to the request path can
+# be weighed without a load run.
+#   benches/callgrind.sh [BIN]               # the API-key row (an imported key, Bearer);
+#                                            # without BIN, `cargo build --release`'s
 #   HEADER='Authorization: Basic YWxpY2U6czNjcmV0' benches/callgrind.sh BIN
 # The proxy (one listener thread, the load rows' chain and audit settings) runs under
 # callgrind behind a one-worker nginx answering as Jira does in benches/load.sh; a client
@@ -10,8 +13,9 @@
 # shutdown cancelled out. OUT (default target/callgrind) keeps the two profiles, for
 # callgrind_annotate.
 set -euo pipefail
+shopt -s inherit_errexit
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin=${1:-$root/target/release/jira-auth-proxy}
+harness=${BENCH_HARNESS:-$root/../shared/bench}
 out=${OUT:-$root/target/callgrind}
 few=${FEW:-2000}
 many=${MANY:-20000}
@@ -19,14 +23,29 @@ p_up=${P_UP:-19901}
 p_proxy=${P_PROXY:-19900}
 key=benchtokenbenchtokenbenchtoken12
 header=${HEADER:-Authorization: Bearer $key}
-command -v valgrind >/dev/null && command -v nginx >/dev/null || {
-  echo "callgrind.sh needs valgrind and nginx" >&2
+for tool in valgrind nginx python3; do
+  command -v "$tool" >/dev/null || {
+    echo "callgrind.sh needs $tool (Debian: apt-get install valgrind nginx python3)" >&2
+    exit 2
+  }
+done
+conf=$harness/conf/upstream-nginx.conf
+[[ -f $conf ]] || {
+  echo "callgrind.sh needs the bench harness's $conf (set BENCH_HARNESS)" >&2
   exit 2
 }
-[[ -x $bin ]] || cargo build --release --manifest-path "$root/Cargo.toml"
+if [[ $# -ge 1 ]]; then
+  bin=$1
+else
+  cargo build --release --manifest-path "$root/Cargo.toml"
+  bin=${CARGO_TARGET_DIR:-$root/target}/release/jira-auth-proxy
+fi
+[[ -x $bin ]] || {
+  echo "callgrind.sh: no binary at $bin" >&2
+  exit 2
+}
 mkdir -p "$out/up/tmp"
-sed -e 's/@UP_WORKERS@/1/' -e "s|@WORK@|$out/up|g" -e "s/@P_UP@/$p_up/" \
-  "$root/../shared/bench/conf/upstream-nginx.conf" > "$out/up/nginx.conf"
+sed -e 's/@UP_WORKERS@/1/' -e "s|@WORK@|$out/up|g" -e "s/@P_UP@/$p_up/" "$conf" > "$out/up/nginx.conf"
 nginx -p "$out/up/" -c "$out/up/nginx.conf" &
 up=$!
 trap 'kill $up 2>/dev/null || true' EXIT
@@ -91,14 +110,16 @@ PY
 run() {
   local n=$1 file=$out/callgrind.$1.out
   valgrind --tool=callgrind --callgrind-out-file="$file" "$bin" serve --config "$out/proxy.toml" \
-    2> "$out/valgrind.$n.log" &
+    > /dev/null 2> "$out/valgrind.$n.log" &
   local pid=$!
+  # `run` is a subshell of its own: stopping it stops the proxy too.
+  trap "kill $pid 2>/dev/null || true" EXIT
   for _ in $(seq 300); do
     (exec 3<>/dev/tcp/127.0.0.1/$p_proxy) 2>/dev/null && break
     sleep 0.1
   done
-  client 1 # warms a cached credential, as under load
-  client "$n"
+  client 1 || exit 1 # warms a cached credential, as under load
+  client "$n" || exit 1
   kill -INT $pid
   wait $pid || true
   awk '/^summary:/ {print $2}' "$file"
@@ -106,4 +127,8 @@ run() {
 
 a=$(run "$few")
 b=$(run "$many")
+[[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] || {
+  echo "callgrind.sh: no totals (see $out/valgrind.*.log)" >&2
+  exit 1
+}
 echo "instructions per request: $(((b - a) / (many - few)))  (profiles: $out/callgrind.{$few,$many}.out)"

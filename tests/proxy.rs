@@ -285,6 +285,39 @@ async fn spoofed_identity_header_in_every_spelling_never_reaches_jira() {
 }
 
 #[tokio::test]
+async fn a_client_copy_of_the_shared_secret_header_in_any_spelling_never_reaches_jira() {
+    // `X-Proxy-Secret` is none of the common identity headers: it is stripped because the
+    // proxy asserts it, in every spelling, and only the proxy's own value reaches Jira.
+    let jira = FakeJira::start(JiraTrust::Header).await;
+    let text = basic_config("").replace(
+        "connect_timeout = \"1s\"",
+        "connect_timeout = \"1s\"\n[upstream.identity]\nmode = \"header\"\nheader = \"X-Forwarded-User\"\n\
+         secret_header = \"X-Proxy-Secret\"\nsecret = \"the-proxys-own-secret-value\"",
+    );
+    let proxy = Proxy::start(&text, jira.addr).await;
+    let answer = raw(
+        proxy.addr,
+        format!(
+            "GET /rest/api/2/myself HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nX_Proxy_Secret: guess1\r\n\
+             x-proxy-secret: guess2\r\nX-PROXY_SECRET: guess3\r\nConnection: close\r\n\r\n",
+            basic("alice", "alice-pw")
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 200);
+    let seen = jira.last();
+    let values: Vec<_> = seen
+        .headers
+        .iter()
+        .filter(|(k, _)| k.as_str().replace('_', "-") == "x-proxy-secret")
+        .map(|(k, v)| format!("{k}: {v:?}"))
+        .collect();
+    assert_eq!(values, ["x-proxy-secret: \"the-proxys-own-secret-value\"".to_string()]);
+    assert_eq!(seen.user.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
 async fn connection_header_naming_the_identity_header_cannot_smuggle_it() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;
@@ -503,6 +536,12 @@ async fn x_forwarded_for_from_a_trusted_proxy_names_the_client_for_rules() {
     .await;
     assert_eq!(r.status, 403);
     assert_eq!(proxy.audit().pop().unwrap()["client_ip"], "8.8.8.8");
+    // A trusted proxy's request with no forwarding field at all names the peer itself.
+    let r = get(&proxy.url("/x"), &[("authorization", &alice)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(jira.last().headers.get("x-forwarded-for").unwrap(), "127.0.0.1");
+    assert_eq!(jira.last().headers.get("x-forwarded-proto").unwrap(), "http");
+    assert_eq!(proxy.audit().pop().unwrap()["client_ip"], "127.0.0.1");
 }
 
 #[tokio::test]

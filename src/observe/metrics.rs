@@ -62,8 +62,15 @@ pub struct Sample<'a> {
 /// several times the cost) protects nothing. Each word is mixed in by a multiplication,
 /// and `finish` folds the high half (where a product gathers its input) into the low
 /// half the map indexes by.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct LabelHash(u64);
+
+impl Default for LabelHash {
+    fn default() -> Self {
+        // Not zero: leading zero words then still move the state.
+        LabelHash(0xcbf2_9ce4_8422_2325)
+    }
+}
 
 impl LabelHash {
     fn mix(&mut self, word: u64) {
@@ -405,6 +412,12 @@ mod tests {
         let slots: std::collections::HashSet<u64> = names.iter().map(|n| build.hash_one(n.as_str()) & 1023).collect();
         assert!(slots.len() > 580, "{} of 1,024 slots", slots.len());
         assert_ne!(build.hash_one("a"), build.hash_one("a\0"));
+        let words = |b: &[u8]| {
+            let mut h = LabelHash::default();
+            std::hash::Hasher::write(&mut h, b);
+            std::hash::Hasher::finish(&h)
+        };
+        assert_ne!(words(b""), words(&[0; 8]), "zero words still count");
     }
 
     #[test]

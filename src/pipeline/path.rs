@@ -92,8 +92,9 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
     String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)
 }
 
-/// The bytes a path segment holds as they are (RFC 3986 §3.3 `pchar` less `%`): letters,
-/// digits and `-._~!$&'()*+,=:@`, one lookup each.
+/// The bytes a path segment holds as they are (RFC 3986 §3.3 `pchar` less `%` and `;`,
+/// which start an escape and a path parameter): letters, digits and `-._~!$&'()*+,=:@`,
+/// one lookup each.
 static PLAIN: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
@@ -221,7 +222,8 @@ mod tests {
             "-_",
         ];
         let mut paths = vec![String::from("/")];
-        // Every byte value, alone in a segment (those that are no UTF-8 alone, paired).
+        // Every ASCII byte alone in a segment, and every byte above as the second of a
+        // two-byte sequence (valid UTF-8 for 0x80-0xBF, not for the rest).
         for b in 0..=255u8 {
             let text = if b < 0x80 {
                 char::from(b).to_string()

@@ -874,8 +874,11 @@ const HEAD_ROOM: usize = 4 << 10;
 /// A copy of a request head, in the thread's head buffer where it fits: most heads cost
 /// no allocation of their own, where a copy of each would cost two (its bytes, and the
 /// count its values share once cut from it). A new buffer is taken when the room left
-/// is too small, or the old one reused in place once every head in it has been dropped;
-/// a request still being served keeps at most this one buffer alive.
+/// is too small, or the old one reused in place once every head in it has been dropped.
+/// So a request still being served keeps its whole buffer alive (4 KiB, not its head's
+/// size), and with it the heads of the requests before it on the thread, credentials
+/// among them, until it ends; nothing keeps a head past its request but the thread's
+/// newest buffer, until later heads overwrite it (as freed memory would be reused).
 fn copy_head(head: &[u8]) -> Bytes {
     if head.len() > HEAD_ROOM {
         return Bytes::copy_from_slice(head);
@@ -1372,8 +1375,9 @@ mod tests {
         let mut buf = BytesMut::from(small(n).as_bytes());
         assert!(matches!(parse_head(&mut buf, &LIMITS), Ok(Some(_))));
         let start = HEADS.with(|h| h.borrow().as_ptr() as usize) - small(n).len();
-        assert!(
-            start <= at && at - start <= HEAD_ROOM,
+        assert_eq!(
+            start,
+            at + fits - HEAD_ROOM,
             "a head after the room filled went into the same buffer, from its start"
         );
     }

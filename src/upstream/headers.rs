@@ -11,7 +11,9 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_AUSERNAME: HeaderName = HeaderName::from_static("x-ausername");
 
-const HOP_BY_HOP: &[&str] = &[
+/// The fixed hop-by-hop fields (RFC 9110 §7.6.1, and those of older drafts and HTTP/2's
+/// upgrade); `admit` sorts a request's by length, and a test holds it to this list.
+pub(crate) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
