@@ -258,29 +258,35 @@ async fn no_credentials_on_a_public_rule_reaches_jira_without_identity() {
     assert_eq!(proxy.audit().pop().unwrap()["rule"], "public");
 }
 
+/// Sends alice's request with the `extra` fields written as they are (any spelling), and
+/// gives the fields Jira saw whose names `pick` picks, as `name: "value"`.
+async fn fields_jira_saw(proxy: &Proxy, jira: &FakeJira, extra: &str, pick: impl Fn(&str) -> bool) -> Vec<String> {
+    let request = format!(
+        "GET /rest/api/2/myself HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n{extra}Connection: close\r\n\r\n",
+        basic("alice", "alice-pw")
+    );
+    let answer = raw(proxy.addr, request.as_bytes()).await;
+    assert_eq!(raw_status(&answer), 200);
+    jira.last()
+        .headers
+        .iter()
+        .filter(|(k, _)| pick(k.as_str()))
+        .map(|(k, v)| format!("{k}: {v:?}"))
+        .collect()
+}
+
 #[tokio::test]
 async fn spoofed_identity_header_in_every_spelling_never_reaches_jira() {
     let jira = FakeJira::start(JiraTrust::Header).await;
     let proxy = Proxy::start(&basic_config(""), jira.addr).await;
-    let answer = raw(
-        proxy.addr,
-        format!(
-            "GET /rest/api/2/myself HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nX-Forwarded-User: admin\r\n\
-             x-forwarded-user: admin2\r\nX_Forwarded_User: admin3\r\nx-FORWARDED_user: admin4\r\n\
-             X-Remote-User: admin5\r\nConnection: close\r\n\r\n",
-            basic("alice", "alice-pw")
-        )
-        .as_bytes(),
+    let values = fields_jira_saw(
+        &proxy,
+        &jira,
+        "X-Forwarded-User: admin\r\nx-forwarded-user: admin2\r\nX_Forwarded_User: admin3\r\n\
+         x-FORWARDED_user: admin4\r\nX-Remote-User: admin5\r\n",
+        |k| k.replace('_', "-").contains("forwarded-user") || k.contains("remote"),
     )
     .await;
-    assert_eq!(raw_status(&answer), 200);
-    let seen = jira.last();
-    let values: Vec<_> = seen
-        .headers
-        .iter()
-        .filter(|(k, _)| k.as_str().replace('_', "-").contains("forwarded-user") || k.as_str().contains("remote"))
-        .map(|(k, v)| format!("{k}: {v:?}"))
-        .collect();
     assert_eq!(values, vec!["x-forwarded-user: \"alice\"".to_string()]);
 }
 
@@ -295,26 +301,15 @@ async fn a_client_copy_of_the_shared_secret_header_in_any_spelling_never_reaches
          secret_header = \"X-Proxy-Secret\"\nsecret = \"the-proxys-own-secret-value\"",
     );
     let proxy = Proxy::start(&text, jira.addr).await;
-    let answer = raw(
-        proxy.addr,
-        format!(
-            "GET /rest/api/2/myself HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nX_Proxy_Secret: guess1\r\n\
-             x-proxy-secret: guess2\r\nX-PROXY_SECRET: guess3\r\nConnection: close\r\n\r\n",
-            basic("alice", "alice-pw")
-        )
-        .as_bytes(),
+    let values = fields_jira_saw(
+        &proxy,
+        &jira,
+        "X_Proxy_Secret: guess1\r\nx-proxy-secret: guess2\r\nX-PROXY_SECRET: guess3\r\n",
+        |k| k.replace('_', "-") == "x-proxy-secret",
     )
     .await;
-    assert_eq!(raw_status(&answer), 200);
-    let seen = jira.last();
-    let values: Vec<_> = seen
-        .headers
-        .iter()
-        .filter(|(k, _)| k.as_str().replace('_', "-") == "x-proxy-secret")
-        .map(|(k, v)| format!("{k}: {v:?}"))
-        .collect();
     assert_eq!(values, ["x-proxy-secret: \"the-proxys-own-secret-value\"".to_string()]);
-    assert_eq!(seen.user.as_deref(), Some("alice"));
+    assert_eq!(jira.last().user.as_deref(), Some("alice"));
 }
 
 #[tokio::test]
