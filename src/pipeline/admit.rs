@@ -182,25 +182,27 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
     if hosts > 1 {
         return Err(ProxyError::BadRequest("More than one Host header."));
     }
-    if connection {
-        // The fields `Connection` names are this hop's and go below: what was taken of
-        // them above goes too, so the authenticators and Jira see the same request.
-        let named = connection_named(&parts.headers);
-        if named.contains(&AUTHORIZATION) {
-            authorization = None;
-        }
-        if named.contains(&HOST) {
-            host = None;
-        }
-        remove_where(&mut parts.headers, |k| named.contains(k));
-        strip = true;
+    // The fields `Connection` names are this hop's and go below: what was taken of them
+    // above goes too, so the authenticators and Jira see the same request.
+    let named = if connection {
+        connection_named(&parts.headers)
+    } else {
+        Vec::new()
+    };
+    if named.contains(&AUTHORIZATION) {
+        authorization = None;
+    }
+    if named.contains(&HOST) {
+        host = None;
     }
     ctx.authorization = authorization;
-    if strip {
-        // Hop-by-hop fields, `Expect`, and every spelling of an identity header (the
-        // common ones, and those this proxy asserts).
+    if strip || connection {
+        // In one pass: hop-by-hop fields and those `Connection` names, `Expect`, and
+        // every spelling of an identity header (the common ones, and those this proxy
+        // asserts).
         remove_where(&mut parts.headers, |k| {
             matches!(classify(k.as_str()), Field::Strip | Field::Connection)
+                || named.contains(k)
                 || asserted.iter().any(|t| same_spelling(k.as_str(), t.as_str()))
         });
     }

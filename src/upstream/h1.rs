@@ -177,14 +177,17 @@ impl<'a> Fields<'a> {
         Ok(())
     }
 
-    /// Adds a field whose value comes from elsewhere (a user name):
-    /// one that is not a valid field value (RFC 9110 §5.5: no control but HTAB, no DEL)
-    /// is refused, never written.
-    pub fn push_checked(&mut self, name: &'a HeaderName, value: Option<&'a [u8]>) -> Result<(), String> {
-        if value.is_some_and(|v| !v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))) {
+    /// Adds a field whose value comes from elsewhere (a user name, a signed
+    /// `Authorization`): one that is not a valid field value (RFC 9110 §5.5: no control
+    /// but HTAB, no DEL) is refused, never written.
+    pub fn push_checked(&mut self, name: &'a HeaderName, value: Option<Cow<'a, [u8]>>) -> Result<(), String> {
+        if value
+            .as_deref()
+            .is_some_and(|v| !v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)))
+        {
             return Err(format!("the value for {name} is not a valid header value"));
         }
-        self.push(name, value.map(Cow::Borrowed))
+        self.push(name, value)
     }
 
     pub fn as_slice(&self) -> &[Field<'a>] {
@@ -827,7 +830,8 @@ mod tests {
         let mut set = Fields::new();
         set.push(&host, Some(Cow::Borrowed(b"jira.internal:8080")))
             .expect("room");
-        set.push_checked(&user, Some(b"alice")).expect("a valid value");
+        set.push_checked(&user, Some(Cow::Borrowed(b"alice")))
+            .expect("a valid value");
         set.push(&authorization, None).expect("room");
         let out = Outgoing::encode(&parts, crate::error::full(Bytes::new()), &set)
             .await
@@ -845,9 +849,16 @@ mod tests {
             b"al\x00ice",
             b"al\x7fice",
         ] {
-            assert!(Fields::new().push_checked(&user, Some(bad)).is_err(), "{bad:?}");
+            assert!(
+                Fields::new().push_checked(&user, Some(Cow::Borrowed(bad))).is_err(),
+                "{bad:?}"
+            );
         }
-        assert!(Fields::new().push_checked(&user, Some("Zoë".as_bytes())).is_ok());
+        assert!(
+            Fields::new()
+                .push_checked(&user, Some(Cow::Borrowed("Zoë".as_bytes())))
+                .is_ok()
+        );
         // Past the room a field is refused, not left out.
         let mut full = Fields::new();
         for _ in 0..Fields::ROOM {

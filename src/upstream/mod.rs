@@ -389,8 +389,7 @@ impl Upstream {
             let auth = signer
                 .authorization(parts.method.as_str(), &format!("{base}{path}"), &params, now)
                 .map_err(ProxyError::Internal)?;
-            HeaderValue::from_str(&auth).map_err(|e| ProxyError::Internal(e.to_string()))?;
-            set.push(&AUTHORIZATION_NAME, Some(Cow::Owned(auth.into_bytes())))
+            set.push_checked(&AUTHORIZATION_NAME, Some(Cow::Owned(auth.into_bytes())))
                 .map_err(internal)?;
         }
         Ok(())
@@ -403,7 +402,7 @@ impl Upstream {
             IdentityMode::Header { name, secret } => {
                 // The caller's own credential stays with the proxy.
                 set.push(&AUTHORIZATION_NAME, None)?;
-                set.push_checked(name, user.map(str::as_bytes))?;
+                set.push_checked(name, user.map(|u| Cow::Borrowed(u.as_bytes())))?;
                 // Checked as a field value when the configuration was loaded: not again
                 // on every request.
                 if let Some((sname, s)) = secret {
