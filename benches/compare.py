@@ -4,6 +4,9 @@
     python3 benches/compare.py                      # the newest run under target/bench-harness/work
     python3 benches/compare.py path/to/raw-*.tsv    # a given run
 
+With rows `base-…` (a second build, `PROXY_BIN_BASE=path benches/load.sh`), it also gives
+each target row against the same row of that build, round by round.
+
 The harness's results file gives each row's median over the rounds. On two shared cores a
 round's figures move by 10-30 % with the host (nginx's own hop as much as any row), so a
 ratio of two medians is decided by the noise when the two are close. Each round runs every
@@ -99,9 +102,9 @@ def load(path):
     return runs
 
 
-def paired(rows, target, metric):
-    """Per-round ratios of `target` to nginx's plain hop, for the rounds both ran."""
-    base, mine = rows.get(BASE, {}), rows.get(target, {})
+def paired(rows, target, metric, base=BASE):
+    """Per-round ratios of `target` to `base` (nginx's plain hop), for the rounds both ran."""
+    base, mine = rows.get(base, {}), rows.get(target, {})
     out = []
     for rnd in sorted(set(base) & set(mine)):
         b = base[rnd][metric]
@@ -172,6 +175,24 @@ def report(path, out=sys.stdout):
             v = verdict(interval, False, ratios)
             verdicts.append((target, "close", v))
             out.write(f"| **{target}** | {fmt_interval(med, interval, ratios)} {v} | {fmt_interval(cmed, cint, cpu)} |\n")
+    based = [t for t in TARGETS if "base-" + t[len("proxy-"):] in ka]
+    if based:
+        out.write(
+            "\nThis build against the base build (`PROXY_BIN_BASE`, rows `base-…`), round by round: "
+            "each cell the median of the per-round ratios [interval], then which build it favours "
+            "(\"this\" or \"base\" when the whole interval is on one side of 1.00).\n\n"
+        )
+        out.write("| row | CPU ratio | req/s ratio | p99 ratio |\n|---|---|---|---|\n")
+        for target in based:
+            cells = []
+            for metric in ("cpu", "rps", "p99"):
+                ratios = paired(ka, target, metric, base="base-" + target[len("proxy-"):])
+                med, interval = median_interval(ratios)
+                v = verdict(interval, LOWER_IS_BETTER[metric], ratios)
+                v = {"met": "this", "missed": "base", "met in every round": "this in every round",
+                     "missed in every round": "base in every round"}.get(v, v)
+                cells.append(f"{fmt_interval(med, interval, ratios)} {v}")
+            out.write(f"| {target} | {cells[0]} | {cells[1]} | {cells[2]} |\n")
     counts = {}
     for _, _, v in verdicts:
         counts[v] = counts.get(v, 0) + 1

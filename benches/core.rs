@@ -313,14 +313,14 @@ fn rule_benches(c: &mut Criterion) {
         let middle = format!("/rest/api/2/project/P{}/versions", n / 2);
         let hit = subject(&middle, &groups);
         assert_eq!(
-            policy.decide(&hit).rule.as_deref(),
+            policy.decide(&hit).rule,
             Some(&*format!("project P{}", n / 2))
         );
         c.bench_function(&format!("rules_{n}_matching_project_rule"), |b| {
             b.iter(|| policy.decide(&hit))
         });
         let through = subject("/rest/api/2/issue/X-1", &groups);
-        assert_eq!(policy.decide(&through).rule.as_deref(), Some("everyone"));
+        assert_eq!(policy.decide(&through).rule, Some("everyone"));
         c.bench_function(&format!("rules_{n}_falling_through_to_the_last"), |b| {
             b.iter(|| policy.decide(&through))
         });

@@ -107,7 +107,15 @@ impl Runtime {
             .unwrap_or_default();
         for (i, m) in cfg.chain.iter().enumerate() {
             if let (AuthMember::Basic(b), Some(up)) = (m, upstream.clone()) {
-                match BasicAuth::new(b, &cfg.users, store.clone(), up, &cfg.server.realm, places.clone()) {
+                match BasicAuth::new(
+                    b,
+                    &cfg.users,
+                    store.clone(),
+                    up,
+                    &cfg.server.realm,
+                    places.clone(),
+                    cfg.server.workers,
+                ) {
                     Ok(a) => basic = Some(Arc::new(a)),
                     Err(e) => err(format!("auth.chain[{i}]"), e),
                 }
@@ -125,7 +133,7 @@ impl Runtime {
                 }
                 AuthMember::Session(s) => {
                     if let Some(b) = &basic {
-                        let a = Arc::new(SessionAuth::new(s, &cfg.users, store.clone(), b.clone()));
+                        let a = Arc::new(SessionAuth::new(s, &cfg.users, store.clone(), b.clone(), cfg.server.workers));
                         session = Some(a.clone());
                         members.push(a);
                     }
@@ -136,9 +144,10 @@ impl Runtime {
                         &cfg.api_keys,
                         &cfg.users,
                         &cfg.server.realm,
+                        cfg.server.workers,
                     )));
                 }
-                AuthMember::Jwt(j) => match jwt_member(j, &cfg.server.realm) {
+                AuthMember::Jwt(j) => match jwt_member(j, &cfg.server.realm, cfg.server.workers) {
                     Ok(a) => {
                         let a = Arc::new(a);
                         jwt.push(a.clone());
@@ -160,7 +169,7 @@ impl Runtime {
                 },
                 AuthMember::Introspection(c) => {
                     match Fetcher::new(c.ca_file.as_deref(), c.fetch_timeout)
-                        .and_then(|f| IntrospectionAuth::new(c, f, &cfg.server.realm))
+                        .and_then(|f| IntrospectionAuth::new(c, f, &cfg.server.realm, cfg.server.workers))
                     {
                         Ok(a) => members.push(Arc::new(a)),
                         Err(e) => err(format!("auth.chain[{i}]"), e),
@@ -240,7 +249,8 @@ impl Runtime {
 }
 
 /// Builds one JWT member with its key store.
-fn jwt_member(cfg: &JwtConfig, realm: &str) -> Result<JwtAuth, String> {
+/// `threads`: the listener threads (see [`JwtAuth::new`]).
+fn jwt_member(cfg: &JwtConfig, realm: &str, threads: usize) -> Result<JwtAuth, String> {
     let remote = |discovery, jwks_uri| -> Result<Source, String> {
         let fetcher = Box::new(Fetcher::new(cfg.ca_file.as_deref(), cfg.fetch_timeout)?);
         Ok(Source::Remote {
@@ -259,5 +269,5 @@ fn jwt_member(cfg: &JwtConfig, realm: &str) -> Result<JwtAuth, String> {
         JwtKeys::SecretOnly => Source::Static(Vec::new()),
     };
     let store = KeyStore::new(source, cfg.refetch_interval, cfg.max_age);
-    Ok(JwtAuth::new(cfg.clone(), store, realm))
+    Ok(JwtAuth::new(cfg.clone(), store, realm, threads))
 }

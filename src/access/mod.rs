@@ -36,12 +36,14 @@ pub struct Subject<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub struct Decision<'p> {
     /// What the rules say.
     pub effect: Effect,
-    /// The rule that decided, `None` for the default (shared with the policy: no copy
-    /// per request).
-    pub rule: Option<Arc<str>>,
+    /// The rule that decided, `None` for the default: its name, borrowed from the policy,
+    /// and its place in it ([`Policy::rule_name`]). No reference count is taken per
+    /// request: every listener thread's requests would write the same one.
+    pub rule: Option<&'p str>,
+    pub rule_index: Option<usize>,
     /// False in report mode: a `Deny` is logged, not enforced.
     pub enforced: bool,
     /// On a denial: the scopes of an earlier allow rule that held in every other respect,
@@ -53,7 +55,7 @@ pub struct Decision {
     pub rate: Option<(usize, RateSpec)>,
 }
 
-impl Decision {
+impl Decision<'_> {
     pub fn denies(&self) -> bool {
         self.effect == Effect::Deny && self.enforced
     }
@@ -189,6 +191,11 @@ impl Policy {
     }
 
     /// Some rule looks at groups (so looking them up is worth it).
+    /// The name of the rule at `index` (a [`Decision`]'s `rule_index`).
+    pub fn rule_name(&self, index: usize) -> Option<&str> {
+        self.rules.get(index).map(|r| &*r.name)
+    }
+
     pub fn uses_groups(&self) -> bool {
         self.uses_groups
     }
@@ -220,7 +227,7 @@ impl Policy {
         Candidates::Many(c)
     }
 
-    pub fn decide(&self, s: &Subject<'_>) -> Decision {
+    pub fn decide(&self, s: &Subject<'_>) -> Decision<'_> {
         let enforced = self.mode == AccessMode::Enforce;
         let user = s.user.map(crate::auth::lowercase);
         let groups = if self.uses_groups { lower(s.groups) } else { Vec::new() };
@@ -235,7 +242,8 @@ impl Policy {
                     let missing_scopes = if r.effect == Effect::Deny { missing_scopes } else { None };
                     return Decision {
                         effect: r.effect,
-                        rule: Some(r.name.clone()),
+                        rule: Some(&r.name),
+                        rule_index: Some(i),
                         enforced,
                         missing_scopes,
                         would_deny,
@@ -252,6 +260,7 @@ impl Policy {
             missing_scopes,
             effect: self.default,
             rule: None,
+            rule_index: None,
             enforced,
             would_deny,
             rate: None,
@@ -259,7 +268,7 @@ impl Policy {
     }
 
     /// Every rule up to the deciding one, with why each did not match; then the decision.
-    pub fn explain(&self, s: &Subject<'_>) -> (Vec<Step>, Decision) {
+    pub fn explain(&self, s: &Subject<'_>) -> (Vec<Step>, Decision<'_>) {
         let decision = self.decide(s);
         let user = s.user.map(str::to_lowercase);
         let groups = lower(s.groups);

@@ -78,7 +78,7 @@ impl Req {
 
 fn decide(p: &Policy, r: Req) -> (Effect, Option<String>) {
     let d = p.decide(&r.subject());
-    (d.effect, d.rule.as_deref().map(str::to_owned))
+    (d.effect, d.rule.map(str::to_owned))
 }
 
 fn allow(rule: &str) -> (Effect, Option<String>) {
@@ -291,7 +291,7 @@ fn report_mode_for_the_whole_list_decides_but_does_not_enforce() {
     let mut p = policy(&text, "deny");
     p.mode = AccessMode::Report;
     let d = p.decide(&req("DELETE", "/secure/admin/x").basic("bob", &[]).subject());
-    assert_eq!((d.effect, d.rule.as_deref()), (Effect::Deny, Some("admin for admins")));
+    assert_eq!((d.effect, d.rule), (Effect::Deny, Some("admin for admins")));
     assert!(!d.enforced && !d.denies());
 }
 
@@ -312,7 +312,7 @@ effect = "allow"
         "deny",
     );
     let d = p.decide(&req("GET", "/x").basic("alice", &[]).subject());
-    assert_eq!((d.effect, d.rule.as_deref()), (Effect::Allow, Some("authenticated")));
+    assert_eq!((d.effect, d.rule), (Effect::Allow, Some("authenticated")));
     assert_eq!(d.would_deny, ["no basic auth (trial)"]);
     let d = p.decide(&req("GET", "/x").by(AuthKind::ApiKey, "bot", &[]).subject());
     assert!(d.would_deny.is_empty());
@@ -402,7 +402,7 @@ fn explain_says_why_each_earlier_rule_did_not_match() {
         .basic("ci-bot", &["bots"])
         .from("8.8.8.8");
     let (steps, d) = p.explain(&r.subject());
-    assert_eq!(d.rule.as_deref(), Some("bots read only"));
+    assert_eq!(d.rule, Some("bots read only"));
     let names: Vec<&str> = steps.iter().map(|s| s.rule.as_str()).collect();
     assert_eq!(names, ["public", "admin for admins", "bots read only"]);
     assert!(
@@ -572,7 +572,9 @@ mod explain_agrees {
                 }
                 let (steps, d) = p.explain(&s);
                 let deciding = steps.last().filter(|st| st.failed.is_empty() && !st.report_only);
-                prop_assert_eq!(d.rule.as_deref(), deciding.map(|st| st.rule.as_str()));
+                prop_assert_eq!(d.rule, deciding.map(|st| st.rule.as_str()));
+                // The index a request keeps names the same rule.
+                prop_assert_eq!(d.rule_index.and_then(|i| p.rule_name(i)), d.rule);
             }
         }
     }

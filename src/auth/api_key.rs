@@ -17,7 +17,7 @@ use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason};
+use super::{AuthError, AuthKind, AuthRequest, Authenticator, Outcome, Principal, RejectReason, SharedPrincipal};
 use crate::config::{ApiKeyConfig, ApiKeyEntry, LocalUser};
 
 /// The prefix of keys this proxy issues; secret scanners can look for it.
@@ -63,8 +63,8 @@ struct Key {
     expires: Option<SystemTime>,
     revoked: bool,
     allowed_ips: Vec<IpNet>,
-    /// Who the key authenticates, made once: each request shares it.
-    principal: Principal,
+    /// Who the key authenticates, made once: each request shares its thread's copy.
+    principal: SharedPrincipal,
 }
 
 pub struct ApiKeyAuth {
@@ -86,7 +86,8 @@ enum Source<'a> {
 }
 
 impl ApiKeyAuth {
-    pub fn new(cfg: &ApiKeyConfig, keys: &[ApiKeyEntry], users: &[LocalUser], realm: &str) -> Self {
+    /// `threads`: the listener threads, each given its own copy of a key's principal.
+    pub fn new(cfg: &ApiKeyConfig, keys: &[ApiKeyEntry], users: &[LocalUser], realm: &str, threads: usize) -> Self {
         let groups_of = |user: &str| {
             users
                 .iter()
@@ -104,9 +105,12 @@ impl ApiKeyAuth {
                     expires: k.expires,
                     revoked: k.revoked,
                     allowed_ips: k.allowed_ips.clone(),
-                    principal: Principal::new(AuthKind::ApiKey, k.user.clone(), groups_of(&k.user))
-                        .with_scopes(k.scopes.clone())
-                        .with_credential_id(k.id.clone()),
+                    principal: SharedPrincipal::new(
+                        Principal::new(AuthKind::ApiKey, k.user.clone(), groups_of(&k.user))
+                            .with_scopes(k.scopes.clone())
+                            .with_credential_id(k.id.clone()),
+                        threads,
+                    ),
                 };
                 (k.digest, key)
             })
@@ -222,7 +226,7 @@ impl ApiKeyAuth {
         {
             return Err("key_wrong_owner");
         }
-        Ok(key.principal.clone())
+        Ok(key.principal.here())
     }
 }
 

@@ -188,6 +188,7 @@ impl BasicAuth {
         upstream: Arc<Upstream>,
         realm: &str,
         places: CheckPlaces,
+        threads: usize,
     ) -> Result<Self, String> {
         let backend = match &cfg.backend {
             BasicBackend::Local => {
@@ -222,7 +223,7 @@ impl BasicAuth {
                 backend,
                 store,
                 lockout: cfg.lockout,
-                cache: CredentialCache::new(cfg.cache_ttl, cfg.cache_max_entries),
+                cache: CredentialCache::new(cfg.cache_ttl, cfg.cache_max_entries, threads),
                 inflight: Mutex::new(Default::default()),
                 places,
             }),

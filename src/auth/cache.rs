@@ -171,75 +171,57 @@ impl std::hash::Hasher for ConfiguredHasher {
 /// A set built from the configuration, hashed with [`ConfiguredState`].
 pub type ConfiguredSet<T> = std::collections::HashSet<T, ConfiguredState>;
 
-/// A bounded map from digests to values that expire. When full, expired entries are
+/// A value a [`TtlMap`] can give each listener thread a copy of that shares nothing with
+/// the others' (not even a reference count).
+pub trait OwnCopy {
+    fn own_copy(&self) -> Self;
+}
+
+impl OwnCopy for Principal {
+    fn own_copy(&self) -> Self {
+        Principal::own_copy(self)
+    }
+}
+
+impl<T: OwnCopy> OwnCopy for Option<T> {
+    fn own_copy(&self) -> Self {
+        self.as_ref().map(T::own_copy)
+    }
+}
+
+impl<T: OwnCopy> OwnCopy for std::sync::Arc<T> {
+    fn own_copy(&self) -> Self {
+        std::sync::Arc::new(T::own_copy(self))
+    }
+}
+
+/// A bounded map from digests to values that expire, in one shard per listener thread
+/// (each on cache lines of its own): a thread finds, counts and takes its entries in its
+/// own shard, so a hit writes no memory another thread writes. A thread that misses looks
+/// in the other shards before the caller verifies anything, and takes its own copy of
+/// what it finds there: a credential is still verified once, not once per thread.
+///
+/// Each shard holds up to its share of `max_entries`. When full, its expired entries are
 /// swept; if it is still full it starts over (costing one re-verification per active
 /// credential) rather than grow.
 pub struct TtlMap<V> {
+    shards: Box<[crate::server::ThreadOwned<Shard<V>>]>,
+}
+
+struct Shard<V> {
     max_entries: usize,
     map: Mutex<DigestMap<(Instant, V)>>,
     hits: std::sync::atomic::AtomicU64,
     misses: std::sync::atomic::AtomicU64,
 }
 
-impl<V: Clone> TtlMap<V> {
-    pub fn new(max_entries: usize) -> Self {
-        TtlMap {
-            max_entries: max_entries.max(1),
-            map: Mutex::new(DigestMap::default()),
-            hits: Default::default(),
-            misses: Default::default(),
-        }
-    }
-
+impl<V> Shard<V> {
     fn lock(&self) -> std::sync::MutexGuard<'_, DigestMap<(Instant, V)>> {
         // Every mutation is one insert/remove/retain: a poisoned map is still consistent.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The live entry for `key` at `now` (the request's reading of the clock).
-    pub fn get(&self, key: &Digest, now: Instant) -> Option<V> {
-        let found = self.peek(key, now);
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        found
-    }
-
-    /// As [`TtlMap::get`], uncounted: for a first look that either answers (and counts
-    /// itself a [`TtlMap::hit`]) or is followed by a counted one.
-    pub fn peek(&self, key: &Digest, now: Instant) -> Option<V> {
-        let mut map = self.lock();
-        match map.get(key) {
-            Some((until, v)) if *until > now => Some(v.clone()),
-            Some(_) => {
-                map.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Counts a hit found by [`TtlMap::peek`].
-    pub fn hit(&self) {
-        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Counts a miss found by [`TtlMap::peek`].
-    pub fn miss(&self) {
-        self.misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Lookups that found a live entry, and those that did not.
-    pub fn stats(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.hits.load(Relaxed), self.misses.load(Relaxed))
-    }
-
-    /// Stores `value` for `ttl` (a zero TTL stores nothing).
-    pub fn insert(&self, key: Digest, value: V, ttl: Duration) {
-        if ttl.is_zero() {
-            return;
-        }
-        let now = Instant::now();
+    fn insert(&self, key: Digest, until: Instant, value: V, now: Instant) {
         let mut map = self.lock();
         if map.len() >= self.max_entries {
             map.retain(|_, (until, _)| *until > now);
@@ -247,11 +229,102 @@ impl<V: Clone> TtlMap<V> {
                 map.clear();
             }
         }
-        map.insert(key, (now + ttl, value));
+        map.insert(key, (until, value));
+    }
+}
+
+impl<V: Clone + OwnCopy> TtlMap<V> {
+    /// Up to `max_entries` in all, shared out among `threads` listener threads.
+    pub fn new(max_entries: usize, threads: usize) -> Self {
+        let threads = threads.max(1);
+        let each = max_entries.max(1).div_ceil(threads);
+        TtlMap {
+            shards: (0..threads)
+                .map(|_| {
+                    crate::server::ThreadOwned(Shard {
+                        max_entries: each,
+                        map: Mutex::new(DigestMap::default()),
+                        hits: Default::default(),
+                        misses: Default::default(),
+                    })
+                })
+                .collect(),
+        }
     }
 
+    /// The calling thread's shard (the first for any other thread).
+    fn mine(&self) -> &Shard<V> {
+        &self.shards[crate::server::worker_index() % self.shards.len()]
+    }
+
+    /// The live entry for `key` at `now` (the request's reading of the clock).
+    pub fn get(&self, key: &Digest, now: Instant) -> Option<V> {
+        let found = self.peek(key, now);
+        let mine = self.mine();
+        let counter = if found.is_some() { &mine.hits } else { &mine.misses };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        found
+    }
+
+    /// As [`TtlMap::get`], uncounted: for a first look that either answers (and counts
+    /// itself a [`TtlMap::hit`]) or is followed by a counted one.
+    pub fn peek(&self, key: &Digest, now: Instant) -> Option<V> {
+        let mine = self.mine();
+        {
+            let mut map = mine.lock();
+            match map.get(key) {
+                Some((until, v)) if *until > now => return Some(v.clone()),
+                Some(_) => {
+                    map.remove(key);
+                    return None;
+                }
+                None => {}
+            }
+        }
+        // Found by another thread: this thread takes its own copy, until the same moment.
+        let (until, theirs) = self
+            .shards
+            .iter()
+            .filter(|s| !std::ptr::eq::<Shard<V>>(&***s, mine))
+            .find_map(|s| match s.lock().get(key) {
+                Some((until, v)) if *until > now => Some((*until, v.own_copy())),
+                _ => None,
+            })?;
+        mine.insert(*key, until, theirs.clone(), now);
+        Some(theirs)
+    }
+
+    /// Counts a hit found by [`TtlMap::peek`].
+    pub fn hit(&self) {
+        self.mine().hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a miss found by [`TtlMap::peek`].
+    pub fn miss(&self) {
+        self.mine().misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Lookups that found a live entry, and those that did not.
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.shards
+            .iter()
+            .fold((0, 0), |(h, m), s| (h + s.hits.load(Relaxed), m + s.misses.load(Relaxed)))
+    }
+
+    /// Stores `value` for `ttl` (a zero TTL stores nothing), in the calling thread's shard.
+    pub fn insert(&self, key: Digest, value: V, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        self.mine().insert(key, now + ttl, value, now);
+    }
+
+    /// Entries in every shard (one credential found by several threads counts once for
+    /// each).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -270,14 +343,15 @@ pub struct CredentialCache {
 }
 
 impl CredentialCache {
-    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+    /// `threads`: the listener threads it is shared out among ([`TtlMap`]).
+    pub fn new(ttl: Duration, max_entries: usize, threads: usize) -> Self {
         let mut salt = [0u8; SALT_BYTES];
         // Only fails if the system RNG is broken, in which case no salt is safe to use.
         aws_lc_rs::rand::fill(&mut salt).expect("system random number generator failed");
         CredentialCache {
             salt,
             ttl,
-            map: TtlMap::new(max_entries),
+            map: TtlMap::new(max_entries, threads),
         }
     }
 
@@ -381,14 +455,14 @@ mod tests {
 
     #[test]
     fn length_prefix_separates_credentials_that_concatenate_alike() {
-        let c = CredentialCache::new(Duration::from_secs(60), 10);
+        let c = CredentialCache::new(Duration::from_secs(60), 10, 1);
         assert_ne!(c.digest(&[b"ab", b"c"]), c.digest(&[b"a", b"bc"]));
         assert_eq!(c.digest(&[b"a", b"b"]), c.digest(&[b"a", b"b"]));
     }
 
     #[test]
     fn a_credential_digest_is_sha256_of_the_salt_and_each_part_after_its_length() {
-        let c = CredentialCache::new(Duration::from_secs(60), 10);
+        let c = CredentialCache::new(Duration::from_secs(60), 10, 1);
         // Both ways in: on the stack (up to 256 bytes in all: 16 + 4 + 122 + 4 + 110) and
         // piece by piece.
         for (user, pw) in [(1, 0), (5, 8), (122, 110), (123, 110), (300, 2000)] {
@@ -408,18 +482,18 @@ mod tests {
 
     #[test]
     fn two_caches_never_share_keys() {
-        let a = CredentialCache::new(Duration::from_secs(60), 10);
-        let b = CredentialCache::new(Duration::from_secs(60), 10);
+        let a = CredentialCache::new(Duration::from_secs(60), 10, 1);
+        let b = CredentialCache::new(Duration::from_secs(60), 10, 1);
         assert_ne!(a.digest(&[b"alice", b"pw"]), b.digest(&[b"alice", b"pw"]));
     }
 
     #[test]
     fn zero_ttl_disables_and_bound_holds() {
-        let off = CredentialCache::new(Duration::ZERO, 10);
+        let off = CredentialCache::new(Duration::ZERO, 10, 1);
         let d = off.digest(&[b"x"]);
         off.insert(d, Principal::for_tests(AuthKind::Basic, "x", &[]));
         assert!(off.get(&d, Instant::now()).is_none());
-        let c = CredentialCache::new(Duration::from_secs(60), 3);
+        let c = CredentialCache::new(Duration::from_secs(60), 3, 1);
         for i in 0..10u8 {
             c.insert(c.digest(&[&[i]]), Principal::for_tests(AuthKind::Basic, "x", &[]));
         }
@@ -460,9 +534,67 @@ mod tests {
         assert_eq!(m.get(&sha256(b"other")), None);
     }
 
+    impl OwnCopy for u8 {
+        fn own_copy(&self) -> Self {
+            *self
+        }
+    }
+
+    #[test]
+    fn each_thread_keeps_its_own_copy_and_a_credential_is_verified_once() {
+        use std::sync::Arc;
+        let m: Arc<TtlMap<Principal>> = Arc::new(TtlMap::new(10, 2));
+        let key = sha256(b"token");
+        type Job = Box<dyn FnOnce(&TtlMap<Principal>) -> Option<Principal> + Send>;
+        let on = |i: usize, f: Job| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                crate::server::set_worker_index(i);
+                f(&m)
+            })
+            .join()
+            .expect("thread")
+        };
+        let first = Principal::for_tests(AuthKind::Jwt, "alice", &["devs"]);
+        let stored = first.clone();
+        on(0, Box::new(move |m| {
+            m.insert(key, stored, Duration::from_secs(60));
+            None
+        }));
+        // The other thread finds it (nothing to verify again) as a copy of its own...
+        let theirs = on(1, Box::new(move |m| m.get(&key, Instant::now()))).expect("found by the other thread");
+        assert_eq!(theirs, first);
+        assert!(!Arc::ptr_eq(&theirs.0, &first.0), "a copy, not the same count");
+        // ...which it keeps: both shards hold the entry now.
+        assert_eq!(m.len(), 2);
+        let again = on(1, Box::new(move |m| m.get(&key, Instant::now()))).expect("kept");
+        assert!(Arc::ptr_eq(&again.0, &theirs.0));
+        let mine = on(0, Box::new(move |m| m.get(&key, Instant::now()))).expect("still there");
+        assert!(Arc::ptr_eq(&mine.0, &first.0));
+        assert_eq!(m.stats(), (3, 0), "hits counted on both threads");
+        // Nor does an expired entry on another thread answer.
+        let later = Instant::now() + Duration::from_secs(61);
+        assert!(on(1, Box::new(move |m| m.get(&sha256(b"other"), later))).is_none());
+        assert_eq!(m.stats(), (3, 1));
+    }
+
+    #[test]
+    fn each_thread_holds_its_share_of_the_bound() {
+        let m: TtlMap<u8> = TtlMap::new(10, 4);
+        // Three per shard: this thread (not a listener) uses the first, which starts over
+        // when full.
+        for i in 0..3u8 {
+            m.insert(sha256(&[i]), i, Duration::from_secs(60));
+        }
+        assert_eq!(m.len(), 3);
+        m.insert(sha256(b"fourth"), 4, Duration::from_secs(60));
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.get(&sha256(b"fourth"), Instant::now()), Some(4));
+    }
+
     #[test]
     fn entries_expire() {
-        let m: TtlMap<u8> = TtlMap::new(10);
+        let m: TtlMap<u8> = TtlMap::new(10, 1);
         m.insert(sha256(b"a"), 1, Duration::from_millis(1));
         m.insert(sha256(b"b"), 2, Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(5));

@@ -34,7 +34,8 @@ fn form_encode(s: &str) -> String {
 }
 
 impl IntrospectionAuth {
-    pub fn new(cfg: &IntrospectionConfig, fetcher: Fetcher, realm: &str) -> Result<Self, String> {
+    /// `threads`: the listener threads its cache is shared out among.
+    pub fn new(cfg: &IntrospectionConfig, fetcher: Fetcher, realm: &str, threads: usize) -> Result<Self, String> {
         // RFC 6749 §2.3.1: client id and secret are form-encoded before Basic encoding.
         let secret =
             String::from_utf8(cfg.client_secret.expose().to_vec()).map_err(|_| "client_secret is not UTF-8")?;
@@ -53,7 +54,7 @@ impl IntrospectionAuth {
             cache_ttl: cfg.cache_ttl,
             negative_ttl: cfg.negative_cache_ttl,
             fetcher,
-            cache: TtlMap::new(cfg.cache_max_entries),
+            cache: TtlMap::new(cfg.cache_max_entries, threads),
             challenge: HeaderValue::from_str(&format!("Bearer realm=\"{realm}\"")).ok(),
         })
     }

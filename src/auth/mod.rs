@@ -70,9 +70,37 @@ impl AuthKind {
 /// `auth`, so the forwarding code cannot be handed an identity nobody verified.
 ///
 /// Shared, not copied: a verdict cached by a member (a Basic credential, a verified
-/// token) or made once for a key is handed to each request as one more reference.
+/// token) or made once for a key is handed to each request as one more reference, to the
+/// copy its listener thread keeps ([`SharedPrincipal`], [`cache::TtlMap`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal(Arc<Verified>);
+
+/// A principal many requests are given (an API key's): one copy per listener thread, made
+/// on that thread's first use, so a request takes its reference on a count only its own
+/// thread writes. (One copy for every thread would have each thread's requests write the
+/// same count, and its cache line move between their cores twice a request.)
+pub(in crate::auth) struct SharedPrincipal {
+    principal: Principal,
+    copies: Box<[std::sync::OnceLock<Principal>]>,
+}
+
+impl SharedPrincipal {
+    /// For `threads` listener threads (other threads share `principal` itself).
+    pub(in crate::auth) fn new(principal: Principal, threads: usize) -> Self {
+        SharedPrincipal {
+            principal,
+            copies: (0..threads).map(|_| std::sync::OnceLock::new()).collect(),
+        }
+    }
+
+    /// The calling thread's copy.
+    pub(in crate::auth) fn here(&self) -> Principal {
+        match crate::server::listener_thread().and_then(|i| self.copies.get(i)) {
+            Some(copy) => copy.get_or_init(|| self.principal.own_copy()).clone(),
+            None => self.principal.clone(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Verified {
@@ -102,6 +130,11 @@ impl Principal {
     pub(in crate::auth) fn with_credential_id(mut self, id: String) -> Self {
         Arc::make_mut(&mut self.0).credential_id = Some(id);
         self
+    }
+
+    /// A copy that shares nothing with this one, not even its reference count.
+    pub(in crate::auth) fn own_copy(&self) -> Self {
+        Principal(Arc::new((*self.0).clone()))
     }
 
     /// For unit tests elsewhere in the crate only.

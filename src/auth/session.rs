@@ -64,6 +64,16 @@ struct Decoded {
     principal: Principal,
 }
 
+impl super::cache::OwnCopy for Decoded {
+    fn own_copy(&self) -> Self {
+        Decoded {
+            raw: Bytes::copy_from_slice(&self.raw),
+            record: self.record.clone(),
+            principal: self.principal.own_copy(),
+        }
+    }
+}
+
 /// How [`SessionAuth::save`] writes a record.
 enum Write {
     /// A new session.
@@ -152,12 +162,19 @@ fn not_authenticated() -> Response<Body> {
 }
 
 impl SessionAuth {
-    pub fn new(cfg: &SessionConfig, users: &[LocalUser], store: Arc<dyn StateStore>, basic: Arc<BasicAuth>) -> Self {
+    /// `threads`: the listener threads its cache of decoded records is shared out among.
+    pub fn new(
+        cfg: &SessionConfig,
+        users: &[LocalUser],
+        store: Arc<dyn StateStore>,
+        basic: Arc<BasicAuth>,
+        threads: usize,
+    ) -> Self {
         SessionAuth {
             xsrf_cookie: format!("{}-XSRF", cfg.cookie),
             cfg: cfg.clone(),
             store,
-            decoded: TtlMap::new(DECODED_MAX),
+            decoded: TtlMap::new(DECODED_MAX, threads),
             basic,
             totp: users
                 .iter()

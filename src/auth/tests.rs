@@ -218,3 +218,33 @@ fn bearer_tokens_are_visible_ascii_after_a_case_insensitive_scheme() {
         assert_eq!(of(refused), None, "{refused:?}");
     }
 }
+
+#[test]
+fn a_shared_principal_is_one_copy_per_listener_thread() {
+    let shared = Arc::new(SharedPrincipal::new(
+        Principal::for_tests(AuthKind::ApiKey, "carol", &["bots"]),
+        2,
+    ));
+    let on = |i: Option<usize>| {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            if let Some(i) = i {
+                crate::server::set_worker_index(i);
+            }
+            (shared.here(), shared.here())
+        })
+        .join()
+        .expect("thread")
+    };
+    let (a, a_again) = on(Some(0));
+    let (b, _) = on(Some(1));
+    let (other, _) = on(None);
+    assert!(Arc::ptr_eq(&a.0, &a_again.0), "a thread keeps its copy");
+    assert!(!Arc::ptr_eq(&a.0, &b.0), "threads do not share one");
+    assert!(Arc::ptr_eq(&other.0, &shared.principal.0), "other threads share the original");
+    assert!(!Arc::ptr_eq(&a.0, &shared.principal.0));
+    for p in [&a, &b] {
+        assert_eq!(p, &shared.principal);
+        assert_eq!((p.kind(), p.subject(), p.groups()), (AuthKind::ApiKey, "carol", &["bots".to_string()][..]));
+    }
+}

@@ -73,7 +73,7 @@ fn optional(out: &mut Vec<u8>, s: Option<&str>) {
 
 /// One audit line, fields in a fixed order (`would_deny` only when some rule would have
 /// denied), appended straight to `out`: this runs for every request.
-fn line(out: &mut Vec<u8>, ctx: &RequestCtx, status: StatusCode, total: Duration) {
+fn line(out: &mut Vec<u8>, ctx: &RequestCtx, rule: Option<&str>, status: StatusCode, total: Duration) {
     out.extend_from_slice(b"{\"time\":\"");
     crate::time::write_rfc3339(out, ctx.time);
     out.extend_from_slice(b"\",\"request_id\":");
@@ -101,7 +101,7 @@ fn line(out: &mut Vec<u8>, ctx: &RequestCtx, status: StatusCode, total: Duration
     out.extend_from_slice(b",\"user\":");
     optional(out, ctx.jira_user.as_deref());
     out.extend_from_slice(b",\"rule\":");
-    optional(out, ctx.rule.as_deref());
+    optional(out, rule);
     if !ctx.would_deny.is_empty() {
         out.extend_from_slice(b",\"would_deny\":");
         string(out, &ctx.would_deny);
@@ -165,7 +165,7 @@ impl Sink {
 /// (see `server::worker_index`), so a thread only ever waits for the flusher, briefly.
 struct Gathered {
     every: Duration,
-    buffers: Vec<Mutex<Vec<u8>>>,
+    buffers: Vec<crate::server::ThreadOwned<Mutex<Vec<u8>>>>,
 }
 
 /// A thread's gathered lines are written once they reach this many bytes.
@@ -189,7 +189,7 @@ impl Audit {
         };
         let gathered = (out.is_some() && !flush.is_zero()).then(|| Gathered {
             every: flush,
-            buffers: (0..threads.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            buffers: (0..threads.max(1)).map(|_| Default::default()).collect(),
         });
         Ok(Audit {
             out,
@@ -211,9 +211,10 @@ impl Audit {
 
     /// Writes the request's line (or gathers it, with `audit.flush`); false when it
     /// could not be written.
-    /// `total`: the request's time from arrival to its answer.
-    pub fn record(&self, ctx: &RequestCtx, status: StatusCode, total: Duration) -> bool {
-        self.push(Some(&ctx.id), |out| line(out, ctx, status, total))
+    /// `rule`: the name of the rule that decided; `total`: the request's time from arrival
+    /// to its answer.
+    pub fn record(&self, ctx: &RequestCtx, rule: Option<&str>, status: StatusCode, total: Duration) -> bool {
+        self.push(Some(&ctx.id), |out| line(out, ctx, rule, status, total))
     }
 
     /// Appends one line made by `make` (for request `id`), writing it now or gathering it.

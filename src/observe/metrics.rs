@@ -9,38 +9,50 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::server::ThreadOwned;
+
 /// Upper bounds (seconds) of the latency histograms' buckets.
 const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
 
+/// A latency histogram. Each listener thread keeps its own, in its shard of [`Counts`]
+/// under the lock it already holds, so observing writes no memory another thread writes.
 #[derive(Default)]
-pub struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum_micros: u64,
 }
 
 impl Histogram {
-    pub fn observe(&self, d: Duration) {
+    fn observe(&mut self, d: Duration) {
         let secs = d.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
+            self.counts[i] += 1;
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count += 1;
+        self.sum_micros += d.as_micros() as u64;
+    }
+
+    fn add(&mut self, other: &Histogram) {
+        for (t, c) in self.counts.iter_mut().zip(&other.counts) {
+            *t += c;
+        }
+        self.count += other.count;
+        self.sum_micros += other.sum_micros;
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
         for (b, c) in BUCKETS.iter().zip(&self.counts) {
-            cumulative += c.load(Ordering::Relaxed);
+            cumulative += c;
             let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
         }
-        let count = self.count.load(Ordering::Relaxed);
+        let count = self.count;
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = self.sum_micros as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
     }
 }
@@ -116,17 +128,20 @@ struct Counts {
     reasons: LabelMap<&'static str, u64>,
     /// By rule name: (allowed, denied).
     decisions: LabelMap<String, (u64, u64)>,
+    /// Time from sending a request to Jira to Jira's response head.
+    upstream: Histogram,
+    /// Time the proxy adds to a request.
+    overhead: Histogram,
 }
 
-/// Shards of the labelled counters: each listener thread counts in its own (one
+
+/// Shards of the per-request counters: each listener thread counts in its own (one
 /// uncontended lock per request); `/metrics` adds them up.
 const SHARDS: usize = 16;
 
 #[derive(Default)]
 pub struct Metrics {
-    shards: [Mutex<Counts>; SHARDS],
-    upstream: Histogram,
-    overhead: Histogram,
+    shards: [ThreadOwned<Mutex<Counts>>; SHARDS],
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     store_errors: AtomicU64,
@@ -189,10 +204,10 @@ impl Metrics {
             }
         }
         if let Some(up) = s.upstream {
-            self.upstream.observe(up);
-            self.overhead.observe(s.total.saturating_sub(up));
+            shard.upstream.observe(up);
+            shard.overhead.observe(s.total.saturating_sub(up));
         } else {
-            self.overhead.observe(s.total);
+            shard.overhead.observe(s.total);
         }
     }
 
@@ -264,6 +279,8 @@ impl Metrics {
                 t.0 += a;
                 t.1 += d;
             }
+            totals.upstream.add(&shard.upstream);
+            totals.overhead.add(&shard.overhead);
         }
         let mut rows: Vec<_> = totals.requests.iter().map(|(k, v)| (*k, *v)).collect();
         rows.sort();
@@ -294,12 +311,12 @@ impl Metrics {
                 }
             }
         }
-        self.upstream.render(
+        totals.upstream.render(
             &mut out,
             "jap_upstream_duration_seconds",
             "Time from sending a request to Jira to Jira's response head.",
         );
-        self.overhead.render(
+        totals.overhead.render(
             &mut out,
             "jap_proxy_overhead_seconds",
             "Time the proxy adds to a request (total minus Jira's part).",
@@ -476,6 +493,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("denied_by_rule\"} 10"), "{text}");
+        // Each thread's latencies are its own shard's; the histogram adds them up.
+        assert!(
+            text.contains("jap_proxy_overhead_seconds_bucket{le=\"0.001\"} 10"),
+            "{text}"
+        );
+        assert!(text.contains("jap_proxy_overhead_seconds_count 10"), "{text}");
+        assert!(text.contains("jap_proxy_overhead_seconds_sum 0.01\n"), "{text}");
+        assert!(text.contains("jap_upstream_duration_seconds_count 0"), "{text}");
     }
 
     #[test]

@@ -5,7 +5,6 @@ pub mod admit;
 pub mod path;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Method, Request, Response};
@@ -55,7 +54,7 @@ pub struct RequestCtx {
     pub jira_user: Option<String>,
     pub outcome: &'static str,
     pub reason: Option<&'static str>,
-    pub rule: Option<std::sync::Arc<str>>,
+    pub rule: Option<usize>,
     /// Report-mode rules that would have denied this request.
     pub would_deny: String,
     /// The rate limit the deciding rule applied, for the response's headers.
@@ -131,7 +130,7 @@ impl RequestCtx {
 
 /// The answer to `req`, with the fields of Jira's answer that pass as Jira wrote them and
 /// the request's id (written after the answer's own by the listener).
-pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> Answer {
+pub async fn handle(rt: crate::server::Held, conn: ConnInfo, req: Request<Body>) -> Answer {
     let mut ctx = RequestCtx::new(conn, &req);
     // audit.required: while the audit log cannot be written, nothing goes through.
     let result = if rt.audit_required && !rt.audit.healthy() {
@@ -164,7 +163,8 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> Ans
     // One reading of the clock for the audit line and the metrics, or none when Jira's
     // answer has just been timed.
     let total = ctx.answered.unwrap_or_else(Instant::now) - ctx.started;
-    if !rt.audit.record(&ctx, resp.status(), total) {
+    let rule = ctx.rule.and_then(|i| rt.policy.rule_name(i));
+    if !rt.audit.record(&ctx, rule, resp.status(), total) {
         rt.metrics.audit_failure();
         if rt.audit_required {
             ctx.reason = Some("audit_unwritable");
@@ -178,7 +178,7 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> Ans
         outcome: ctx.outcome,
         reason: ctx.reason,
         status: resp.status().as_u16(),
-        rule: ctx.rule.as_deref(),
+        rule,
         denied,
         total,
         upstream: ctx.upstream_time,
@@ -469,7 +469,7 @@ async fn authorize(rt: &Runtime, ctx: &mut RequestCtx, headers: &http::HeaderMap
         client_ip: ctx.client_ip,
         headers: Some(headers),
     });
-    ctx.rule = decision.rule.clone();
+    ctx.rule = decision.rule_index;
     if !decision.would_deny.is_empty() {
         // Report-mode rules: logged (the audit line names them), never enforced.
         ctx.reason = Some("would_deny");
@@ -477,13 +477,13 @@ async fn authorize(rt: &Runtime, ctx: &mut RequestCtx, headers: &http::HeaderMap
     }
     if decision.effect == Effect::Deny && !decision.enforced {
         ctx.reason = Some("would_deny");
-        if let Some(rule) = &decision.rule {
+        if let Some(rule) = decision.rule {
             ctx.would_deny = rule.to_string();
         }
         return Ok(());
     }
     if !decision.denies() {
-        if let (Some((_, spec)), Some(rule)) = (decision.rate, &decision.rule) {
+        if let (Some((_, spec)), Some(rule)) = (decision.rate, decision.rule) {
             return throttle(rt, ctx, rule, spec).await;
         }
         return Ok(());

@@ -42,6 +42,8 @@ pub struct Running {
 /// The runtime in force, and how to replace it.
 pub struct Reloader {
     current: ArcSwap<Runtime>,
+    /// Each listener thread's hold on `current` (see [`Reloader::held`]).
+    holds: Box<[ThreadOwned<std::sync::Mutex<Option<Held>>>]>,
     /// The config file, when the proxy was started from one.
     path: Option<PathBuf>,
     /// Serialises reloads (a file change and a SIGHUP at once).
@@ -50,10 +52,52 @@ pub struct Reloader {
     workers: usize,
 }
 
+/// A request's hold on the runtime it runs on, cloned from its listener thread's own
+/// hold: taking one writes a reference count only that thread writes. (Cloning the
+/// runtime's `Arc` for each request would write one count from every listener thread,
+/// and its cache line would move between their cores twice a request.)
+#[derive(Clone)]
+pub struct Held(Arc<Hold>);
+
+/// A listener thread's hold on the runtime in force.
+struct Hold(Arc<Runtime>);
+
+impl Held {
+    fn new(runtime: Arc<Runtime>) -> Held {
+        Held(Arc::new(Hold(runtime)))
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = Runtime;
+    fn deref(&self) -> &Runtime {
+        &self.0.0
+    }
+}
+
 impl Reloader {
     /// The runtime new requests and connections use.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.current.load_full()
+    }
+
+    /// The runtime in force, for a request: on a listener thread, a clone of that thread's
+    /// hold on it, renewed when the runtime has been replaced (a reload drops every
+    /// thread's hold, so none keeps an old runtime past its requests).
+    pub fn held(&self) -> Held {
+        let current = self.current.load();
+        let Some(hold) = listener_thread().and_then(|i| self.holds.get(i)) else {
+            return Held::new(arc_swap::Guard::into_inner(current));
+        };
+        let mut hold = hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*hold {
+            Some(held) if Arc::ptr_eq(&held.0.0, &*current) => held.clone(),
+            _ => {
+                let held = Held::new(arc_swap::Guard::into_inner(current));
+                *hold = Some(held.clone());
+                held
+            }
+        }
     }
 
     /// Reads the config file again and swaps in a new runtime. A bad file changes nothing:
@@ -88,6 +132,9 @@ impl Reloader {
                     tracing::warn!("{w}");
                 }
                 self.current.store(Arc::new(rt));
+                for hold in &self.holds {
+                    *hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                }
                 old.metrics.reloaded(true);
                 tracing::info!(config = %path.display(), "configuration reloaded");
                 Ok(())
@@ -234,6 +281,7 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
     let runtime = Arc::new(Runtime::build(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
     let reloader = Arc::new(Reloader {
         current: ArcSwap::new(runtime.clone()),
+        holds: (0..cfg.server.workers).map(|_| ThreadOwned::default()).collect(),
         path,
         busy: tokio::sync::Mutex::new(()),
         workers: cfg.server.workers,
@@ -380,6 +428,21 @@ pub fn listener_thread() -> Option<usize> {
     WORKER.with(|w| w.get()).checked_sub(1)
 }
 
+/// A listener thread's own part of shared state (its counters, its audit buffer, its
+/// pool of Jira connections), on cache lines no other part shares: a thread writing its
+/// part never takes a line from the core another thread runs on. 128 bytes: the pair of
+/// lines some cores fetch together.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct ThreadOwned<T>(pub T);
+
+impl<T> std::ops::Deref for ThreadOwned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Makes the calling thread count as listener thread `i` (tests of per-thread state).
 #[cfg(test)]
 pub(crate) fn set_worker_index(i: usize) {
@@ -503,7 +566,7 @@ impl AcceptLoop {
         let reloader = self.reloader.clone();
         let service: h1::Service = Box::new(move |req| {
             // Each request runs on the config in force when it arrived.
-            let rt = reloader.runtime();
+            let rt = reloader.held();
             Box::pin(handle(rt, info, req))
         });
         if let h1::Ended::Http2(io, first) = h1::serve(io, self.limits, service, stopping.clone()).await {
@@ -527,7 +590,7 @@ impl AcceptLoop {
                     Box::pin(std::future::ready(Ok(reset_flood_refusal())));
                 return answer;
             }
-            let rt = reloader.runtime();
+            let rt = reloader.held();
             // Dropped before the answer (the client reset the stream), or answered after the
             // client cut its body off: counted.
             let mut stream = tally.stream();

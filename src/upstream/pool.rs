@@ -83,7 +83,10 @@ pub struct Pool {
     shards: Box<[Arc<Shard>]>,
 }
 
-/// One listener thread's idle connections, newest last.
+/// One listener thread's idle connections, newest last. Aligned as
+/// [`crate::server::ThreadOwned`], so that with its reference counts (taken per request)
+/// it shares no cache line with another thread's shard.
+#[repr(align(128))]
 pub struct Shard {
     limits: Limits,
     idle: Mutex<Idle>,

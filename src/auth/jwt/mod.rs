@@ -41,7 +41,8 @@ fn refuse(code: &'static str, description: &'static str) -> Outcome {
 }
 
 impl JwtAuth {
-    pub fn new(cfg: JwtConfig, keys: KeyStore, realm: &str) -> JwtAuth {
+    /// `threads`: the listener threads its cache of verified tokens is shared out among.
+    pub fn new(cfg: JwtConfig, keys: KeyStore, realm: &str, threads: usize) -> JwtAuth {
         let hmac = cfg.hs256_secret.as_ref().map(|s| DecodingKey::from_secret(s.expose()));
         let challenge = HeaderValue::from_str(&format!("Bearer realm=\"{realm}\"")).ok();
         let cfg_max = cfg.token_cache_max_entries;
@@ -50,7 +51,7 @@ impl JwtAuth {
             keys,
             hmac,
             challenge,
-            verified: TtlMap::new(cfg_max),
+            verified: TtlMap::new(cfg_max, threads),
             verifications: AtomicU64::new(0),
         }
     }
