@@ -102,9 +102,10 @@ def load(path):
     return runs
 
 
-def paired(rows, target, metric, base=BASE):
-    """Per-round ratios of `target` to `base` (nginx's plain hop), for the rounds both ran."""
-    base, mine = rows.get(base, {}), rows.get(target, {})
+def paired(rows, target, metric, against=BASE):
+    """Per-round ratios of `target` to the row `against` (nginx's plain hop), for the rounds
+    both ran."""
+    base, mine = rows.get(against, {}), rows.get(target, {})
     out = []
     for rnd in sorted(set(base) & set(mine)):
         b = base[rnd][metric]
@@ -186,7 +187,7 @@ def report(path, out=sys.stdout):
         for target in based:
             cells = []
             for metric in ("cpu", "rps", "p99"):
-                ratios = paired(ka, target, metric, base="base-" + target[len("proxy-"):])
+                ratios = paired(ka, target, metric, against="base-" + target[len("proxy-"):])
                 med, interval = median_interval(ratios)
                 v = verdict(interval, LOWER_IS_BETTER[metric], ratios)
                 v = {"met": "this", "missed": "base", "met in every round": "this in every round",

@@ -312,10 +312,7 @@ fn rule_benches(c: &mut Criterion) {
         }
         let middle = format!("/rest/api/2/project/P{}/versions", n / 2);
         let hit = subject(&middle, &groups);
-        assert_eq!(
-            policy.decide(&hit).rule,
-            Some(&*format!("project P{}", n / 2))
-        );
+        assert_eq!(policy.decide(&hit).rule, Some(&*format!("project P{}", n / 2)));
         c.bench_function(&format!("rules_{n}_matching_project_rule"), |b| {
             b.iter(|| policy.decide(&hit))
         });

@@ -13,6 +13,12 @@ if [[ -z ${PROXY_BIN:-} ]]; then
   cargo build --release --manifest-path "$root/Cargo.toml"
   PROXY_BIN=${CARGO_TARGET_DIR:-$root/target}/release/jira-auth-proxy
 fi
+# PROXY_BIN_BASE (a second build, rows `base-…`): made absolute, as run.sh runs elsewhere.
+if [[ -n ${PROXY_BIN_BASE:-} ]]; then
+  PROXY_BIN_BASE=$(realpath "$PROXY_BIN_BASE")
+  [[ -x $PROXY_BIN_BASE ]] || { echo "load.sh: PROXY_BIN_BASE=$PROXY_BIN_BASE is not an executable" >&2; exit 2; }
+  export PROXY_BIN_BASE
+fi
 mkdir -p "$work"
 cp -r "$src"/. "$work"/
 if [[ ! -x $work/.venv/bin/python ]] || ! command -v wrk >/dev/null; then

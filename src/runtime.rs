@@ -59,6 +59,8 @@ pub struct Runtime {
     /// Files besides the config file whose change reloads it.
     pub watched: Vec<std::path::PathBuf>,
     pub identity_mode: String,
+    /// The listener threads this runtime keeps per-thread state for.
+    pub threads: usize,
 }
 
 impl Runtime {
@@ -71,12 +73,12 @@ impl Runtime {
     /// when the state config is unchanged, its store (so sessions, nonces and counters
     /// survive).
     pub fn build_with(cfg: &Config, previous: Option<&Runtime>) -> Result<Runtime, ConfigErrors> {
+        // The listener threads are started once: a reload sizes what is kept per thread by
+        // the threads that run, whatever `server.workers` now says.
+        let threads = previous.map_or(cfg.server.workers, |p| p.threads);
         let mut errors = Vec::new();
         let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
-        let metrics = previous.map_or_else(
-            || Arc::new(Metrics::with_listeners(cfg.server.workers)),
-            |p| p.metrics.clone(),
-        );
+        let metrics = previous.map_or_else(|| Arc::new(Metrics::with_listeners(threads)), |p| p.metrics.clone());
         let kept = previous
             .filter(|p| p.state.same_as(&cfg.state))
             .map(|p| p.store.clone());
@@ -94,7 +96,7 @@ impl Runtime {
                 }
             },
         };
-        let upstream = Upstream::new(&cfg.upstream, cfg.server.workers)
+        let upstream = Upstream::new(&cfg.upstream, threads)
             .map(Arc::new)
             .map_err(|e| err("upstream.ca_file".into(), e))
             .ok();
@@ -114,7 +116,7 @@ impl Runtime {
                     up,
                     &cfg.server.realm,
                     places.clone(),
-                    cfg.server.workers,
+                    threads,
                 ) {
                     Ok(a) => basic = Some(Arc::new(a)),
                     Err(e) => err(format!("auth.chain[{i}]"), e),
@@ -133,7 +135,7 @@ impl Runtime {
                 }
                 AuthMember::Session(s) => {
                     if let Some(b) = &basic {
-                        let a = Arc::new(SessionAuth::new(s, &cfg.users, store.clone(), b.clone(), cfg.server.workers));
+                        let a = Arc::new(SessionAuth::new(s, &cfg.users, store.clone(), b.clone(), threads));
                         session = Some(a.clone());
                         members.push(a);
                     }
@@ -144,10 +146,10 @@ impl Runtime {
                         &cfg.api_keys,
                         &cfg.users,
                         &cfg.server.realm,
-                        cfg.server.workers,
+                        threads,
                     )));
                 }
-                AuthMember::Jwt(j) => match jwt_member(j, &cfg.server.realm, cfg.server.workers) {
+                AuthMember::Jwt(j) => match jwt_member(j, &cfg.server.realm, threads) {
                     Ok(a) => {
                         let a = Arc::new(a);
                         jwt.push(a.clone());
@@ -169,7 +171,7 @@ impl Runtime {
                 },
                 AuthMember::Introspection(c) => {
                     match Fetcher::new(c.ca_file.as_deref(), c.fetch_timeout)
-                        .and_then(|f| IntrospectionAuth::new(c, f, &cfg.server.realm, cfg.server.workers))
+                        .and_then(|f| IntrospectionAuth::new(c, f, &cfg.server.realm, threads))
                     {
                         Ok(a) => members.push(Arc::new(a)),
                         Err(e) => err(format!("auth.chain[{i}]"), e),
@@ -186,7 +188,7 @@ impl Runtime {
         let policy = Policy::compile(&cfg.access)
             .map_err(|e| err("access.rules".into(), e))
             .ok();
-        let audit = Audit::open(&cfg.audit, cfg.audit_flush, cfg.server.workers)
+        let audit = Audit::open(&cfg.audit, cfg.audit_flush, threads)
             .map_err(|e| err("audit.to".into(), e.to_string()))
             .ok();
         let tls = match &cfg.server.tls {
@@ -217,6 +219,7 @@ impl Runtime {
                 tls,
                 watched: cfg.watched.clone(),
                 identity_mode: cfg.upstream.identity.describe(),
+                threads,
             }),
             _ => Err(ConfigErrors(errors)),
         }

@@ -128,3 +128,46 @@ fn a_run_without_nginx_plain_or_a_file_is_an_error_not_a_table() {
     assert!(report.is_empty(), "{report}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn rows_of_a_base_build_give_the_change_round_by_round() {
+    let mut raw = String::from(HEADER);
+    for round in 1..=9u32 {
+        let host = 14.0 + f64::from((round * 7) % 10) * 0.65;
+        for (target, factor) in [
+            ("nginx-plain", 1.0),
+            // This build 5 % cheaper than the base in every round; the base 3 % dearer than nginx.
+            ("proxy-api-key", 1.03 * 0.95),
+            ("base-api-key", 1.03),
+            // Either side of the base, round by round.
+            ("proxy-jwt-rs256", if round % 2 == 0 { 0.9 } else { 1.1 }),
+            ("base-jwt-rs256", 1.0),
+        ] {
+            let cpu = host * factor;
+            line(&mut raw, round, target, "ka", 1e6 / cpu, 2000.0 * factor, cpu);
+        }
+    }
+    let dir = support::temp_dir();
+    let path = dir.join("raw-base.tsv");
+    std::fs::write(&path, raw).expect("write the raw data");
+    let (code, report) = run(&path);
+    assert_eq!(code, 0, "{report}");
+    let table = report
+        .split("This build against the base build")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no base table in:\n{report}"));
+    let api = table
+        .lines()
+        .find(|l| l.starts_with("| proxy-api-key |"))
+        .unwrap_or_else(|| panic!("no API-key row in:\n{table}"));
+    assert!(api.contains("| 0.950 [0.950-0.950] this |"), "{api}");
+    assert!(api.contains("1.053 [1.053-1.053] this"), "{api}");
+    let jwt = table
+        .lines()
+        .find(|l| l.starts_with("| proxy-jwt-rs256 |"))
+        .unwrap_or_else(|| panic!("no RS256 row in:\n{table}"));
+    assert_eq!(jwt.matches("within noise").count(), 3, "{jwt}");
+    // Rows with no base rows are left out of that table.
+    assert!(!table.contains("| proxy-session |"), "{table}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -190,12 +190,12 @@ impl Policy {
         self.rules.is_empty()
     }
 
-    /// Some rule looks at groups (so looking them up is worth it).
     /// The name of the rule at `index` (a [`Decision`]'s `rule_index`).
     pub fn rule_name(&self, index: usize) -> Option<&str> {
         self.rules.get(index).map(|r| &*r.name)
     }
 
+    /// Some rule looks at groups (so looking them up is worth it).
     pub fn uses_groups(&self) -> bool {
         self.uses_groups
     }

@@ -201,9 +201,10 @@ impl<T: OwnCopy> OwnCopy for std::sync::Arc<T> {
 /// in the other shards before the caller verifies anything, and takes its own copy of
 /// what it finds there: a credential is still verified once, not once per thread.
 ///
-/// Each shard holds up to its share of `max_entries`. When full, its expired entries are
-/// swept; if it is still full it starts over (costing one re-verification per active
-/// credential) rather than grow.
+/// Each shard holds up to its share of `max_entries` (rounded up), and a credential used
+/// on several threads takes a place in each one's shard. When full, a shard's expired
+/// entries are swept; if it is still full it starts over (costing one re-verification per
+/// active credential) rather than grow.
 pub struct TtlMap<V> {
     shards: Box<[crate::server::ThreadOwned<Shard<V>>]>,
 }
@@ -234,7 +235,7 @@ impl<V> Shard<V> {
 }
 
 impl<V: Clone + OwnCopy> TtlMap<V> {
-    /// Up to `max_entries` in all, shared out among `threads` listener threads.
+    /// `max_entries` shared out among `threads` listener threads.
     pub fn new(max_entries: usize, threads: usize) -> Self {
         let threads = threads.max(1);
         let each = max_entries.max(1).div_ceil(threads);
@@ -274,9 +275,9 @@ impl<V: Clone + OwnCopy> TtlMap<V> {
             let mut map = mine.lock();
             match map.get(key) {
                 Some((until, v)) if *until > now => return Some(v.clone()),
+                // Expired here; another thread may have verified it again since.
                 Some(_) => {
                     map.remove(key);
-                    return None;
                 }
                 None => {}
             }
@@ -307,9 +308,9 @@ impl<V: Clone + OwnCopy> TtlMap<V> {
     /// Lookups that found a live entry, and those that did not.
     pub fn stats(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.shards
-            .iter()
-            .fold((0, 0), |(h, m), s| (h + s.hits.load(Relaxed), m + s.misses.load(Relaxed)))
+        self.shards.iter().fold((0, 0), |(h, m), s| {
+            (h + s.hits.load(Relaxed), m + s.misses.load(Relaxed))
+        })
     }
 
     /// Stores `value` for `ttl` (a zero TTL stores nothing), in the calling thread's shard.
@@ -557,10 +558,13 @@ mod tests {
         };
         let first = Principal::for_tests(AuthKind::Jwt, "alice", &["devs"]);
         let stored = first.clone();
-        on(0, Box::new(move |m| {
-            m.insert(key, stored, Duration::from_secs(60));
-            None
-        }));
+        on(
+            0,
+            Box::new(move |m| {
+                m.insert(key, stored, Duration::from_secs(60));
+                None
+            }),
+        );
         // The other thread finds it (nothing to verify again) as a copy of its own...
         let theirs = on(1, Box::new(move |m| m.get(&key, Instant::now()))).expect("found by the other thread");
         assert_eq!(theirs, first);
@@ -572,10 +576,45 @@ mod tests {
         let mine = on(0, Box::new(move |m| m.get(&key, Instant::now()))).expect("still there");
         assert!(Arc::ptr_eq(&mine.0, &first.0));
         assert_eq!(m.stats(), (3, 0), "hits counted on both threads");
-        // Nor does an expired entry on another thread answer.
+    }
+
+    #[test]
+    fn an_entry_expired_everywhere_answers_nowhere_and_a_fresh_one_is_found_by_all() {
+        use std::sync::Arc;
+        let m: Arc<TtlMap<u8>> = Arc::new(TtlMap::new(10, 3));
+        let key = sha256(b"token");
+        type Job = Box<dyn FnOnce(&TtlMap<u8>) -> Option<u8> + Send>;
+        let on = |i: usize, f: Job| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                crate::server::set_worker_index(i);
+                f(&m)
+            })
+            .join()
+            .expect("thread")
+        };
+        on(
+            0,
+            Box::new(move |m| {
+                m.insert(key, 1, Duration::from_secs(60));
+                None
+            }),
+        );
+        assert_eq!(on(1, Box::new(move |m| m.get(&key, Instant::now()))), Some(1));
+        // Past its lifetime, neither the thread that verified it nor another is answered.
         let later = Instant::now() + Duration::from_secs(61);
-        assert!(on(1, Box::new(move |m| m.get(&sha256(b"other"), later))).is_none());
-        assert_eq!(m.stats(), (3, 1));
+        assert_eq!(on(2, Box::new(move |m| m.get(&key, later))), None);
+        assert_eq!(on(1, Box::new(move |m| m.get(&key, later))), None);
+        // Verified again on one thread: a thread whose own copy expired finds the new one.
+        on(
+            0,
+            Box::new(move |m| {
+                m.insert(key, 2, Duration::from_secs(600));
+                None
+            }),
+        );
+        assert_eq!(on(1, Box::new(move |m| m.get(&key, later))), Some(2));
+        assert_eq!(m.stats(), (2, 2));
     }
 
     #[test]

@@ -241,10 +241,16 @@ fn a_shared_principal_is_one_copy_per_listener_thread() {
     let (other, _) = on(None);
     assert!(Arc::ptr_eq(&a.0, &a_again.0), "a thread keeps its copy");
     assert!(!Arc::ptr_eq(&a.0, &b.0), "threads do not share one");
-    assert!(Arc::ptr_eq(&other.0, &shared.principal.0), "other threads share the original");
+    assert!(
+        Arc::ptr_eq(&other.0, &shared.principal.0),
+        "other threads share the original"
+    );
     assert!(!Arc::ptr_eq(&a.0, &shared.principal.0));
     for p in [&a, &b] {
         assert_eq!(p, &shared.principal);
-        assert_eq!((p.kind(), p.subject(), p.groups()), (AuthKind::ApiKey, "carol", &["bots".to_string()][..]));
+        assert_eq!(
+            (p.kind(), p.subject(), p.groups()),
+            (AuthKind::ApiKey, "carol", &["bots".to_string()][..])
+        );
     }
 }

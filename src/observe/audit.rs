@@ -278,7 +278,10 @@ impl Audit {
         if !ok {
             self.failures.fetch_add(lines, Ordering::Relaxed);
         }
-        self.healthy.store(ok, Ordering::Relaxed);
+        // Written only when it changes: every thread's requests read it.
+        if self.healthy.load(Ordering::Relaxed) != ok {
+            self.healthy.store(ok, Ordering::Relaxed);
+        }
         ok
     }
 

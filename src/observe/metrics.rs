@@ -134,7 +134,6 @@ struct Counts {
     overhead: Histogram,
 }
 
-
 /// Shards of the per-request counters: each listener thread counts in its own (one
 /// uncontended lock per request); `/metrics` adds them up.
 const SHARDS: usize = 16;

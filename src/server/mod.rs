@@ -85,11 +85,13 @@ impl Reloader {
     /// hold on it, renewed when the runtime has been replaced (a reload drops every
     /// thread's hold, so none keeps an old runtime past its requests).
     pub fn held(&self) -> Held {
-        let current = self.current.load();
         let Some(hold) = listener_thread().and_then(|i| self.holds.get(i)) else {
-            return Held::new(arc_swap::Guard::into_inner(current));
+            return Held::new(self.current.load_full());
         };
+        // Read under the hold's lock: a reload stores the new runtime before it clears the
+        // holds, so a hold made after the clearing is of the new one.
         let mut hold = hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.current.load();
         match &*hold {
             Some(held) if Arc::ptr_eq(&held.0.0, &*current) => held.clone(),
             _ => {
@@ -751,6 +753,50 @@ impl ShutdownSignal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn each_thread_holds_the_runtime_until_a_reload_replaces_it() {
+        let dir = std::env::temp_dir().join(format!("jap-held-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("proxy.toml");
+        let text = |realm: &str| {
+            format!(
+                "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\nrealm = \"{realm}\"\n\
+                 [upstream]\nurl = \"http://127.0.0.1:9\"\n"
+            )
+        };
+        std::fs::write(&file, text("first")).expect("write the config");
+        let cfg = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let first = Arc::new(Runtime::build(&cfg).unwrap_or_else(|e| panic!("{e}")));
+        let reloader = Arc::new(Reloader {
+            current: ArcSwap::new(first.clone()),
+            holds: (0..2).map(|_| ThreadOwned::default()).collect(),
+            path: Some(file.clone()),
+            busy: tokio::sync::Mutex::new(()),
+            workers: 2,
+        });
+        let on = |i: usize| {
+            let reloader = reloader.clone();
+            std::thread::spawn(move || {
+                crate::server::set_worker_index(i);
+                let (a, b) = (reloader.held(), reloader.held());
+                assert!(Arc::ptr_eq(&a.0, &b.0), "one hold per thread");
+                a.server.realm.clone()
+            })
+            .join()
+            .expect("thread")
+        };
+        assert_eq!((on(0), on(1)), ("first".to_string(), "first".to_string()));
+        let old = Arc::downgrade(&first);
+        drop(first);
+        assert!(old.upgrade().is_some(), "held by the threads");
+        std::fs::write(&file, text("second")).expect("write the config");
+        reloader.reload().await.expect("reload");
+        // No thread keeps the replaced runtime, though neither has served a request since.
+        assert!(old.upgrade().is_none(), "the replaced runtime is dropped");
+        assert_eq!((on(0), on(1)), ("second".to_string(), "second".to_string()));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     /// Connections accepted by each of `sockets` when `n` arrive at once.
     async fn dealt(sockets: Vec<std::net::TcpListener>, n: usize) -> Vec<usize> {
