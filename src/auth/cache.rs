@@ -541,79 +541,55 @@ mod tests {
         }
     }
 
+    /// Runs `f` on a thread that counts as listener thread `i`, and gives its result.
+    fn on_thread<V, R>(m: &std::sync::Arc<TtlMap<V>>, i: usize, f: impl FnOnce(&TtlMap<V>) -> R + Send + 'static) -> R
+    where
+        V: Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        let m = m.clone();
+        std::thread::spawn(move || {
+            crate::server::set_worker_index(i);
+            f(&m)
+        })
+        .join()
+        .expect("thread")
+    }
+
     #[test]
     fn each_thread_keeps_its_own_copy_and_a_credential_is_verified_once() {
         use std::sync::Arc;
         let m: Arc<TtlMap<Principal>> = Arc::new(TtlMap::new(10, 2));
         let key = sha256(b"token");
-        type Job = Box<dyn FnOnce(&TtlMap<Principal>) -> Option<Principal> + Send>;
-        let on = |i: usize, f: Job| {
-            let m = m.clone();
-            std::thread::spawn(move || {
-                crate::server::set_worker_index(i);
-                f(&m)
-            })
-            .join()
-            .expect("thread")
-        };
         let first = Principal::for_tests(AuthKind::Jwt, "alice", &["devs"]);
         let stored = first.clone();
-        on(
-            0,
-            Box::new(move |m| {
-                m.insert(key, stored, Duration::from_secs(60));
-                None
-            }),
-        );
+        on_thread(&m, 0, move |m| m.insert(key, stored, Duration::from_secs(60)));
         // The other thread finds it (nothing to verify again) as a copy of its own...
-        let theirs = on(1, Box::new(move |m| m.get(&key, Instant::now()))).expect("found by the other thread");
+        let theirs = on_thread(&m, 1, move |m| m.get(&key, Instant::now())).expect("found by the other thread");
         assert_eq!(theirs, first);
         assert!(!Arc::ptr_eq(&theirs.0, &first.0), "a copy, not the same count");
         // ...which it keeps: both shards hold the entry now.
         assert_eq!(m.len(), 2);
-        let again = on(1, Box::new(move |m| m.get(&key, Instant::now()))).expect("kept");
+        let again = on_thread(&m, 1, move |m| m.get(&key, Instant::now())).expect("kept");
         assert!(Arc::ptr_eq(&again.0, &theirs.0));
-        let mine = on(0, Box::new(move |m| m.get(&key, Instant::now()))).expect("still there");
+        let mine = on_thread(&m, 0, move |m| m.get(&key, Instant::now())).expect("still there");
         assert!(Arc::ptr_eq(&mine.0, &first.0));
         assert_eq!(m.stats(), (3, 0), "hits counted on both threads");
     }
 
     #[test]
     fn an_entry_expired_everywhere_answers_nowhere_and_a_fresh_one_is_found_by_all() {
-        use std::sync::Arc;
-        let m: Arc<TtlMap<u8>> = Arc::new(TtlMap::new(10, 3));
+        let m: std::sync::Arc<TtlMap<u8>> = std::sync::Arc::new(TtlMap::new(10, 3));
         let key = sha256(b"token");
-        type Job = Box<dyn FnOnce(&TtlMap<u8>) -> Option<u8> + Send>;
-        let on = |i: usize, f: Job| {
-            let m = m.clone();
-            std::thread::spawn(move || {
-                crate::server::set_worker_index(i);
-                f(&m)
-            })
-            .join()
-            .expect("thread")
-        };
-        on(
-            0,
-            Box::new(move |m| {
-                m.insert(key, 1, Duration::from_secs(60));
-                None
-            }),
-        );
-        assert_eq!(on(1, Box::new(move |m| m.get(&key, Instant::now()))), Some(1));
+        on_thread(&m, 0, move |m| m.insert(key, 1, Duration::from_secs(60)));
+        assert_eq!(on_thread(&m, 1, move |m| m.get(&key, Instant::now())), Some(1));
         // Past its lifetime, neither the thread that verified it nor another is answered.
         let later = Instant::now() + Duration::from_secs(61);
-        assert_eq!(on(2, Box::new(move |m| m.get(&key, later))), None);
-        assert_eq!(on(1, Box::new(move |m| m.get(&key, later))), None);
+        assert_eq!(on_thread(&m, 2, move |m| m.get(&key, later)), None);
+        assert_eq!(on_thread(&m, 1, move |m| m.get(&key, later)), None);
         // Verified again on one thread: a thread whose own copy expired finds the new one.
-        on(
-            0,
-            Box::new(move |m| {
-                m.insert(key, 2, Duration::from_secs(600));
-                None
-            }),
-        );
-        assert_eq!(on(1, Box::new(move |m| m.get(&key, later))), Some(2));
+        on_thread(&m, 0, move |m| m.insert(key, 2, Duration::from_secs(600)));
+        assert_eq!(on_thread(&m, 1, move |m| m.get(&key, later)), Some(2));
         assert_eq!(m.stats(), (2, 2));
     }
 
