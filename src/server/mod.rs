@@ -42,14 +42,13 @@ pub struct Running {
 /// The runtime in force, and how to replace it.
 pub struct Reloader {
     current: ArcSwap<Runtime>,
-    /// Each listener thread's hold on `current` (see [`Reloader::held`]).
+    /// Each listener thread's hold on `current` (see [`Reloader::held`]), one per thread
+    /// started (a reload does not change them).
     holds: Box<[ThreadOwned<std::sync::Mutex<Option<Held>>>]>,
     /// The config file, when the proxy was started from one.
     path: Option<PathBuf>,
     /// Serialises reloads (a file change and a SIGHUP at once).
     busy: tokio::sync::Mutex<()>,
-    /// Listener threads started (a reload does not change them).
-    workers: usize,
 }
 
 /// A request's hold on the runtime it runs on, cloned from its listener thread's own
@@ -123,11 +122,11 @@ impl Reloader {
                         old.server.listen
                     );
                 }
-                if cfg.server.workers != self.workers {
+                if cfg.server.workers != self.holds.len() {
                     tracing::warn!(
                         "server.workers is now {}; the proxy keeps its {} listener threads until it is restarted",
                         cfg.server.workers,
-                        self.workers
+                        self.holds.len()
                     );
                 }
                 for w in &cfg.warnings {
@@ -286,7 +285,6 @@ pub async fn start_from(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Ru
         holds: (0..cfg.server.workers).map(|_| ThreadOwned::default()).collect(),
         path,
         busy: tokio::sync::Mutex::new(()),
-        workers: cfg.server.workers,
     });
     let listeners = listening_sockets(cfg.server.listen, cfg.server.workers, cfg.server.reuse_port)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
@@ -773,7 +771,6 @@ mod tests {
             holds: (0..2).map(|_| ThreadOwned::default()).collect(),
             path: Some(file.clone()),
             busy: tokio::sync::Mutex::new(()),
-            workers: 2,
         });
         let on = |i: usize| {
             let reloader = reloader.clone();
