@@ -6,6 +6,8 @@
 #   benches/callgrind.sh [BIN]               # the API-key row (an imported key, Bearer);
 #                                            # without BIN, `cargo build --release`'s
 #   HEADER='Authorization: Basic YWxpY2U6czNjcmV0' benches/callgrind.sh BIN
+#   HEADER=session benches/callgrind.sh BIN  # a memory-store session cookie, from the
+#                                            # proxy's login endpoint before each run
 # The proxy (one listener thread, the load rows' chain and audit settings) runs under
 # callgrind behind a one-worker nginx answering as Jira does in benches/load.sh; a client
 # sends FEW and then MANY sequential keep-alive requests on one connection, and the
@@ -23,9 +25,9 @@ p_up=${P_UP:-19901}
 p_proxy=${P_PROXY:-19900}
 key=benchtokenbenchtokenbenchtoken12
 header=${HEADER:-Authorization: Bearer $key}
-for tool in valgrind nginx python3; do
+for tool in valgrind nginx python3 curl; do
   command -v "$tool" >/dev/null || {
-    echo "callgrind.sh needs $tool (Debian: apt-get install valgrind nginx python3)" >&2
+    echo "callgrind.sh needs $tool (Debian: apt-get install valgrind nginx python3 curl)" >&2
     exit 2
   }
 done
@@ -45,6 +47,7 @@ fi
   exit 2
 }
 mkdir -p "$out/up/tmp"
+out=$(cd "$out" && pwd) # the proxy and nginx run from elsewhere
 sed -e 's/@UP_WORKERS@/1/' -e "s|@WORK@|$out/up|g" -e "s/@P_UP@/$p_up/" "$conf" > "$out/up/nginx.conf"
 nginx -p "$out/up/" -c "$out/up/nginx.conf" &
 up=$!
@@ -114,10 +117,17 @@ run() {
   local pid=$!
   # `run` is a subshell of its own: stopping it stops the proxy too.
   trap "kill $pid 2>/dev/null || true" EXIT
-  for _ in $(seq 300); do
+  for _ in $(seq 1200); do
     (exec 3<>/dev/tcp/127.0.0.1/$p_proxy) 2>/dev/null && break
     sleep 0.1
   done
+  if [[ $header == session ]]; then
+    local id
+    id=$(curl -s -H 'Content-Type: application/json' -d '{"username":"alice","password":"s3cret"}' \
+      "http://127.0.0.1:$p_proxy/rest/auth/1/session" |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["session"]["value"])') || exit 1
+    header="Cookie: JAPSESSION=$id"
+  fi
   client 1 || exit 1 # warms a cached credential, as under load
   client "$n" || exit 1
   kill -INT $pid

@@ -139,7 +139,7 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
     // below (the first of each field is the one a lookup would give), and notes whether
     // any field must go: most requests have none, and are spared a second pass.
     let asserted = rt.upstream.asserted_headers();
-    let (mut authorizations, mut hosts, mut connection, mut cookies) = (0, 0, false, false);
+    let (mut authorizations, mut hosts, mut connection, mut cookies) = (0, 0, false, 0usize);
     let (mut strip, mut forwarded) = (false, false);
     let (mut authorization, mut host, mut sent_id) = (None, None, None);
     for (name, value) in parts.headers.iter() {
@@ -153,7 +153,7 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
                 host.get_or_insert(value);
             }
             Field::Connection => connection = true,
-            Field::Cookie => cookies = true,
+            Field::Cookie => cookies += 1,
             Field::RequestId => {
                 sent_id.get_or_insert(value);
             }
@@ -207,8 +207,8 @@ pub fn admit(rt: &Runtime, ctx: &mut RequestCtx, parts: &mut Parts) -> Result<()
         });
     }
     let ours = rt.session.as_ref().map(|s| s.cookie_names());
-    if cookies {
-        ctx.session_ids = strip_cookies(&mut parts.headers, ours.as_ref().map_or(&[][..], |n| &n[..]));
+    if cookies > 0 {
+        ctx.session_ids = strip_cookies(&mut parts.headers, cookies, ours.as_ref().map_or(&[][..], |n| &n[..]));
     }
     forwarding(rt, ctx, parts, host, forwarded);
     Ok(())
@@ -352,32 +352,42 @@ fn filter_query(q: &str) -> Option<String> {
 
 /// Takes Jira's session cookies and the proxy's own (`ours`: the session cookie first)
 /// out of the request; returns the values of the proxy's session cookie, in order.
-pub fn strip_cookies(headers: &mut HeaderMap, ours: &[&str]) -> Vec<String> {
+/// `fields` is how many `Cookie` fields the request was seen to carry: with one (the usual
+/// case) the field is taken out in one lookup.
+pub fn strip_cookies(headers: &mut HeaderMap, fields: usize, ours: &[&str]) -> Vec<String> {
     let mut session = Vec::new();
-    // One Cookie header (the usual case) is taken as it is; several are collected first.
-    // (`HeaderMap::entry` would do it in one lookup, but may grow the map to do so.)
-    let (one, several): (Option<HeaderValue>, Vec<HeaderValue>) = match headers.get_all(COOKIE).iter().count() {
-        0 => return session,
-        1 => (headers.remove(COOKIE), Vec::new()),
-        _ => {
-            let all = headers.get_all(COOKIE).iter().cloned().collect();
-            headers.remove(COOKIE);
-            (None, all)
+    // Several fields are collected first. (`HeaderMap::entry` would take them in one
+    // lookup, but may grow the map to do so.)
+    let (one, several): (Option<HeaderValue>, Vec<HeaderValue>) = if fields == 1 {
+        (headers.remove(COOKIE), Vec::new())
+    } else {
+        let all: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
+        if all.is_empty() {
+            return session;
         }
+        headers.remove(COOKIE);
+        (None, all)
     };
+    let single = several.is_empty();
     // The cookies that stay, joined again with "; ".
     let mut kept = String::new();
+    // The one field as it came, while nothing in it has gone.
+    let mut whole = None;
     for v in one.into_iter().chain(several) {
         // A cookie header we cannot read is dropped whole rather than passed blind.
         let Ok(s) = v.to_str() else { continue };
+        let mut cut = false;
         for pair in s.split(';') {
-            let pair = pair.trim();
+            // A readable value holds visible ASCII, spaces and tabs only: ASCII trimming
+            // is all the trimming there is.
+            let pair = pair.trim_ascii();
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = name.trim();
+            let name = name.trim_ascii();
             if ours.first().is_some_and(|c| name == *c) {
-                session.push(value.trim().trim_matches('"').to_owned());
+                session.push(unquote(value.trim_ascii()).to_owned());
             }
             let strip = JIRA_COOKIES.iter().chain(ours).any(|c| name.eq_ignore_ascii_case(c));
+            cut |= strip || pair.is_empty();
             if !pair.is_empty() && !strip {
                 if !kept.is_empty() {
                     kept.push_str("; ");
@@ -385,13 +395,27 @@ pub fn strip_cookies(headers: &mut HeaderMap, ours: &[&str]) -> Vec<String> {
                 kept.push_str(pair);
             }
         }
+        if single && !cut {
+            whole = Some(v);
+        }
     }
-    if !kept.is_empty()
+    if let Some(v) = whole {
+        headers.insert(COOKIE, v);
+    } else if !kept.is_empty()
         && let Ok(v) = HeaderValue::from_str(&kept)
     {
         headers.insert(COOKIE, v);
     }
     session
+}
+
+/// `s` without the double quotes at its ends (every one, as `trim_matches('"')` takes).
+fn unquote(s: &str) -> &str {
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| c != b'"').unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| c != b'"').map_or(start, |i| i + 1);
+    // Both ends are next to an ASCII quote or the string's ends: char boundaries.
+    s.get(start..end).unwrap_or("")
 }
 
 /// Appends `ip` as text (`Display`'s form).
@@ -630,7 +654,7 @@ mod tests {
             COOKIE,
             HeaderValue::from_static("seraph.rememberme.cookie=1; jsessionid=x; atlassian.xsrf.token=t"),
         );
-        assert!(strip_cookies(&mut h, &[]).is_empty());
+        assert!(strip_cookies(&mut h, 2, &[]).is_empty());
         assert_eq!(h.get_all(COOKIE).iter().count(), 1);
         assert_eq!(
             h.get(COOKIE).map(|v| v.as_bytes()),
@@ -638,7 +662,7 @@ mod tests {
         );
         let mut only = HeaderMap::new();
         only.insert(COOKIE, HeaderValue::from_static("JSESSIONID=abc"));
-        strip_cookies(&mut only, &[]);
+        strip_cookies(&mut only, 1, &[]);
         assert!(only.get(COOKIE).is_none());
     }
 
@@ -650,9 +674,57 @@ mod tests {
             HeaderValue::from_static("JAPSESSION=one; theme=dark; JAPSESSION-XSRF=t"),
         );
         h.append(COOKIE, HeaderValue::from_static("japsession=lower; JAPSESSION=\"two\""));
-        let ids = strip_cookies(&mut h, &["JAPSESSION", "JAPSESSION-XSRF"]);
+        let ids = strip_cookies(&mut h, 2, &["JAPSESSION", "JAPSESSION-XSRF"]);
         assert_eq!(ids, ["one", "two"], "only the exact name is a session id");
         assert_eq!(h.get(COOKIE).map(|v| v.as_bytes()), Some(&b"theme=dark"[..]));
+    }
+
+    #[test]
+    fn a_cookie_field_with_nothing_to_take_goes_on_as_sent_and_an_unreadable_one_not_at_all() {
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_static(" theme=dark;lang=en ;\tx=\"q\""));
+        assert!(strip_cookies(&mut h, 1, &["JAPSESSION"]).is_empty());
+        assert_eq!(
+            h.get(COOKIE).map(|v| v.as_bytes()),
+            Some(&b" theme=dark;lang=en ;\tx=\"q\""[..])
+        );
+        // An empty pair is tidied away, as when a cookie is taken.
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_static("a=1;; b=2"));
+        strip_cookies(&mut h, 1, &[]);
+        assert_eq!(h.get(COOKIE).map(|v| v.as_bytes()), Some(&b"a=1; b=2"[..]));
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            HeaderValue::from_bytes(b"JAPSESSION=id; caf\xc3\xa9=1").expect("opaque"),
+        );
+        assert!(strip_cookies(&mut h, 1, &["JAPSESSION"]).is_empty(), "not read at all");
+        assert!(h.get(COOKIE).is_none(), "dropped whole");
+        // A count that is stale (the field went as hop-by-hop) finds nothing to take.
+        let mut h = HeaderMap::new();
+        assert!(strip_cookies(&mut h, 1, &["JAPSESSION"]).is_empty());
+        assert!(strip_cookies(&mut h, 2, &["JAPSESSION"]).is_empty());
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn session_ids_lose_every_quote_at_their_ends_and_only_there() {
+        for (value, id) in [
+            ("abc", "abc"),
+            ("\"abc\"", "abc"),
+            ("\"\"a\"b\"\"\"", "a\"b"),
+            ("\"", ""),
+            ("", ""),
+            (" \"x y\" ", "x y"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                COOKIE,
+                HeaderValue::from_str(&format!("JAPSESSION={value}")).expect("value"),
+            );
+            assert_eq!(strip_cookies(&mut h, 1, &["JAPSESSION"]), [id], "{value:?}");
+            assert_eq!(unquote(value.trim()), value.trim().trim_matches('"'));
+        }
     }
 
     #[test]
