@@ -47,7 +47,7 @@ fi
   exit 2
 }
 mkdir -p "$out/up/tmp"
-out=$(cd "$out" && pwd) # the proxy and nginx run from elsewhere
+out=$(CDPATH= cd -- "$out" && pwd) # the proxy and nginx run from elsewhere
 sed -e 's/@UP_WORKERS@/1/' -e "s|@WORK@|$out/up|g" -e "s/@P_UP@/$p_up/" "$conf" > "$out/up/nginx.conf"
 nginx -p "$out/up/" -c "$out/up/nginx.conf" &
 up=$!
@@ -122,11 +122,11 @@ run() {
     sleep 0.1
   done
   if [[ $header == session ]]; then
-    local id
-    id=$(curl -s -H 'Content-Type: application/json' -d '{"username":"alice","password":"s3cret"}' \
+    local cookie
+    cookie=$(curl -s --max-time 60 -H 'Content-Type: application/json' -d '{"username":"alice","password":"s3cret"}' \
       "http://127.0.0.1:$p_proxy/rest/auth/1/session" |
-      python3 -c 'import json, sys; print(json.load(sys.stdin)["session"]["value"])') || exit 1
-    header="Cookie: JAPSESSION=$id"
+      python3 -c 'import json, sys; s = json.load(sys.stdin)["session"]; print(s["name"] + "=" + s["value"])') || exit 1
+    header="Cookie: $cookie"
   fi
   client 1 || exit 1 # warms a cached credential, as under load
   client "$n" || exit 1

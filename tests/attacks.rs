@@ -165,6 +165,7 @@ async fn identity_spoofing_never_reaches_jira() {
         case("identity header, anonymous on a public path", anonymous("/status", "X-Forwarded-User: admin\r\n"), Safe::Reached(None, "/status")),
         case("Jira's session cookie", as_alice("/rest/api/2/myself", "Cookie: JSESSIONID=stolen\r\n"), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
         case("Jira's session cookie, lower case", as_alice("/rest/api/2/myself", "Cookie: jsessionid=stolen\r\n"), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
+        case("Jira's session cookie behind RFC 2109's comma", as_alice("/rest/api/2/myself", "Cookie: $Version=1; theme=dark, JSESSIONID=stolen\r\n"), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
         case("Seraph's remember-me cookie", as_alice("/rest/api/2/myself", "Cookie: seraph.rememberme.cookie=stolen\r\n"), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
         case("Seraph's login parameters", as_alice("/rest/api/2/myself?os_username=admin&os_password=x", ""), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
         case("Seraph's login parameters, upper case", as_alice("/rest/api/2/myself?OS_USERNAME=admin", ""), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
@@ -175,7 +176,7 @@ async fn identity_spoofing_never_reaches_jira() {
         case("spoofed Forwarded and X-Real-IP", as_alice("/rest/api/2/myself", "Forwarded: for=10.0.0.1;by=admin\r\nX-Real-IP: 10.0.0.1\r\n"), me),
     ])
     .await;
-    assert_eq!(n, 18);
+    assert_eq!(n, 19);
 }
 
 #[tokio::test]

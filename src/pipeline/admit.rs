@@ -351,7 +351,9 @@ fn filter_query(q: &str) -> Option<String> {
 }
 
 /// Takes Jira's session cookies and the proxy's own (`ours`: the session cookie first)
-/// out of the request; returns the values of the proxy's session cookie, in order.
+/// out of the request, with RFC 2109's `$` attributes and any pair that hides one of
+/// those cookies behind a comma; returns the values of the proxy's session cookie, in
+/// order.
 /// `fields` is how many `Cookie` fields the request was seen to carry: with one (the usual
 /// case) the field is taken out in one lookup.
 pub fn strip_cookies(headers: &mut HeaderMap, fields: usize, ours: &[&str]) -> Vec<String> {
@@ -386,7 +388,18 @@ pub fn strip_cookies(headers: &mut HeaderMap, fields: usize, ours: &[&str]) -> V
             if ours.first().is_some_and(|c| name == *c) {
                 session.push(unquote(value.trim_ascii()).to_owned());
             }
-            let strip = JIRA_COOKIES.iter().chain(ours).any(|c| name.eq_ignore_ascii_case(c));
+            let taken = |name: &str| JIRA_COOKIES.iter().chain(ours).any(|c| name.eq_ignore_ascii_case(c));
+            // RFC 2109's attributes (`$Version`, `$Path`, ...) go, and so does a pair
+            // with a comma before a cookie that would be taken: Tomcat parses a field
+            // that opens with `$Version` by RFC 2109, where a comma separates cookies
+            // too, and would find a Jira session cookie behind it.
+            let strip = taken(name)
+                || name.starts_with('$')
+                || (pair.contains(',')
+                    && pair.split(',').skip(1).any(|p| {
+                        let p = p.trim_ascii();
+                        taken(p.split_once('=').map_or(p, |(n, _)| n).trim_ascii())
+                    }));
             cut |= strip || pair.is_empty();
             if !pair.is_empty() && !strip {
                 if !kept.is_empty() {
@@ -705,6 +718,32 @@ mod tests {
         assert!(strip_cookies(&mut h, 1, &["JAPSESSION"]).is_empty());
         assert!(strip_cookies(&mut h, 2, &["JAPSESSION"]).is_empty());
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn no_jira_session_cookie_hides_behind_rfc_2109s_commas() {
+        let ours = ["JAPSESSION", "JAPSESSION-XSRF"];
+        for (sent, forwarded, ids) in [
+            // Tomcat reads this field by RFC 2109 (it opens with `$Version`), where the
+            // comma ends a cookie: JSESSIONID would reach it.
+            ("$Version=1; a=b, JSESSIONID=evil", None, &[][..]),
+            ("$Version=1, JSESSIONID=evil; a=b", Some("a=b"), &[][..]),
+            ("$Version=\"1\"; a=b; $Path=/", Some("a=b"), &[][..]),
+            ("a=b, seraph.rememberme.cookie=x; c=d", Some("c=d"), &[][..]),
+            ("a=b ,\tJapSession-Xsrf=t; c=d", Some("c=d"), &[][..]),
+            ("JAPSESSION=id, jsessionid=x", None, &["id, jsessionid=x"][..]),
+            // Commas in a value are passed on when nothing taken follows them.
+            ("pref=a,b; list=x, y", Some("pref=a,b; list=x, y"), &[][..]),
+            // The proxy's XSRF cookie alone, and names in odd spellings and spacing.
+            ("JAPSESSION-XSRF=t", None, &[][..]),
+            ("\tjSessionId =x; a=b", Some("a=b"), &[][..]),
+            ("a=b;  JAPSESSION = \"s\" ", Some("a=b"), &["s"][..]),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(COOKIE, HeaderValue::from_static(sent));
+            assert_eq!(strip_cookies(&mut h, 1, &ours), ids, "{sent:?}");
+            assert_eq!(h.get(COOKIE).map(|v| v.to_str().expect("ascii")), forwarded, "{sent:?}");
+        }
     }
 
     #[test]
