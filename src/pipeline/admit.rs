@@ -375,6 +375,7 @@ pub fn strip_cookies(headers: &mut HeaderMap, fields: usize, ours: &[&str]) -> V
     let mut kept = String::new();
     // The one field as it came, while nothing in it has gone.
     let mut whole = None;
+    let taken = |name: &str| JIRA_COOKIES.iter().chain(ours).any(|c| name.eq_ignore_ascii_case(c));
     for v in one.into_iter().chain(several) {
         // A cookie header we cannot read is dropped whole rather than passed blind.
         let Ok(s) = v.to_str() else { continue };
@@ -383,23 +384,17 @@ pub fn strip_cookies(headers: &mut HeaderMap, fields: usize, ours: &[&str]) -> V
             // A readable value holds visible ASCII, spaces and tabs only: ASCII trimming
             // is all the trimming there is.
             let pair = pair.trim_ascii();
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = name.trim_ascii();
+            let (name, value) = name_and_value(pair);
             if ours.first().is_some_and(|c| name == *c) {
                 session.push(unquote(value.trim_ascii()).to_owned());
             }
-            let taken = |name: &str| JIRA_COOKIES.iter().chain(ours).any(|c| name.eq_ignore_ascii_case(c));
             // RFC 2109's attributes (`$Version`, `$Path`, ...) go, and so does a pair
             // with a comma before a cookie that would be taken: Tomcat parses a field
             // that opens with `$Version` by RFC 2109, where a comma separates cookies
             // too, and would find a Jira session cookie behind it.
             let strip = taken(name)
                 || name.starts_with('$')
-                || (pair.contains(',')
-                    && pair.split(',').skip(1).any(|p| {
-                        let p = p.trim_ascii();
-                        taken(p.split_once('=').map_or(p, |(n, _)| n).trim_ascii())
-                    }));
+                || pair.split(',').skip(1).any(|p| taken(name_and_value(p.trim_ascii()).0));
             cut |= strip || pair.is_empty();
             if !pair.is_empty() && !strip {
                 if !kept.is_empty() {
@@ -420,6 +415,12 @@ pub fn strip_cookies(headers: &mut HeaderMap, fields: usize, ours: &[&str]) -> V
         headers.insert(COOKIE, v);
     }
     session
+}
+
+/// A cookie pair's name (trimmed) and its value (as it follows the `=`, if any).
+fn name_and_value(pair: &str) -> (&str, &str) {
+    let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    (name.trim_ascii(), value)
 }
 
 /// `s` without the double quotes at its ends (every one, as `trim_matches('"')` takes).
@@ -692,25 +693,26 @@ mod tests {
         assert_eq!(h.get(COOKIE).map(|v| v.as_bytes()), Some(&b"theme=dark"[..]));
     }
 
+    /// A request's fields: one `Cookie` field of `value`.
+    fn one_field(value: HeaderValue) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, value);
+        h
+    }
+
     #[test]
     fn a_cookie_field_with_nothing_to_take_goes_on_as_sent_and_an_unreadable_one_not_at_all() {
-        let mut h = HeaderMap::new();
-        h.insert(COOKIE, HeaderValue::from_static(" theme=dark;lang=en ;\tx=\"q\""));
+        let mut h = one_field(HeaderValue::from_static(" theme=dark;lang=en ;\tx=\"q\""));
         assert!(strip_cookies(&mut h, 1, &["JAPSESSION"]).is_empty());
         assert_eq!(
             h.get(COOKIE).map(|v| v.as_bytes()),
             Some(&b" theme=dark;lang=en ;\tx=\"q\""[..])
         );
         // An empty pair is tidied away, as when a cookie is taken.
-        let mut h = HeaderMap::new();
-        h.insert(COOKIE, HeaderValue::from_static("a=1;; b=2"));
+        let mut h = one_field(HeaderValue::from_static("a=1;; b=2"));
         strip_cookies(&mut h, 1, &[]);
         assert_eq!(h.get(COOKIE).map(|v| v.as_bytes()), Some(&b"a=1; b=2"[..]));
-        let mut h = HeaderMap::new();
-        h.insert(
-            COOKIE,
-            HeaderValue::from_bytes(b"JAPSESSION=id; caf\xc3\xa9=1").expect("opaque"),
-        );
+        let mut h = one_field(HeaderValue::from_bytes(b"JAPSESSION=id; caf\xc3\xa9=1").expect("opaque"));
         assert!(strip_cookies(&mut h, 1, &["JAPSESSION"]).is_empty(), "not read at all");
         assert!(h.get(COOKIE).is_none(), "dropped whole");
         // A count that is stale (the field went as hop-by-hop) finds nothing to take.
@@ -739,8 +741,7 @@ mod tests {
             ("\tjSessionId =x; a=b", Some("a=b"), &[][..]),
             ("a=b;  JAPSESSION = \"s\" ", Some("a=b"), &["s"][..]),
         ] {
-            let mut h = HeaderMap::new();
-            h.insert(COOKIE, HeaderValue::from_static(sent));
+            let mut h = one_field(HeaderValue::from_static(sent));
             assert_eq!(strip_cookies(&mut h, 1, &ours), ids, "{sent:?}");
             assert_eq!(h.get(COOKIE).map(|v| v.to_str().expect("ascii")), forwarded, "{sent:?}");
         }
@@ -756,11 +757,7 @@ mod tests {
             ("", ""),
             (" \"x y\" ", "x y"),
         ] {
-            let mut h = HeaderMap::new();
-            h.insert(
-                COOKIE,
-                HeaderValue::from_str(&format!("JAPSESSION={value}")).expect("value"),
-            );
+            let mut h = one_field(HeaderValue::from_str(&format!("JAPSESSION={value}")).expect("value"));
             assert_eq!(strip_cookies(&mut h, 1, &["JAPSESSION"]), [id], "{value:?}");
             assert_eq!(unquote(value.trim()), value.trim().trim_matches('"'));
         }
