@@ -166,6 +166,7 @@ async fn identity_spoofing_never_reaches_jira() {
         case("Jira's session cookie", as_alice("/rest/api/2/myself", "Cookie: JSESSIONID=stolen\r\n"), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
         case("Jira's session cookie, lower case", as_alice("/rest/api/2/myself", "Cookie: jsessionid=stolen\r\n"), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
         case("Jira's session cookie behind RFC 2109's comma", as_alice("/rest/api/2/myself", "Cookie: $Version=1; theme=dark, JSESSIONID=stolen\r\n"), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
+        case("Jira's session cookie in a field Connection names", as_alice("/rest/api/2/myself", "Cookie: JSESSIONID=stolen\r\nConnection: Cookie\r\n"), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
         case("Seraph's remember-me cookie", as_alice("/rest/api/2/myself", "Cookie: seraph.rememberme.cookie=stolen\r\n"), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
         case("Seraph's login parameters", as_alice("/rest/api/2/myself?os_username=admin&os_password=x", ""), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
         case("Seraph's login parameters, upper case", as_alice("/rest/api/2/myself?OS_USERNAME=admin", ""), Safe::Reached(Some("alice"), "/rest/api/2/myself")),
@@ -176,7 +177,7 @@ async fn identity_spoofing_never_reaches_jira() {
         case("spoofed Forwarded and X-Real-IP", as_alice("/rest/api/2/myself", "Forwarded: for=10.0.0.1;by=admin\r\nX-Real-IP: 10.0.0.1\r\n"), me),
     ])
     .await;
-    assert_eq!(n, 19);
+    assert_eq!(n, 20);
 }
 
 #[tokio::test]
@@ -404,6 +405,14 @@ async fn session_fixation_duplicate_cookies_and_logout_reuse_are_refused() {
         "two cookies of the name"
     );
     assert_eq!(get(&proxy.url("/x"), &[("cookie", &issued)]).await.status, 200);
+    // A Cookie field that `Connection` names is this hop's: it goes before anything reads
+    // it, as an `Authorization` so named does, and the session in it is not used.
+    let hop = format!("GET /x HTTP/1.1\r\nHost: x\r\nCookie: {issued}\r\nConnection: close, Cookie\r\n\r\n");
+    assert_eq!(
+        raw_status(&raw(proxy.addr, hop.as_bytes()).await),
+        401,
+        "a session cookie in a field Connection names"
+    );
     let r = send(
         "DELETE",
         &proxy.url("/rest/auth/1/session"),

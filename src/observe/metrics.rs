@@ -134,32 +134,36 @@ struct Counts {
     overhead: Histogram,
 }
 
-/// Shards of the per-request counters: each listener thread counts in its own (one
-/// uncontended lock per request); `/metrics` adds them up.
-const SHARDS: usize = 16;
-
-#[derive(Default)]
 pub struct Metrics {
-    shards: [ThreadOwned<Mutex<Counts>>; SHARDS],
+    /// The per-request counters, a shard per listener thread (at least one): each thread
+    /// counts in its own, under a lock no other thread takes but `/metrics`, which adds
+    /// them up. However many threads there are, no two share one.
+    shards: Box<[ThreadOwned<Mutex<Counts>>]>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     store_errors: AtomicU64,
     audit_failures: AtomicU64,
     rapid_resets: AtomicU64,
-    open_connections: AtomicI64,
-    /// Open connections by listener thread (`server.workers`; none when built without).
-    listeners: Box<[AtomicI64]>,
+    /// Open connections, a count per listener thread and a last one for any other
+    /// thread's: opening or closing one writes only the thread's own count, and the
+    /// total is their sum.
+    open: Box<[ThreadOwned<AtomicI64>]>,
 }
 
-/// Counts an open connection (and its listener thread's) while it lives.
-pub struct ConnectionGuard<'a>(&'a Metrics, Option<&'a AtomicI64>);
+/// Counts an open connection on its thread's count while it lives.
+pub struct ConnectionGuard<'a>(&'a AtomicI64);
 
 impl Drop for ConnectionGuard<'_> {
     fn drop(&mut self) {
-        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
-        if let Some(on_thread) = self.1 {
-            on_thread.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Default for Metrics {
+    /// Metrics without listener threads (tests, tools): one shard, and only the total of
+    /// open connections.
+    fn default() -> Metrics {
+        Metrics::with_listeners(0)
     }
 }
 
@@ -177,14 +181,24 @@ impl Metrics {
     /// Metrics for a server with `workers` listener threads.
     pub fn with_listeners(workers: usize) -> Metrics {
         Metrics {
-            listeners: (0..workers).map(|_| AtomicI64::new(0)).collect(),
-            ..Metrics::default()
+            shards: (0..workers.max(1)).map(|_| ThreadOwned::default()).collect(),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
+            audit_failures: AtomicU64::new(0),
+            rapid_resets: AtomicU64::new(0),
+            open: (0..=workers).map(|_| ThreadOwned::default()).collect(),
         }
+    }
+
+    /// The listener threads' open-connection counts (the last count is other threads').
+    fn listeners(&self) -> &[ThreadOwned<AtomicI64>] {
+        &self.open[..self.open.len() - 1]
     }
 
     pub fn record(&self, s: &Sample<'_>) {
         let class = s.status / 100 * 100;
-        let mut shard = lock(&self.shards[crate::server::worker_index() % SHARDS]);
+        let mut shard = lock(&self.shards[crate::server::worker_index() % self.shards.len()]);
         *shard.requests.entry((s.auth, s.outcome, class)).or_default() += 1;
         if let Some(r) = s.reason {
             *shard.reasons.entry(r).or_default() += 1;
@@ -230,12 +244,13 @@ impl Metrics {
 
     /// Counts a connection served by the calling listener thread while the guard lives.
     pub fn connection(&self) -> ConnectionGuard<'_> {
-        self.open_connections.fetch_add(1, Ordering::Relaxed);
-        let on_thread = crate::server::listener_thread().and_then(|i| self.listeners.get(i));
-        if let Some(c) = on_thread {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        ConnectionGuard(self, on_thread)
+        let others = self.open.len() - 1;
+        let i = crate::server::listener_thread()
+            .filter(|i| *i < others)
+            .unwrap_or(others);
+        let count = &self.open[i].0;
+        count.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(count)
     }
 
     /// The memory state store's part of the text exposition (none for Redis, which bounds
@@ -369,7 +384,7 @@ impl Metrics {
                 "gauge",
                 "jap_open_connections",
                 "Client connections open now.",
-                self.open_connections.load(Ordering::Relaxed),
+                self.open.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
             ),
         ];
         for (series, kind, name, help, v) in simple {
@@ -378,12 +393,12 @@ impl Metrics {
             }
             let _ = writeln!(out, "{series} {v}");
         }
-        if !self.listeners.is_empty() {
+        if !self.listeners().is_empty() {
             out.push_str(
                 "# HELP jap_listener_connections Client connections open now, by listener thread (server.workers).\n\
                  # TYPE jap_listener_connections gauge\n",
             );
-            for (i, c) in self.listeners.iter().enumerate() {
+            for (i, c) in self.listeners().iter().enumerate() {
                 let _ = writeln!(
                     out,
                     "jap_listener_connections{{listener=\"{i}\"}} {}",
@@ -458,7 +473,7 @@ mod tests {
 
     #[test]
     fn counts_from_every_listener_thread_add_up() {
-        let m = std::sync::Arc::new(Metrics::default());
+        let m = std::sync::Arc::new(Metrics::with_listeners(4));
         let threads: Vec<_> = (0..4)
             .map(|i| {
                 let m = m.clone();
@@ -500,6 +515,35 @@ mod tests {
         assert!(text.contains("jap_proxy_overhead_seconds_count 10"), "{text}");
         assert!(text.contains("jap_proxy_overhead_seconds_sum 0.01\n"), "{text}");
         assert!(text.contains("jap_upstream_duration_seconds_count 0"), "{text}");
+    }
+
+    #[test]
+    fn no_two_listener_threads_count_under_one_lock() {
+        // Thread 0's shard held (as a scrape holds each in turn): thread 16 of 20 still
+        // counts at once, where a fixed number of shards would have it wait for 0's.
+        let m = std::sync::Arc::new(Metrics::with_listeners(20));
+        let held = lock(&m.shards[0]);
+        let (done, finished) = std::sync::mpsc::channel();
+        let counter = m.clone();
+        let t = std::thread::spawn(move || {
+            crate::server::set_worker_index(16);
+            counter.record(&Sample {
+                auth: "basic",
+                outcome: "authenticated",
+                reason: None,
+                status: 200,
+                rule: None,
+                denied: false,
+                total: Duration::from_millis(1),
+                upstream: None,
+            });
+            let _ = done.send(());
+        });
+        let counted = finished.recv_timeout(Duration::from_secs(10));
+        drop(held);
+        t.join().expect("thread");
+        assert!(counted.is_ok(), "thread 16 waited for thread 0's lock");
+        assert!(m.render(&[]).contains("jap_proxy_overhead_seconds_count 1\n"));
     }
 
     #[test]
@@ -550,6 +594,21 @@ mod tests {
         assert!(text.contains("jap_listener_connections{listener=\"0\"} 0\n"), "{text}");
         assert!(text.contains("jap_listener_connections{listener=\"1\"} 1\n"), "{text}");
         assert!(text.contains("jap_open_connections 1\n"), "{text}");
+        // A connection on a thread that is no listener's counts in the total only.
+        let elsewhere = std::thread::spawn({
+            let m = std::sync::Arc::new(Metrics::with_listeners(2));
+            move || {
+                let guard = m.connection();
+                let text = m.render(&[]);
+                drop(guard);
+                (text, m.render(&[]))
+            }
+        });
+        let (open, closed) = elsewhere.join().expect("thread");
+        assert!(open.contains("jap_open_connections 1\n"), "{open}");
+        assert!(open.contains("jap_listener_connections{listener=\"0\"} 0\n"), "{open}");
+        assert!(open.contains("jap_listener_connections{listener=\"1\"} 0\n"), "{open}");
+        assert!(closed.contains("jap_open_connections 0\n"), "{closed}");
         drop(guard);
         assert!(m.render(&[]).contains("jap_listener_connections{listener=\"1\"} 0\n"));
         // Without listener threads (tests, tools): only the total.
