@@ -135,9 +135,10 @@ struct Counts {
 }
 
 pub struct Metrics {
-    /// The per-request counters, a shard per listener thread (at least one): each thread
-    /// counts in its own, under a lock no other thread takes but `/metrics`, which adds
-    /// them up. However many threads there are, no two share one.
+    /// The per-request counters, a shard per listener thread (at least one): each listener
+    /// thread counts in its own, under a lock no other thread takes but `/metrics`, which
+    /// adds them up. However many listener threads there are, no two share one (a thread
+    /// that is no listener's, in tests and tools, counts in the first).
     shards: Box<[ThreadOwned<Mutex<Counts>>]>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
@@ -198,7 +199,12 @@ impl Metrics {
 
     pub fn record(&self, s: &Sample<'_>) {
         let class = s.status / 100 * 100;
-        let mut shard = lock(&self.shards[crate::server::worker_index() % self.shards.len()]);
+        // A listener thread's index is below the shards' count: no division needed.
+        let mut shard = lock(
+            self.shards
+                .get(crate::server::worker_index())
+                .unwrap_or(&self.shards[0]),
+        );
         *shard.requests.entry((s.auth, s.outcome, class)).or_default() += 1;
         if let Some(r) = s.reason {
             *shard.reasons.entry(r).or_default() += 1;
