@@ -130,129 +130,144 @@ impl RequestCtx {
 
 /// The answer to `req`, with the fields of Jira's answer that pass as Jira wrote them and
 /// the request's id (written after the answer's own by the listener).
-pub async fn handle(rt: crate::server::Held, conn: ConnInfo, req: Request<Body>) -> Answer {
-    let mut ctx = RequestCtx::new(conn, &req);
-    // audit.required: while the audit log cannot be written, nothing goes through.
-    let result = if rt.audit_required && !rt.audit.healthy() {
-        ctx.outcome = "error";
-        ctx.raw_path = admit::as_sent(req.uri().path());
-        Err(ProxyError::Dependency("the audit log cannot be written".into()))
-    } else {
-        run(&rt, &mut ctx, req).await
-    };
-    // Jira's fields go with Jira's answer only.
-    let mut lines = ctx.lines.take().filter(|_| result.is_ok());
-    let mut resp = match result {
-        Ok(resp) => resp,
-        Err(e) => {
-            if ctx.reason.is_none() {
-                ctx.reason = Some(error_reason(&e));
+// An async block, not an `async fn`: a block works on what it captured where it lies,
+// where an `async fn` first moves each argument into a place of its own in its state
+// (a request is 240 bytes; see benches/HISTORY.md).
+#[expect(clippy::manual_async_fn, reason = "the captures are used in place")]
+pub fn handle(rt: crate::server::Held, conn: ConnInfo, req: Request<Body>) -> impl Future<Output = Answer> + Send {
+    async move {
+        let mut ctx = RequestCtx::new(conn, &req);
+        // audit.required: while the audit log cannot be written, nothing goes through.
+        let result = if rt.audit_required && !rt.audit.healthy() {
+            ctx.outcome = "error";
+            ctx.raw_path = admit::as_sent(req.uri().path());
+            Err(ProxyError::Dependency("the audit log cannot be written".into()))
+        } else {
+            run(&rt, &mut ctx, req).await
+        };
+        // Jira's fields go with Jira's answer only.
+        let mut lines = ctx.lines.take().filter(|_| result.is_ok());
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                if ctx.reason.is_none() {
+                    ctx.reason = Some(error_reason(&e));
+                }
+                e.into_response()
             }
-            e.into_response()
+        };
+        // The id is the proxy's: one from Jira gives way to it.
+        if !resp.headers().is_empty() {
+            resp.headers_mut().remove(crate::upstream::headers::X_REQUEST_ID);
         }
-    };
-    // The id is the proxy's: one from Jira gives way to it.
-    if !resp.headers().is_empty() {
-        resp.headers_mut().remove(crate::upstream::headers::X_REQUEST_ID);
-    }
-    if let Some(rate) = &ctx.rate {
-        for (name, value) in rate.values() {
-            resp.headers_mut().insert(name, value);
+        if let Some(rate) = &ctx.rate {
+            for (name, value) in rate.values() {
+                resp.headers_mut().insert(name, value);
+            }
         }
-    }
-    // One reading of the clock for the audit line and the metrics, or none when Jira's
-    // answer has just been timed.
-    let total = ctx.answered.unwrap_or_else(Instant::now) - ctx.started;
-    let rule = ctx.rule.and_then(|i| rt.policy.rule_name(i));
-    if !rt.audit.record(&ctx, rule, resp.status(), total) {
-        rt.metrics.audit_failure();
-        if rt.audit_required {
-            ctx.reason = Some("audit_unwritable");
-            resp = ProxyError::Dependency("the audit log cannot be written".into()).into_response();
-            lines = None;
+        // One reading of the clock for the audit line and the metrics, or none when Jira's
+        // answer has just been timed.
+        let total = ctx.answered.unwrap_or_else(Instant::now) - ctx.started;
+        let rule = ctx.rule.and_then(|i| rt.policy.rule_name(i));
+        if !rt.audit.record(&ctx, rule, resp.status(), total) {
+            rt.metrics.audit_failure();
+            if rt.audit_required {
+                ctx.reason = Some("audit_unwritable");
+                resp = ProxyError::Dependency("the audit log cannot be written".into()).into_response();
+                lines = None;
+            }
         }
-    }
-    let denied = ctx.reason == Some("denied_by_rule") || ctx.reason == Some("insufficient_scope");
-    rt.metrics.record(&crate::observe::metrics::Sample {
-        auth: ctx.auth_kind.map_or("none", |k| k.as_str()),
-        outcome: ctx.outcome,
-        reason: ctx.reason,
-        status: resp.status().as_u16(),
-        rule,
-        denied,
-        total,
-        upstream: ctx.upstream_time,
-    });
-    Answer {
-        response: resp,
-        lines,
-        request_id: Some(ctx.id),
+        let denied = ctx.reason == Some("denied_by_rule") || ctx.reason == Some("insufficient_scope");
+        rt.metrics.record(&crate::observe::metrics::Sample {
+            auth: ctx.auth_kind.map_or("none", |k| k.as_str()),
+            outcome: ctx.outcome,
+            reason: ctx.reason,
+            status: resp.status().as_u16(),
+            rule,
+            denied,
+            total,
+            upstream: ctx.upstream_time,
+        });
+        Answer {
+            response: resp,
+            lines,
+            request_id: Some(ctx.id),
+        }
     }
 }
 
-async fn run(rt: &Runtime, ctx: &mut RequestCtx, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
-    let (mut parts, body) = req.into_parts();
-    admit::admit(rt, ctx, &mut parts)?;
-    let (form, body) = read_form(rt, &parts, ctx.authorization.as_ref(), &ctx.session_ids, body).await?;
-    // Local endpoints: Jira's OAuth 1.0a token endpoints (checked by consumer signature)...
-    if let Some(resp) = oauth1_token_endpoint(rt, ctx, &parts, form.as_deref()).await? {
-        return Ok(resp);
-    }
-    // ...and the session login, checked by the password backend itself.
-    let session_endpoint = rt.session.is_some() && ctx.path.as_ref().is_some_and(|p| session::is_endpoint(&p.decoded));
-    if let (true, Some(s), &Method::POST) = (session_endpoint, &rt.session, &parts.method) {
-        ctx.outcome = "login";
-        ctx.auth_kind = Some(AuthKind::Session);
-        let old = ctx.session_ids.first().map(String::as_str);
-        let (resp, failure) = Box::pin(s.login(&parts, body, ctx.client_ip, old, ctx.time))
-            .await
-            .map_err(|e| ProxyError::Dependency(e.to_string()))?;
-        ctx.reason = failure;
-        return Ok(resp);
-    }
-    authenticate(rt, ctx, &parts, form.as_deref()).await?;
-    identify(rt, ctx)?;
-    jira_groups(rt, ctx).await?;
-    if let (true, Some(s)) = (session_endpoint, &rt.session) {
-        return session_endpoint_answer(s, ctx, &parts).await;
-    }
-    authorize(rt, ctx, &parts.headers).await?;
-    // ...and the approval and token pages, for a signed-in user the rules let through.
-    let page = |path: &str| {
-        let tokens = path
-            .strip_prefix(provider::USER_TOKENS)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        (tokens || path == provider::AUTHORIZE).then_some(tokens)
-    };
-    // Only these two pages cost a copy of the path; every other request passes untouched.
-    if let Some(p) = &rt.oauth1_provider
-        && let Some((path, tokens_page)) = ctx
-            .path
-            .as_ref()
-            .and_then(|p| page(&p.decoded).map(|tokens| (p.decoded.clone(), tokens)))
-    {
-        // Only a signed-in user approves a consumer or sees their tokens.
-        let Some(user) = ctx.jira_user.clone() else {
-            return Err(ProxyError::AuthRequired {
-                challenges: rt.chain.challenges().to_vec(),
-            });
-        };
-        if tokens_page {
-            ctx.outcome = "oauth1_tokens";
-            return p.user_tokens(&parts, &path, body, &user).await;
+// An async block for the same reason as `handle`'s.
+#[expect(clippy::manual_async_fn, reason = "as `handle`")]
+fn run(
+    rt: &Runtime,
+    ctx: &mut RequestCtx,
+    req: Request<Body>,
+) -> impl Future<Output = Result<Response<Body>, ProxyError>> + Send {
+    async move {
+        let (mut parts, body) = req.into_parts();
+        admit::admit(rt, ctx, &mut parts)?;
+        let (form, body) = read_form(rt, &parts, ctx.authorization.as_ref(), &ctx.session_ids, body).await?;
+        // Local endpoints: Jira's OAuth 1.0a token endpoints (checked by consumer signature)...
+        if let Some(resp) = oauth1_token_endpoint(rt, ctx, &parts, form.as_deref()).await? {
+            return Ok(resp);
         }
-        return Box::pin(oauth1_authorize(p, &parts, body, &user, rt.server.max_read_body_bytes)).await;
+        // ...and the session login, checked by the password backend itself.
+        let session_endpoint =
+            rt.session.is_some() && ctx.path.as_ref().is_some_and(|p| session::is_endpoint(&p.decoded));
+        if let (true, Some(s), &Method::POST) = (session_endpoint, &rt.session, &parts.method) {
+            ctx.outcome = "login";
+            ctx.auth_kind = Some(AuthKind::Session);
+            let old = ctx.session_ids.first().map(String::as_str);
+            let (resp, failure) = Box::pin(s.login(&parts, body, ctx.client_ip, old, ctx.time))
+                .await
+                .map_err(|e| ProxyError::Dependency(e.to_string()))?;
+            ctx.reason = failure;
+            return Ok(resp);
+        }
+        authenticate(rt, ctx, &parts, form.as_deref()).await?;
+        identify(rt, ctx)?;
+        jira_groups(rt, ctx).await?;
+        if let (true, Some(s)) = (session_endpoint, &rt.session) {
+            return session_endpoint_answer(s, ctx, &parts).await;
+        }
+        authorize(rt, ctx, &parts.headers).await?;
+        // ...and the approval and token pages, for a signed-in user the rules let through.
+        let page = |path: &str| {
+            let tokens = path
+                .strip_prefix(provider::USER_TOKENS)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+            (tokens || path == provider::AUTHORIZE).then_some(tokens)
+        };
+        // Only these two pages cost a copy of the path; every other request passes untouched.
+        if let Some(p) = &rt.oauth1_provider
+            && let Some((path, tokens_page)) = ctx
+                .path
+                .as_ref()
+                .and_then(|p| page(&p.decoded).map(|tokens| (p.decoded.clone(), tokens)))
+        {
+            // Only a signed-in user approves a consumer or sees their tokens.
+            let Some(user) = ctx.jira_user.clone() else {
+                return Err(ProxyError::AuthRequired {
+                    challenges: rt.chain.challenges().to_vec(),
+                });
+            };
+            if tokens_page {
+                ctx.outcome = "oauth1_tokens";
+                return p.user_tokens(&parts, &path, body, &user).await;
+            }
+            return Box::pin(oauth1_authorize(p, &parts, body, &user, rt.server.max_read_body_bytes)).await;
+        }
+        let sent = Instant::now();
+        let resp = rt.upstream.forward(ctx, &mut parts, body, form.as_deref(), sent).await;
+        let answered = Instant::now();
+        ctx.upstream_time = Some(answered - sent);
+        ctx.answered = Some(answered);
+        resp.map(|(r, lines)| {
+            ctx.jira_request_id = r.headers().get("x-arequestid").cloned();
+            ctx.lines = lines;
+            r
+        })
     }
-    let sent = Instant::now();
-    let resp = rt.upstream.forward(ctx, &mut parts, body, form.as_deref(), sent).await;
-    let answered = Instant::now();
-    ctx.upstream_time = Some(answered - sent);
-    ctx.answered = Some(answered);
-    resp.map(|(r, lines)| {
-        ctx.jira_request_id = r.headers().get("x-arequestid").cloned();
-        ctx.lines = lines;
-        r
-    })
 }
 
 /// `GET` (who am I) and `DELETE` (log out) on Jira's session endpoint.
