@@ -8,6 +8,9 @@
 #   HEADER='Authorization: Basic YWxpY2U6czNjcmV0' benches/callgrind.sh BIN
 #   HEADER=session benches/callgrind.sh BIN  # a memory-store session cookie, from the
 #                                            # proxy's login endpoint before each run
+#   CLOSE=1 benches/callgrind.sh BIN         # a new connection per request
+#                                            # (`Connection: close`), as the harness's
+#                                            # keep-alive-off rounds
 # The proxy (one listener thread, the load rows' chain and audit settings) runs under
 # callgrind behind a one-worker nginx answering as Jira does in benches/load.sh; a client
 # sends FEW and then MANY sequential keep-alive requests on one connection, and the
@@ -81,11 +84,24 @@ authenticated = true
 effect = "allow"
 TOML
 
-# One connection, N requests one after another, each answer read whole before the next.
+# One connection, N requests one after another, each answer read whole before the next
+# (CLOSE=1: a connection per request, each read to its end).
 client() {
-  python3 - "$p_proxy" "$1" "$header" <<'PY'
+  python3 - "$p_proxy" "$1" "$header" "${CLOSE:-0}" <<'PY'
 import socket, sys
-port, n, header = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+port, n, header, close = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+if close:
+    req = ("GET /rest/api/2/myself HTTP/1.1\r\nHost: jira.example\r\n" + header + "\r\nConnection: close\r\n\r\n").encode()
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(req)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+        s.close()
+        if not got.startswith(b"HTTP/1.1 200"):
+            sys.exit("not 200: " + got[:40].decode("latin-1"))
+    sys.exit(0)
 req = ("GET /rest/api/2/myself HTTP/1.1\r\nHost: jira.example\r\n" + header + "\r\n\r\n").encode()
 s = socket.create_connection(("127.0.0.1", port))
 buf = b""

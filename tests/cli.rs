@@ -535,3 +535,20 @@ fn the_container_config_checks_and_probe_answers_for_a_health_check() {
     assert!(!probe("https://127.0.0.1/healthz".into()), "plain http only");
     s.stop();
 }
+
+/// The proxy draws random salts and seeds as it starts, and each CLI command that makes a
+/// key or hash draws some too. aws-lc's CPU-jitter entropy source, when built in, first
+/// spends 40-50 ms of CPU timing loops (start to first answer 41-46 ms against 3.5-5 ms
+/// without it; benches/HISTORY.md). `.cargo/config.toml` builds aws-lc without it, so its
+/// generator is seeded by the kernel's (getrandom) alone. The binary carries aws-lc's
+/// symbols, so a jitter source built in would show by name.
+#[test]
+fn the_binary_is_built_without_the_cpu_jitter_entropy_source() {
+    let bin = std::fs::read(BIN).unwrap();
+    let has = |name: &[u8]| memchr::memmem::find(&bin, name).is_some();
+    assert!(has(b"RAND_bytes"), "aws-lc's symbols are in the binary");
+    assert!(
+        !has(b"jent_read_entropy"),
+        "aws-lc is built with its CPU-jitter entropy source: set AWS_LC_SYS_NO_JITTER_ENTROPY=1 (.cargo/config.toml)"
+    );
+}
