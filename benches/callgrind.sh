@@ -13,7 +13,8 @@
 #                                            # keep-alive-off rounds
 # The proxy (one listener thread, the load rows' chain and audit settings) runs under
 # callgrind behind a one-worker nginx answering as Jira does in benches/load.sh; a client
-# sends FEW and then MANY sequential keep-alive requests on one connection, and the
+# sends FEW and then MANY sequential keep-alive requests on one connection (CLOSE=1: each
+# on a connection of its own), and the
 # difference of the two totals over MANY - FEW is what one request costs, start-up and
 # shutdown cancelled out. OUT (default target/callgrind) keeps the two profiles, for
 # callgrind_annotate.
@@ -42,7 +43,7 @@ conf=$harness/conf/upstream-nginx.conf
 if [[ $# -ge 1 ]]; then
   bin=$1
 else
-  cargo build --release --manifest-path "$root/Cargo.toml"
+  (cd "$root" && cargo build --release) # in the checkout: its .cargo/config.toml applies
   bin=${CARGO_TARGET_DIR:-$root/target}/release/jira-auth-proxy
 fi
 [[ -x $bin ]] || {
@@ -93,7 +94,8 @@ port, n, header, close = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.ar
 if close:
     req = ("GET /rest/api/2/myself HTTP/1.1\r\nHost: jira.example\r\n" + header + "\r\nConnection: close\r\n\r\n").encode()
     for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port))
+        # A proxy that kept the connection open would fail the run, not hang it.
+        s = socket.create_connection(("127.0.0.1", port), timeout=120)
         s.sendall(req)
         got = b""
         while chunk := s.recv(65536):

@@ -10,7 +10,7 @@ src=${BENCH_HARNESS:-$root/../shared/bench}
 work=$root/target/bench-harness
 # PROXY_BIN set: that binary (benches/pgo.sh's, say) is measured as it is, nothing built.
 if [[ -z ${PROXY_BIN:-} ]]; then
-  cargo build --release --manifest-path "$root/Cargo.toml"
+  (cd "$root" && cargo build --release) # in the checkout: its .cargo/config.toml applies
   PROXY_BIN=${CARGO_TARGET_DIR:-$root/target}/release/jira-auth-proxy
 fi
 # PROXY_BIN_BASE (a second build, rows `base-…`): made absolute, as run.sh runs elsewhere.

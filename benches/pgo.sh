@@ -10,6 +10,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${PGO_DIR:-$root/target/pgo}
+mkdir -p "$out"
+out=$(cd "$out" && pwd) # the builds run in the checkout (below)
 llvm=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 host=$(rustc -vV | sed -n 's/^host: //p')
 profdata=${LLVM_PROFDATA:-}
@@ -28,13 +30,22 @@ fi
 rm -rf "$out/profiles"
 mkdir -p "$out/profiles"
 # --target: RUSTFLAGS then reach the proxy and its libraries, not build scripts and macros.
-RUSTFLAGS="-Cprofile-generate=$out/profiles" \
-  cargo build --release --manifest-path "$root/Cargo.toml" --target "$host" --target-dir "$out/gen" >&2
+# Built from the checkout, so that its .cargo/config.toml applies (cargo reads it from the
+# working directory up, wherever the manifest is).
+(cd "$root" && RUSTFLAGS="-Cprofile-generate=$out/profiles" \
+  cargo build --release --target "$host" --target-dir "$out/gen" >&2)
 # Each proxy process writes its counts when it exits (the harness stops it with SIGTERM).
 LLVM_PROFILE_FILE="$out/profiles/proxy-%p-%m.profraw" PROXY_BIN="$out/gen/$host/release/jira-auth-proxy" \
   ONLY=${PGO_ONLY:-^proxy-} ROUNDS=1 DURATION=${PGO_DURATION:-3} WARMUP=1 CLOSE_ROUNDS=1 \
   "$root/benches/load.sh" >&2
 "$profdata" merge -o "$out/proxy.profdata" "$out/profiles"
-RUSTFLAGS="-Cprofile-use=$out/proxy.profdata" \
-  cargo build --release --manifest-path "$root/Cargo.toml" --target "$host" --target-dir "$out/use" >&2
-echo "$out/use/$host/release/jira-auth-proxy"
+(cd "$root" && RUSTFLAGS="-Cprofile-use=$out/proxy.profdata" \
+  cargo build --release --target "$host" --target-dir "$out/use" >&2)
+bin=$out/use/$host/release/jira-auth-proxy
+# The binary to install must have aws-lc without its CPU-jitter entropy source
+# (.cargo/config.toml; SECURITY.md, "Randomness").
+if grep -qa jent_read_entropy "$bin"; then
+  echo "pgo.sh: $bin has aws-lc's CPU-jitter entropy source: .cargo/config.toml was not applied" >&2
+  exit 1
+fi
+echo "$bin"

@@ -536,12 +536,13 @@ fn the_container_config_checks_and_probe_answers_for_a_health_check() {
     s.stop();
 }
 
-/// The proxy draws random salts and seeds as it starts, and each CLI command that makes a
-/// key or hash draws some too. aws-lc's CPU-jitter entropy source, when built in, first
-/// spends 40-50 ms of CPU timing loops (start to first answer 41-46 ms against 3.5-5 ms
-/// without it; benches/HISTORY.md). `.cargo/config.toml` builds aws-lc without it, so its
-/// generator is seeded by the kernel's (getrandom) alone. The binary carries aws-lc's
-/// symbols, so a jitter source built in would show by name.
+/// The proxy draws random salts and seeds as it starts, and `check`, `hash-password` and
+/// `keys new`/`import` draw some too. aws-lc's CPU-jitter entropy source, when built in,
+/// first spends about 40 ms of CPU in timed loops (start to first answer 41.5-46.1 ms
+/// against 3.5-4.9 ms without it; benches/HISTORY.md). `.cargo/config.toml` builds aws-lc
+/// without it, its generator seeded from the kernel's (SECURITY.md, "Randomness"). Checked
+/// two ways: the product binary carries aws-lc's symbols, so the source built in would show
+/// by name; and aws-lc, asked in this process, names its entropy source.
 #[test]
 fn the_binary_is_built_without_the_cpu_jitter_entropy_source() {
     let bin = std::fs::read(BIN).unwrap();
@@ -550,5 +551,9 @@ fn the_binary_is_built_without_the_cpu_jitter_entropy_source() {
     assert!(
         !has(b"jent_read_entropy"),
         "aws-lc is built with its CPU-jitter entropy source: set AWS_LC_SYS_NO_JITTER_ENTROPY=1 (.cargo/config.toml)"
+    );
+    assert!(
+        aws_lc_rs::try_fips_cpu_jitter_entropy().is_err(),
+        "aws-lc seeds from CPU jitter"
     );
 }
