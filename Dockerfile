@@ -13,6 +13,7 @@ COPY src ./src
 COPY benches ./benches
 # The build fails if aws-lc still has its CPU-jitter entropy source (SECURITY.md, "Randomness").
 RUN cargo build --release --locked --bin jira-auth-proxy \
+ && grep -qa RAND_bytes target/release/jira-auth-proxy \
  && ! grep -qa jent_read_entropy target/release/jira-auth-proxy \
  && strip target/release/jira-auth-proxy
 

@@ -44,7 +44,8 @@ if [[ $# -ge 1 ]]; then
   bin=$1
 else
   (cd "$root" && cargo build --release) # in the checkout: its .cargo/config.toml applies
-  bin=${CARGO_TARGET_DIR:-$root/target}/release/jira-auth-proxy
+  # A relative CARGO_TARGET_DIR is the checkout's, where cargo ran.
+  bin=$(cd "$root" && cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/jira-auth-proxy
 fi
 [[ -x $bin ]] || {
   echo "callgrind.sh: no binary at $bin" >&2

@@ -11,7 +11,8 @@ work=$root/target/bench-harness
 # PROXY_BIN set: that binary (benches/pgo.sh's, say) is measured as it is, nothing built.
 if [[ -z ${PROXY_BIN:-} ]]; then
   (cd "$root" && cargo build --release) # in the checkout: its .cargo/config.toml applies
-  PROXY_BIN=${CARGO_TARGET_DIR:-$root/target}/release/jira-auth-proxy
+  # A relative CARGO_TARGET_DIR is the checkout's, where cargo ran.
+  PROXY_BIN=$(cd "$root" && cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/jira-auth-proxy
 fi
 # PROXY_BIN_BASE (a second build, rows `base-…`): made absolute, as run.sh runs elsewhere.
 if [[ -n ${PROXY_BIN_BASE:-} ]]; then

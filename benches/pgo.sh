@@ -43,7 +43,15 @@ LLVM_PROFILE_FILE="$out/profiles/proxy-%p-%m.profraw" PROXY_BIN="$out/gen/$host/
   cargo build --release --target "$host" --target-dir "$out/use" >&2)
 bin=$out/use/$host/release/jira-auth-proxy
 # The binary to install must have aws-lc without its CPU-jitter entropy source
-# (.cargo/config.toml; SECURITY.md, "Randomness").
+# (.cargo/config.toml; SECURITY.md, "Randomness"), as its symbols show.
+[[ -x $bin ]] || {
+  echo "pgo.sh: no binary at $bin" >&2
+  exit 1
+}
+grep -qa RAND_bytes "$bin" || {
+  echo "pgo.sh: $bin has no symbols to check aws-lc's entropy source by" >&2
+  exit 1
+}
 if grep -qa jent_read_entropy "$bin"; then
   echo "pgo.sh: $bin has aws-lc's CPU-jitter entropy source: .cargo/config.toml was not applied" >&2
   exit 1

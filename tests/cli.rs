@@ -538,7 +538,7 @@ fn the_container_config_checks_and_probe_answers_for_a_health_check() {
 
 /// The proxy draws random salts and seeds as it starts, and `check`, `hash-password` and
 /// `keys new`/`import` draw some too. aws-lc's CPU-jitter entropy source, when built in,
-/// first spends about 40 ms of CPU in timed loops (start to first answer 41.5-46.1 ms
+/// first spends 40-60 ms of CPU in timed loops (start to first answer 41.5-46.1 ms
 /// against 3.5-4.9 ms without it; benches/HISTORY.md). `.cargo/config.toml` builds aws-lc
 /// without it, its generator seeded from the kernel's (SECURITY.md, "Randomness"). Checked
 /// two ways: the product binary carries aws-lc's symbols, so the source built in would show
